@@ -1,0 +1,258 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/runtime"
+)
+
+// Client talks to one sandbox's agent. It is cheap: every operation dials
+// its own connection.
+type Client struct {
+	// Dial opens a connection to the agent.
+	Dial func(ctx context.Context) (net.Conn, error)
+}
+
+// ErrUnreachable wraps failures to reach the agent at all: the sandbox is
+// broken, not the request.
+var ErrUnreachable = errors.New("agent unreachable")
+
+func (cl *Client) open(ctx context.Context, req request) (*conn, reply, func() bool, error) {
+	nc, err := cl.Dial(ctx)
+	if err != nil {
+		return nil, reply{}, nil, fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+	c := newConn(nc)
+	// Cancel the operation by closing the connection. The caller stops
+	// the hook (and owns the connection) once open succeeds.
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	fail := func(err error) (*conn, reply, func() bool, error) {
+		stop()
+		nc.Close()
+		return nil, reply{}, nil, err
+	}
+	if err := c.sendJSON(frameRequest, req); err != nil {
+		return fail(cl.ioErr(ctx, err))
+	}
+	var rep reply
+	if err := c.recvJSON(frameReply, &rep); err != nil {
+		return fail(cl.ioErr(ctx, err))
+	}
+	if rep.Error != nil {
+		return fail(wireToErr(rep.Error))
+	}
+	return c, rep, stop, nil
+}
+
+// ioErr prefers the context's error when the context ended the call.
+func (cl *Client) ioErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("%w: %v", ErrUnreachable, err)
+}
+
+func wireToErr(e *wireError) error {
+	kind := runtime.ErrInvalid
+	switch e.Code {
+	case codeNotFound:
+		kind = runtime.ErrNotFound
+	case codeExists:
+		kind = runtime.ErrExists
+	case codeInternal:
+		return fmt.Errorf("agent: %s", e.Msg)
+	}
+	return &runtime.UserError{Kind: kind, Msg: e.Msg}
+}
+
+// call runs a request with a single reply.
+func (cl *Client) call(ctx context.Context, req request) (reply, error) {
+	c, rep, stop, err := cl.open(ctx, req)
+	if err != nil {
+		return rep, err
+	}
+	stop()
+	c.Close()
+	return rep, nil
+}
+
+// Ping is one round trip to the agent.
+func (cl *Client) Ping(ctx context.Context) error {
+	_, err := cl.call(ctx, request{Op: "ping"})
+	return err
+}
+
+// Exec starts a process.
+func (cl *Client) Exec(ctx context.Context, spec runtime.ExecSpec, stdio runtime.Stdio) (*Process, error) {
+	cmd := spec.Cmd
+	if spec.Shell != "" {
+		if len(cmd) > 0 {
+			return nil, runtime.Userf(runtime.ErrInvalid, "give either a command or a shell line, not both")
+		}
+		cmd = []string{"/bin/sh", "-c", spec.Shell}
+	}
+	if len(cmd) == 0 {
+		return nil, runtime.Userf(runtime.ErrInvalid, "no command given")
+	}
+	if spec.Timeout < 0 {
+		return nil, runtime.Userf(runtime.ErrInvalid, "timeout must not be negative")
+	}
+	req := request{Op: "exec", Cmd: cmd, Env: spec.Env, Cwd: spec.Cwd, User: spec.User,
+		TimeoutMs: spec.Timeout.Milliseconds(), Background: spec.Background, Stdin: stdio.Stdin != nil}
+	return cl.stream(ctx, req, stdio)
+}
+
+// Attach follows a process started earlier.
+func (cl *Client) Attach(ctx context.Context, procID string, stdio runtime.Stdio) (*Process, error) {
+	return cl.stream(ctx, request{Op: "attach", Proc: procID}, stdio)
+}
+
+func (cl *Client) stream(ctx context.Context, req request, stdio runtime.Stdio) (*Process, error) {
+	// The process outlives this call: its stream is bounded by Close, not
+	// by ctx, except while the request is being made.
+	c, rep, stop, err := cl.open(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	stop()
+	p := &Process{c: c, id: rep.Proc, pid: rep.Pid, done: make(chan struct{})}
+	go p.read(stdio.Stdout, stdio.Stderr)
+	if stdio.Stdin != nil {
+		go p.feed(stdio.Stdin)
+	}
+	return p, nil
+}
+
+// Processes lists tracked processes.
+func (cl *Client) Processes(ctx context.Context) ([]runtime.ProcessInfo, error) {
+	rep, err := cl.call(ctx, request{Op: "ps"})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]runtime.ProcessInfo, 0, len(rep.Procs))
+	for _, p := range rep.Procs {
+		pi := runtime.ProcessInfo{ID: p.ID, Pid: p.Pid, Cmd: p.Cmd, Background: p.Background,
+			Running: p.Running, StartedAt: time.Unix(0, p.StartedAt).UTC()}
+		if p.Exit != nil {
+			pi.Exit = &runtime.ExitStatus{Code: p.Exit.Code, Signal: p.Exit.Signal, TimedOut: p.Exit.TimedOut}
+		}
+		out = append(out, pi)
+	}
+	return out, nil
+}
+
+// Signal sends sig to a tracked process.
+func (cl *Client) Signal(ctx context.Context, procID string, sig syscall.Signal) error {
+	_, err := cl.call(ctx, request{Op: "signal", Proc: procID, Signal: int(sig)})
+	return err
+}
+
+// Process is the host's end of a process stream.
+type Process struct {
+	c    *conn
+	id   string
+	pid  int
+	done chan struct{}
+
+	mu     sync.Mutex
+	exit   *runtime.ExitStatus
+	err    error
+	closed bool
+}
+
+func (p *Process) ID() string { return p.id }
+func (p *Process) Pid() int   { return p.pid }
+
+// Signal sends sig to the process group.
+func (p *Process) Signal(sig syscall.Signal) error {
+	if sig <= 0 || sig > 64 {
+		return runtime.Userf(runtime.ErrInvalid, "signal %d out of range", sig)
+	}
+	return p.c.send(frameSignal, []byte{byte(sig)})
+}
+
+// Wait returns the exit status once the process has exited and all of its
+// output has been written to the caller's writers.
+func (p *Process) Wait() (runtime.ExitStatus, error) {
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.exit != nil {
+		return *p.exit, nil
+	}
+	return runtime.ExitStatus{}, p.err
+}
+
+// Close drops the stream; the agent kills a foreground process.
+func (p *Process) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	return p.c.Close()
+}
+
+func (p *Process) read(stdout, stderr io.Writer) {
+	defer close(p.done)
+	defer p.c.Close()
+	var buf []byte
+	for {
+		typ, b, err := p.c.recv(buf)
+		if err != nil {
+			p.mu.Lock()
+			if p.closed {
+				p.err = errors.New("process stream closed")
+			} else {
+				p.err = fmt.Errorf("%w: stream ended before the process did: %v", ErrUnreachable, err)
+			}
+			p.mu.Unlock()
+			return
+		}
+		buf = b[:0]
+		switch typ {
+		case frameStdout:
+			if stdout != nil {
+				_, _ = stdout.Write(b) // a failing writer loses output, not the process
+			}
+		case frameStderr:
+			if stderr != nil {
+				_, _ = stderr.Write(b) // likewise
+			}
+		case frameExit:
+			var st exitStatus
+			if err := json.Unmarshal(b, &st); err != nil {
+				p.mu.Lock()
+				p.err = fmt.Errorf("agent: bad exit frame: %v", err)
+				p.mu.Unlock()
+				return
+			}
+			p.mu.Lock()
+			p.exit = &runtime.ExitStatus{Code: st.Code, Signal: st.Signal, TimedOut: st.TimedOut}
+			p.mu.Unlock()
+			return
+		}
+	}
+}
+
+func (p *Process) feed(r io.Reader) {
+	buf := make([]byte, chunkSize)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if p.c.send(frameStdin, buf[:n]) != nil {
+				return
+			}
+		}
+		if err != nil {
+			_ = p.c.send(frameStdinEOF, nil) // the stream may be gone already
+			return
+		}
+	}
+}

@@ -1,0 +1,229 @@
+package agent
+
+import (
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Output kept for a background process, for Attach to replay.
+const (
+	ringBytes    = 1 << 20
+	subQueueMax  = 1 << 20
+	drainGrace   = 100 * time.Millisecond
+	keepExited   = 64
+)
+
+// process is one process started through exec. Its output goes to every
+// attached subscriber and, for a background process, into a bounded ring.
+type process struct {
+	id         string
+	pid        int
+	cmd        []string
+	background bool
+	started    time.Time
+	stdin      *os.File // nil unless the caller streams stdin
+
+	mu       sync.Mutex
+	ring     []chunk
+	ringSize int
+	subs     map[*subscriber]struct{}
+	exited   bool
+	exit     exitStatus
+	timedOut bool
+	done     chan struct{} // closed once exited and output drained
+
+	status chan syscall.WaitStatus // from the reaper
+}
+
+type chunk struct {
+	typ  byte
+	data []byte
+}
+
+// emit hands one piece of output to the ring and to every subscriber, then
+// waits while any subscriber is too far behind (backpressure on the pipe).
+func (p *process) emit(typ byte, data []byte) {
+	b := append([]byte(nil), data...)
+	p.mu.Lock()
+	if p.background {
+		p.ring = append(p.ring, chunk{typ, b})
+		p.ringSize += len(b)
+		for p.ringSize > ringBytes && len(p.ring) > 1 {
+			p.ringSize -= len(p.ring[0].data)
+			p.ring = p.ring[1:]
+		}
+	}
+	subs := make([]*subscriber, 0, len(p.subs))
+	for s := range p.subs {
+		s.push(chunk{typ, b})
+		subs = append(subs, s)
+	}
+	p.mu.Unlock()
+	for _, s := range subs {
+		s.waitBelow(subQueueMax)
+	}
+}
+
+// subscribe attaches s, replaying the ring first. It reports whether the
+// process had already finished (s then has the exit queued as well).
+func (p *process) subscribe(s *subscriber) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.ring {
+		s.push(c)
+	}
+	if p.exited {
+		s.finish(p.exit)
+		return
+	}
+	p.subs[s] = struct{}{}
+}
+
+func (p *process) unsubscribe(s *subscriber) {
+	p.mu.Lock()
+	delete(p.subs, s)
+	p.mu.Unlock()
+	s.close()
+}
+
+// finish records the exit and tells every subscriber.
+func (p *process) finish(st exitStatus) {
+	p.mu.Lock()
+	p.exited = true
+	p.exit = st
+	for s := range p.subs {
+		s.finish(st)
+	}
+	p.subs = map[*subscriber]struct{}{}
+	p.mu.Unlock()
+	close(p.done)
+}
+
+func (p *process) info() processInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pi := processInfo{ID: p.id, Pid: p.pid, Cmd: p.cmd, Background: p.background,
+		Running: !p.exited, StartedAt: p.started.UnixNano()}
+	if p.exited {
+		st := p.exit
+		pi.Exit = &st
+	}
+	return pi
+}
+
+// signal sends sig to the process's group.
+func (p *process) signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	exited := p.exited
+	p.mu.Unlock()
+	if exited {
+		return nil
+	}
+	err := unix.Kill(-p.pid, sig)
+	if err == unix.ESRCH {
+		return nil
+	}
+	return err
+}
+
+func exitFromWait(ws syscall.WaitStatus, timedOut bool) exitStatus {
+	st := exitStatus{TimedOut: timedOut}
+	switch {
+	case ws.Exited():
+		st.Code = ws.ExitStatus()
+	case ws.Signaled():
+		st.Code = 128 + int(ws.Signal())
+		st.Signal = unix.SignalName(ws.Signal())
+	}
+	return st
+}
+
+// subscriber queues frames for one connection and writes them from its own
+// goroutine, so no process lock is held across socket I/O.
+type subscriber struct {
+	c    *conn
+	mu   sync.Mutex
+	cond *sync.Cond
+	q    []chunk
+	size int
+	exit *exitStatus
+	// closed: stop writing (connection gone or detached).
+	closed bool
+	done   chan struct{}
+}
+
+func newSubscriber(c *conn) *subscriber {
+	s := &subscriber{c: c, done: make(chan struct{})}
+	s.cond = sync.NewCond(&s.mu)
+	go s.run()
+	return s
+}
+
+func (s *subscriber) push(c chunk) {
+	s.mu.Lock()
+	if !s.closed {
+		s.q = append(s.q, c)
+		s.size += len(c.data)
+		s.cond.Broadcast()
+	}
+	s.mu.Unlock()
+}
+
+func (s *subscriber) finish(st exitStatus) {
+	s.mu.Lock()
+	s.exit = &st
+	s.cond.Broadcast()
+	s.mu.Unlock()
+}
+
+func (s *subscriber) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.q = nil
+	s.size = 0
+	s.cond.Broadcast()
+	s.mu.Unlock()
+}
+
+func (s *subscriber) waitBelow(n int) {
+	s.mu.Lock()
+	for !s.closed && s.size > n {
+		s.cond.Wait()
+	}
+	s.mu.Unlock()
+}
+
+// run writes queued output, then the exit frame, then returns. It stops
+// early if the subscriber is closed or the connection fails.
+func (s *subscriber) run() {
+	defer close(s.done)
+	for {
+		s.mu.Lock()
+		for !s.closed && len(s.q) == 0 && s.exit == nil {
+			s.cond.Wait()
+		}
+		if s.closed {
+			s.mu.Unlock()
+			return
+		}
+		if len(s.q) == 0 { // exit, and everything before it sent
+			st := *s.exit
+			s.mu.Unlock()
+			_ = s.c.sendJSON(frameExit, st) // the host may be gone; nothing to do about it
+			return
+		}
+		c := s.q[0]
+		s.q = s.q[1:]
+		s.size -= len(c.data)
+		s.cond.Broadcast()
+		s.mu.Unlock()
+		if err := s.c.send(c.typ, c.data); err != nil {
+			s.close()
+			return
+		}
+	}
+}

@@ -1,0 +1,98 @@
+package agent
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// account is a user as the sandbox's own /etc/passwd and /etc/group say.
+type account struct {
+	Name   string
+	UID    int
+	GID    int
+	Groups []uint32
+	Home   string
+	Shell  string
+}
+
+// DefaultUser is who processes run as and files belong to unless the caller
+// says otherwise.
+const DefaultUser = "user"
+
+// lookupUser resolves a name or a numeric uid against the sandbox's
+// /etc/passwd (and /etc/group for supplementary groups). A numeric uid
+// without an entry is allowed, with gid equal to uid and home "/".
+func lookupUser(etc, who string) (account, error) {
+	if who == "" {
+		who = DefaultUser
+	}
+	numeric, numErr := strconv.Atoi(who)
+	if numErr == nil && (numeric < 0 || numeric > 65535) {
+		return account{}, fmt.Errorf("uid %d is outside 0..65535", numeric)
+	}
+	var acc account
+	found := false
+	err := scanColon(etc+"/passwd", 7, func(f []string) bool {
+		uid, err1 := strconv.Atoi(f[2])
+		gid, err2 := strconv.Atoi(f[3])
+		if err1 != nil || err2 != nil {
+			return true
+		}
+		if f[0] == who || (numErr == nil && uid == numeric) {
+			acc = account{Name: f[0], UID: uid, GID: gid, Home: f[5], Shell: f[6]}
+			found = true
+			return false
+		}
+		return true
+	})
+	if err != nil && !os.IsNotExist(err) {
+		return account{}, err
+	}
+	if !found {
+		if numErr != nil {
+			return account{}, fmt.Errorf("no user %q in the sandbox's /etc/passwd", who)
+		}
+		return account{Name: who, UID: numeric, GID: numeric, Home: "/", Shell: "/bin/sh"}, nil
+	}
+	_ = scanColon(etc+"/group", 4, func(f []string) bool { // best effort: no group file, no extra groups
+		gid, err := strconv.Atoi(f[2])
+		if err != nil || gid == acc.GID {
+			return true
+		}
+		for _, m := range strings.Split(f[3], ",") {
+			if m == acc.Name {
+				acc.Groups = append(acc.Groups, uint32(gid))
+			}
+		}
+		return true
+	})
+	return acc, nil
+}
+
+// scanColon calls fn with the fields of every well-formed line of a
+// colon-separated file until fn returns false.
+func scanColon(path string, nfields int, fn func([]string) bool) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		fields := strings.Split(line, ":")
+		if len(fields) < nfields {
+			continue
+		}
+		if !fn(fields) {
+			return nil
+		}
+	}
+	return sc.Err()
+}

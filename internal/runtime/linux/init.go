@@ -1,0 +1,246 @@
+package linux
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sandpool/sandpool/internal/agent"
+)
+
+// This file runs inside the sandbox, as its PID 1: the host starts the
+// sandpool binary with new user, mount, PID, network, IPC and UTS
+// namespaces and the argument "init". It sets up the root filesystem,
+// then becomes the agent.
+
+// initEnv marks the process as a sandbox init (with os.Args[1] == "init").
+const initEnv = "SANDPOOL_INIT=1"
+
+// Descriptors the host hands to init (ExtraFiles start at 3).
+const (
+	fdConfig = 3 + iota // read: initConfig as JSON, then EOF
+	fdStatus            // write: "ok" or an error message
+	fdListen            // the agent's listening Unix socket
+	fdExe               // the sandpool binary (exec'd through /proc/self/fd)
+	fdRoot              // the root filesystem: a detached overlay mount
+)
+
+type initConfig struct {
+	Hostname string      `json:"hostname"`
+	Binds    []bindMount `json:"binds"`
+}
+
+// IsInit reports whether this process was started as a sandbox's init.
+// main (and TestMain of packages that make sandboxes) calls Init if so.
+func IsInit() bool {
+	return len(os.Args) > 1 && os.Args[1] == "init" && os.Getenv("SANDPOOL_INIT") == "1"
+}
+
+// Init sets up the sandbox and serves the host. It does not return.
+func Init() {
+	// PID 1 gets only the signals it handles; Go would exit on these.
+	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE, syscall.SIGTSTP,
+		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGALRM)
+	os.Clearenv()
+	status := os.NewFile(fdStatus, "status")
+	l, err := setupSandbox()
+	if err == nil {
+		var srv *agent.Server
+		srv, err = agent.NewServer(agent.Options{
+			HardenSpawner: hardenThread,
+			Log:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		})
+		if err == nil {
+			if _, err = status.WriteString("ok"); err == nil {
+				status.Close()
+				err = srv.Serve(l)
+			}
+		}
+	}
+	fmt.Fprintf(status, "error: %v", err)
+	fmt.Fprintf(os.Stderr, "sandbox init: %v\n", err)
+	os.Exit(1)
+}
+
+func setupSandbox() (net.Listener, error) {
+	// The agent's own /proc entries must not be readable or traceable by
+	// sandboxed code, even code running as the sandbox's root.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("set non-dumpable: %w", err)
+	}
+	b, err := io.ReadAll(os.NewFile(fdConfig, "config"))
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	var cfg initConfig
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return nil, fmt.Errorf("decode config: %w", err)
+	}
+	if err := mountRoot(cfg); err != nil {
+		return nil, err
+	}
+	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+		return nil, fmt.Errorf("set hostname: %w", err)
+	}
+	if err := loopbackUp(); err != nil {
+		return nil, err
+	}
+	// Nothing from the host may stay open: the directories passed in
+	// would let a process walk out of its root.
+	unix.Close(fdExe)
+	unix.Close(fdRoot)
+	unix.Close(fdConfig)
+	// Every other inherited descriptor closes at exec (the listener is
+	// dup'ed with close-on-exec by FileListener below).
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("close_range: %w", err)
+	}
+	lf := os.NewFile(fdListen, "listen")
+	l, err := net.FileListener(lf)
+	lf.Close()
+	if err != nil {
+		return nil, fmt.Errorf("agent socket: %w", err)
+	}
+	return l, nil
+}
+
+func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// mountRoot builds the sandbox's root and pivots into it. The host made
+// the overlay (this process is root only inside its user namespace and
+// cannot reach the data directory); it arrives as a detached mount and is
+// attached over /tmp of this private mount namespace, then becomes /.
+func mountRoot(cfg initConfig) error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make mounts private: %w", err)
+	}
+	const root = "/tmp"
+	if err := unix.MoveMount(fdRoot, "", unix.AT_FDCWD, root, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach root filesystem: %w", err)
+	}
+	for _, b := range cfg.Binds {
+		if err := bindReadOnly(b.Src, root+b.Dst); err != nil {
+			return err
+		}
+	}
+	if err := mountProc(root + "/proc"); err != nil {
+		return err
+	}
+	if err := mountDev(root + "/dev"); err != nil {
+		return err
+	}
+	if err := unix.Chdir(root); err != nil {
+		return fmt.Errorf("chdir to root: %w", err)
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach old root: %w", err)
+	}
+	return unix.Chdir("/")
+}
+
+func bindReadOnly(src, dst string) error {
+	if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind %s: %w", src, err)
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+	if err := unix.MountSetattr(unix.AT_FDCWD, dst, unix.AT_RECURSIVE, &attr); err != nil {
+		return fmt.Errorf("make %s read-only: %w", dst, err)
+	}
+	return nil
+}
+
+// mountProc mounts a /proc for the sandbox's PID namespace and hides the
+// few files that tell about the host or poke the kernel.
+func mountProc(p string) error {
+	if err := unix.Mount("proc", p, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
+	}
+	for _, f := range []string{"kcore", "keys", "timer_list", "sched_debug", "sysrq-trigger", "latency_stats"} {
+		if _, err := os.Stat(p + "/" + f); err != nil {
+			continue
+		}
+		if err := unix.Mount("/dev/null", p+"/"+f, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("mask /proc/%s: %w", f, err)
+		}
+	}
+	for _, d := range []string{"sys", "irq", "bus", "fs"} {
+		if _, err := os.Stat(p + "/" + d); err != nil {
+			continue
+		}
+		if err := bindReadOnly(p+"/"+d, p+"/"+d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mountDev builds a minimal /dev: a tmpfs with the harmless host devices
+// bound in, a private devpts and a /dev/shm.
+func mountDev(p string) error {
+	if err := unix.Mount("tmpfs", p, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=64k"); err != nil {
+		return fmt.Errorf("mount /dev: %w", err)
+	}
+	for _, d := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
+		f, err := os.OpenFile(filepath.Join(p, d), os.O_CREATE|os.O_WRONLY, 0o666)
+		if err != nil {
+			return err
+		}
+		f.Close()
+		if err := unix.Mount("/dev/"+d, filepath.Join(p, d), "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind /dev/%s: %w", d, err)
+		}
+	}
+	links := [][2]string{{"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
+		{"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"}, {"pts/ptmx", "ptmx"}}
+	for _, l := range links {
+		if err := os.Symlink(l[0], filepath.Join(p, l[1])); err != nil {
+			return err
+		}
+	}
+	for _, d := range []string{"pts", "shm"} {
+		if err := os.Mkdir(filepath.Join(p, d), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := unix.Mount("devpts", p+"/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"); err != nil {
+		return fmt.Errorf("mount /dev/pts: %w", err)
+	}
+	if err := unix.Mount("shm", p+"/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size=256m"); err != nil {
+		return fmt.Errorf("mount /dev/shm: %w", err)
+	}
+	return nil
+}
+
+// loopbackUp brings up lo, the sandbox's only network interface.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("loopback: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback up: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,321 @@
+package linux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sandpool/sandpool/internal/agent"
+	"github.com/sandpool/sandpool/internal/runtime"
+)
+
+// agentFor returns a client for a running sandbox, or ErrConflict if it
+// is not running.
+func (r *Runtime) agentFor(id string) (*agent.Client, *sandbox, error) {
+	sb, err := r.lookup(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch s := sb.getStatus(); s {
+	case runtime.StatusRunning:
+	case runtime.StatusBroken:
+		return nil, nil, &runtime.StateError{Sandbox: id, Err: errors.New("its PID 1 is gone")}
+	default:
+		return nil, nil, runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", id, s)
+	}
+	dir := r.sandboxDir(id)
+	return &agent.Client{Dial: func(ctx context.Context) (net.Conn, error) { return dialAgent(ctx, dir) }}, sb, nil
+}
+
+// dialAgent connects to the agent socket in dir, through a descriptor so
+// long data directory paths work.
+func dialAgent(ctx context.Context, dir string) (net.Conn, error) {
+	d, err := os.OpenFile(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	var dl net.Dialer
+	return dl.DialContext(ctx, "unix", fdPath(int(d.Fd()))+"/agent.sock")
+}
+
+// agentErr turns a failure to reach a sandbox's agent into a StateError,
+// unless the sandbox stopped running meanwhile (then it is a conflict).
+func (r *Runtime) agentErr(sb *sandbox, err error) error {
+	if err == nil || !errors.Is(err, agent.ErrUnreachable) {
+		return err
+	}
+	if s := sb.getStatus(); s != runtime.StatusRunning {
+		return runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", sb.st.ID, s)
+	}
+	return &runtime.StateError{Sandbox: sb.st.ID, Err: err}
+}
+
+// Ping is one round trip to the sandbox's agent: a health check.
+func (r *Runtime) Ping(ctx context.Context, id string) error {
+	cl, sb, err := r.agentFor(id)
+	if err != nil {
+		return err
+	}
+	return r.agentErr(sb, cl.Ping(ctx))
+}
+
+// Exec starts a process in the sandbox.
+func (r *Runtime) Exec(ctx context.Context, id string, spec runtime.ExecSpec, stdio runtime.Stdio) (runtime.Process, error) {
+	cl, sb, err := r.agentFor(id)
+	if err != nil {
+		return nil, err
+	}
+	cg := r.cg.group(id)
+	ooms := cg.oomKills()
+	p, err := cl.Exec(ctx, spec, stdio)
+	if err != nil {
+		return nil, r.agentErr(sb, err)
+	}
+	return &process{Process: p, r: r, sb: sb, cg: cg, ooms: ooms}, nil
+}
+
+// Attach follows a background process.
+func (r *Runtime) Attach(ctx context.Context, id, procID string, stdio runtime.Stdio) (runtime.Process, error) {
+	cl, sb, err := r.agentFor(id)
+	if err != nil {
+		return nil, err
+	}
+	cg := r.cg.group(id)
+	ooms := cg.oomKills()
+	p, err := cl.Attach(ctx, procID, stdio)
+	if err != nil {
+		return nil, r.agentErr(sb, err)
+	}
+	return &process{Process: p, r: r, sb: sb, cg: cg, ooms: ooms}, nil
+}
+
+// process adds what only the host knows to the agent's process: whether
+// the memory limit killed it, and whether the sandbox broke meanwhile.
+type process struct {
+	*agent.Process
+	r    *Runtime
+	sb   *sandbox
+	cg   *cgroup
+	ooms int64
+}
+
+func (p *process) Wait() (runtime.ExitStatus, error) {
+	st, err := p.Process.Wait()
+	if err != nil {
+		return st, p.r.agentErr(p.sb, err)
+	}
+	if st.Signal == "SIGKILL" && p.cg.oomKills() > p.ooms {
+		st.OOMKilled = true
+	}
+	return st, nil
+}
+
+// Processes lists the processes the agent tracks.
+func (r *Runtime) Processes(ctx context.Context, id string) ([]runtime.ProcessInfo, error) {
+	cl, sb, err := r.agentFor(id)
+	if err != nil {
+		return nil, err
+	}
+	ps, err := cl.Processes(ctx)
+	return ps, r.agentErr(sb, err)
+}
+
+// Signal sends sig to a tracked process.
+func (r *Runtime) Signal(ctx context.Context, id, procID string, sig syscall.Signal) error {
+	if sig <= 0 || sig > 64 {
+		return runtime.Userf(runtime.ErrInvalid, "signal %d out of range", sig)
+	}
+	cl, sb, err := r.agentFor(id)
+	if err != nil {
+		return err
+	}
+	return r.agentErr(sb, cl.Signal(ctx, procID, sig))
+}
+
+// Files gives access to the sandbox's filesystem through its agent.
+func (r *Runtime) Files(id string) runtime.Files { return sandboxFiles{r: r, id: id} }
+
+type sandboxFiles struct {
+	r  *Runtime
+	id string
+}
+
+func (f sandboxFiles) files() (runtime.Files, *sandbox, error) {
+	cl, sb, err := f.r.agentFor(f.id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cl.Files(), sb, nil
+}
+
+func (f sandboxFiles) Read(ctx context.Context, path string) (io.ReadCloser, runtime.FileInfo, error) {
+	fs, sb, err := f.files()
+	if err != nil {
+		return nil, runtime.FileInfo{}, err
+	}
+	rc, fi, err := fs.Read(ctx, path)
+	return rc, fi, f.r.agentErr(sb, err)
+}
+
+func (f sandboxFiles) Write(ctx context.Context, path string, src io.Reader, opts runtime.WriteOptions) (int64, error) {
+	fs, sb, err := f.files()
+	if err != nil {
+		return 0, err
+	}
+	n, err := fs.Write(ctx, path, src, opts)
+	return n, f.r.agentErr(sb, err)
+}
+
+func (f sandboxFiles) List(ctx context.Context, path string) ([]runtime.FileInfo, error) {
+	fs, sb, err := f.files()
+	if err != nil {
+		return nil, err
+	}
+	out, err := fs.List(ctx, path)
+	return out, f.r.agentErr(sb, err)
+}
+
+func (f sandboxFiles) Stat(ctx context.Context, path string) (runtime.FileInfo, error) {
+	fs, sb, err := f.files()
+	if err != nil {
+		return runtime.FileInfo{}, err
+	}
+	fi, err := fs.Stat(ctx, path)
+	return fi, f.r.agentErr(sb, err)
+}
+
+func (f sandboxFiles) Mkdir(ctx context.Context, path string, opts runtime.MkdirOptions) error {
+	fs, sb, err := f.files()
+	if err != nil {
+		return err
+	}
+	return f.r.agentErr(sb, fs.Mkdir(ctx, path, opts))
+}
+
+func (f sandboxFiles) Remove(ctx context.Context, path string, recursive bool) error {
+	fs, sb, err := f.files()
+	if err != nil {
+		return err
+	}
+	return f.r.agentErr(sb, fs.Remove(ctx, path, recursive))
+}
+
+func (f sandboxFiles) Rename(ctx context.Context, from, to string) error {
+	fs, sb, err := f.files()
+	if err != nil {
+		return err
+	}
+	return f.r.agentErr(sb, fs.Rename(ctx, from, to))
+}
+
+// Freeze stops every process of a running sandbox, keeping its memory.
+func (r *Runtime) Freeze(ctx context.Context, id string) error {
+	sb, err := r.lookup(id)
+	if err != nil {
+		return err
+	}
+	sb.life.Lock()
+	defer sb.life.Unlock()
+	switch s := sb.getStatus(); s {
+	case runtime.StatusFrozen:
+		return nil
+	case runtime.StatusRunning:
+	default:
+		return runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", id, s)
+	}
+	if err := r.cg.group(id).freeze(ctx); err != nil {
+		return fmt.Errorf("freeze sandbox %s: %w", id, err)
+	}
+	sb.setStatus(runtime.StatusFrozen)
+	return nil
+}
+
+// Thaw lets a frozen sandbox run again.
+func (r *Runtime) Thaw(ctx context.Context, id string) error {
+	sb, err := r.lookup(id)
+	if err != nil {
+		return err
+	}
+	sb.life.Lock()
+	defer sb.life.Unlock()
+	switch s := sb.getStatus(); s {
+	case runtime.StatusRunning:
+		return nil
+	case runtime.StatusFrozen:
+	default:
+		return runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", id, s)
+	}
+	if err := r.cg.group(id).thaw(); err != nil {
+		return fmt.Errorf("thaw sandbox %s: %w", id, err)
+	}
+	sb.setStatus(runtime.StatusRunning)
+	return nil
+}
+
+// Stop kills every process and unmounts everything but keeps the writable
+// layer; Start boots the sandbox again on it.
+func (r *Runtime) Stop(ctx context.Context, id string) error {
+	sb, err := r.lookup(id)
+	if err != nil {
+		return err
+	}
+	sb.life.Lock()
+	defer sb.life.Unlock()
+	if sb.getStatus() == runtime.StatusStopped {
+		return nil
+	}
+	if err := r.teardown(ctx, sb, false); err != nil {
+		sb.setStatus(runtime.StatusBroken)
+		return fmt.Errorf("stop sandbox %s: %w", id, err)
+	}
+	return nil
+}
+
+// Start boots a stopped (or broken) sandbox on its kept writable layer.
+func (r *Runtime) Start(ctx context.Context, id string) (_ runtime.Info, retErr error) {
+	sb, err := r.lookup(id)
+	if err != nil {
+		return runtime.Info{}, err
+	}
+	sb.life.Lock()
+	defer sb.life.Unlock()
+	switch s := sb.getStatus(); s {
+	case runtime.StatusRunning, runtime.StatusFrozen:
+		return sb.info(), nil
+	case runtime.StatusBroken:
+		// Clear what is left of the last boot, keep the files.
+		if err := r.teardown(ctx, sb, false); err != nil {
+			return runtime.Info{}, fmt.Errorf("start sandbox %s: %w", id, err)
+		}
+	}
+	// A stale work directory from the last mount would make overlayfs
+	// refuse; it holds nothing worth keeping between mounts.
+	work := filepath.Join(r.sandboxDir(id), "work")
+	if err := os.RemoveAll(work); err != nil {
+		return runtime.Info{}, err
+	}
+	if err := os.Mkdir(work, 0o755); err != nil {
+		return runtime.Info{}, err
+	}
+	if err := os.Chown(work, int(r.cfg.UIDBase), int(r.cfg.UIDBase)); err != nil {
+		return runtime.Info{}, err
+	}
+	if err := r.boot(ctx, sb); err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if terr := r.teardown(cctx, sb, false); terr != nil {
+			r.cfg.Log.Error("clean up failed start", "sandbox", id, "err", terr)
+		}
+		return runtime.Info{}, fmt.Errorf("start sandbox %s: %w", id, err)
+	}
+	return sb.info(), nil
+}

@@ -1,0 +1,493 @@
+// Package linux is the default sandbox backend: Linux namespaces, cgroups
+// (v1 or v2), overlayfs and seccomp, driven by a root process with no
+// container engine. Each sandbox's PID 1 is the sandpool binary itself,
+// started as `sandpool init`, which becomes the agent (package agent).
+package linux
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"golang.org/x/sys/unix"
+
+	"github.com/sandpool/sandpool/internal/runtime"
+)
+
+// Config configures a Runtime.
+type Config struct {
+	// DataDir holds templates and sandboxes. Required.
+	DataDir string
+	// InitPath is the sandpool binary run as each sandbox's PID 1; empty
+	// means this executable (which must call linux.Init when IsInit).
+	InitPath string
+	// UIDBase is the first host uid (and gid) of the 65536 that sandbox
+	// ids 0..65535 map onto. Default 100000.
+	UIDBase uint32
+	// CgroupRoot is where cgroups are mounted. Default /sys/fs/cgroup.
+	CgroupRoot string
+	// CgroupParent names the group under which each sandbox gets its own.
+	// Default "sandpool".
+	CgroupParent string
+	// Defaults apply to limits a Spec leaves at zero.
+	Defaults runtime.Limits
+	// ReadyTimeout bounds how long a sandbox may take to boot. Default 30s.
+	ReadyTimeout time.Duration
+	Log          *slog.Logger
+}
+
+// DefaultLimits are used when neither Spec nor Config says otherwise.
+var DefaultLimits = runtime.Limits{CPUs: 1, MemoryBytes: 512 << 20, Pids: 512}
+
+// Limit bounds, checked by Validate.
+const (
+	minMemory = 32 << 20
+	maxMemory = 1 << 40
+	minPids   = 16
+	maxPids   = 1 << 22
+	maxCPUs   = 1024
+)
+
+func (c *Config) setDefaults() {
+	if c.UIDBase == 0 {
+		c.UIDBase = 100000
+	}
+	if c.CgroupRoot == "" {
+		c.CgroupRoot = "/sys/fs/cgroup"
+	}
+	if c.CgroupParent == "" {
+		c.CgroupParent = "sandpool"
+	}
+	if c.ReadyTimeout == 0 {
+		c.ReadyTimeout = 30 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	d := DefaultLimits
+	if c.Defaults.CPUs == 0 {
+		c.Defaults.CPUs = d.CPUs
+	}
+	if c.Defaults.MemoryBytes == 0 {
+		c.Defaults.MemoryBytes = d.MemoryBytes
+	}
+	if c.Defaults.Pids == 0 {
+		c.Defaults.Pids = d.Pids
+	}
+}
+
+// Validate names the first bad setting.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("linux runtime: DataDir is required")
+	}
+	if !filepath.IsAbs(c.DataDir) {
+		return fmt.Errorf("linux runtime: DataDir %q must be absolute", c.DataDir)
+	}
+	if c.UIDBase != 0 && (c.UIDBase < 65536 || uint64(c.UIDBase)+65536 > 1<<32-1) {
+		return fmt.Errorf("linux runtime: UIDBase %d must leave 65536 ids above 65535 and below 2^32-1", c.UIDBase)
+	}
+	if c.CgroupParent != "" && (strings.Contains(c.CgroupParent, "..") || filepath.IsAbs(c.CgroupParent)) {
+		return fmt.Errorf("linux runtime: CgroupParent %q must be a relative name", c.CgroupParent)
+	}
+	return validateLimits(c.Defaults)
+}
+
+func validateLimits(l runtime.Limits) error {
+	switch {
+	case l.CPUs < 0 || l.CPUs > maxCPUs || (l.CPUs > 0 && l.CPUs < 0.01):
+		return runtime.Userf(runtime.ErrInvalid, "cpus %g out of range: 0.01 to %d", l.CPUs, maxCPUs)
+	case l.MemoryBytes < 0 || l.MemoryBytes > maxMemory || (l.MemoryBytes > 0 && l.MemoryBytes < minMemory):
+		return runtime.Userf(runtime.ErrInvalid, "memory_bytes %d out of range: %d to %d", l.MemoryBytes, int64(minMemory), int64(maxMemory))
+	case l.Pids < 0 || l.Pids > maxPids || (l.Pids > 0 && l.Pids < minPids):
+		return runtime.Userf(runtime.ErrInvalid, "pids %d out of range: %d to %d", l.Pids, minPids, maxPids)
+	case l.DiskBytes < 0:
+		return runtime.Userf(runtime.ErrInvalid, "disk_bytes %d must not be negative", l.DiskBytes)
+	}
+	return nil
+}
+
+// Runtime is the Linux backend. Use Open.
+type Runtime struct {
+	cfg     Config
+	cg      *cgroupDriver
+	initExe string
+	lock    *os.File // flock on the data directory
+
+	mu        sync.Mutex
+	sandboxes map[string]*sandbox
+	closed    bool
+}
+
+var _ runtime.Runtime = (*Runtime)(nil)
+
+// Open prepares the data directory, generates the base template if needed,
+// and finds the sandboxes an earlier process left there. Only one Runtime
+// may use a data directory at a time.
+func Open(cfg Config) (_ *Runtime, retErr error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	if os.Geteuid() != 0 {
+		return nil, errors.New("linux runtime: must run as root (namespaces, cgroups and mounts need it)")
+	}
+	for _, d := range []string{cfg.DataDir, filepath.Join(cfg.DataDir, "templates"), filepath.Join(cfg.DataDir, "sandboxes")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("linux runtime: %w", err)
+		}
+	}
+	lock, err := os.OpenFile(filepath.Join(cfg.DataDir, "runtime.lock"), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("linux runtime: %w", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("linux runtime: data directory %s is in use by another sandpool process", cfg.DataDir)
+	}
+	defer func() {
+		if retErr != nil {
+			lock.Close()
+		}
+	}()
+	exe := cfg.InitPath
+	if exe == "" {
+		if exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("linux runtime: find own executable: %w", err)
+		}
+	}
+	cg, err := newCgroupDriver(cfg.CgroupRoot, cfg.CgroupParent)
+	if err != nil {
+		return nil, fmt.Errorf("linux runtime: %w", err)
+	}
+	r := &Runtime{cfg: cfg, cg: cg, initExe: exe, lock: lock, sandboxes: map[string]*sandbox{}}
+	if err := r.ensureBase(); err != nil {
+		return nil, fmt.Errorf("linux runtime: %w", err)
+	}
+	if err := r.recover(); err != nil {
+		return nil, fmt.Errorf("linux runtime: %w", err)
+	}
+	return r, nil
+}
+
+// Close releases the data directory. Sandboxes keep running; a later Open
+// finds them.
+func (r *Runtime) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	return r.lock.Close()
+}
+
+// Capabilities reports what this backend does.
+func (r *Runtime) Capabilities() runtime.Capabilities {
+	return runtime.Capabilities{Name: "linux", FreezeKeepsMemory: true, CgroupVersion: r.cg.version}
+}
+
+// sandbox is the runtime's record of one sandbox.
+type sandbox struct {
+	// life serialises lifecycle changes (create, start, stop, destroy,
+	// freeze, thaw); it is never held across a process's I/O.
+	life sync.Mutex
+
+	mu     sync.Mutex // guards the fields below
+	st     state
+	status runtime.Status
+	gone   bool // destroyed
+	cancel context.CancelFunc
+	exited chan struct{} // closed when PID 1 exits, if this process started it
+}
+
+func (sb *sandbox) getStatus() runtime.Status {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	return sb.status
+}
+
+func (sb *sandbox) setStatus(s runtime.Status) {
+	sb.mu.Lock()
+	sb.status = s
+	sb.mu.Unlock()
+}
+
+func (sb *sandbox) info() runtime.Info {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	return runtime.Info{ID: sb.st.ID, Template: sb.st.Template, Status: sb.status, Limits: sb.st.Limits,
+		CreatedAt: sb.st.CreatedAt, Pid: sb.st.Pid}
+}
+
+// state is what a sandbox's directory records about it (state.json), so a
+// later process can find and control it.
+type state struct {
+	ID        string         `json:"id"`
+	Template  string         `json:"template"`
+	Hostname  string         `json:"hostname"`
+	Limits    runtime.Limits `json:"limits"`
+	CreatedAt time.Time      `json:"created_at"`
+	// Pid and PidStart (start time in clock ticks since boot) identify
+	// PID 1 without being fooled by pid reuse. Zero when stopped.
+	Pid      int    `json:"pid,omitempty"`
+	PidStart uint64 `json:"pid_start,omitempty"`
+	Stopped  bool   `json:"stopped,omitempty"`
+}
+
+func (r *Runtime) sandboxDir(id string) string {
+	return filepath.Join(r.cfg.DataDir, "sandboxes", id)
+}
+
+func (r *Runtime) saveState(st state) error {
+	return writeJSON(filepath.Join(r.sandboxDir(st.ID), "state.json"), st)
+}
+
+var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+
+var b32 = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+// NewID makes a sandbox id: sortable by creation time, unguessable.
+func NewID() string {
+	u := uuid.Must(uuid.NewV7())
+	return "sb_" + b32.EncodeToString(u[:])
+}
+
+func newSuffix() string {
+	b := make([]byte, 5)
+	_, _ = rand.Read(b) // crypto/rand never fails on Linux
+	return b32.EncodeToString(b)
+}
+
+// lookup finds a sandbox that is not destroyed.
+func (r *Runtime) lookup(id string) (*sandbox, error) {
+	r.mu.Lock()
+	sb := r.sandboxes[id]
+	r.mu.Unlock()
+	if sb == nil {
+		return nil, runtime.Userf(runtime.ErrNotFound, "no sandbox %q", id)
+	}
+	return sb, nil
+}
+
+// Create makes and boots a sandbox.
+func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (_ runtime.Info, retErr error) {
+	if spec.ID == "" {
+		spec.ID = NewID()
+	}
+	if !idPattern.MatchString(spec.ID) {
+		return runtime.Info{}, runtime.Userf(runtime.ErrInvalid, "invalid sandbox id %q", spec.ID)
+	}
+	if spec.Template == "" {
+		return runtime.Info{}, runtime.Userf(runtime.ErrInvalid, "template is required")
+	}
+	if spec.Hostname == "" {
+		spec.Hostname = "sandbox"
+	}
+	if len(spec.Hostname) > 63 || strings.ContainsAny(spec.Hostname, "/\x00 ") {
+		return runtime.Info{}, runtime.Userf(runtime.ErrInvalid, "invalid hostname %q", spec.Hostname)
+	}
+	if err := validateLimits(spec.Limits); err != nil {
+		return runtime.Info{}, err
+	}
+	if spec.Limits.DiskBytes > 0 {
+		return runtime.Info{}, runtime.Userf(runtime.ErrNotSupported, "disk limits are not supported by this runtime yet")
+	}
+	lim := spec.Limits
+	if lim.CPUs == 0 {
+		lim.CPUs = r.cfg.Defaults.CPUs
+	}
+	if lim.MemoryBytes == 0 {
+		lim.MemoryBytes = r.cfg.Defaults.MemoryBytes
+	}
+	if lim.Pids == 0 {
+		lim.Pids = r.cfg.Defaults.Pids
+	}
+	if _, _, err := r.templateLayers(spec.Template); err != nil {
+		return runtime.Info{}, err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sb := &sandbox{
+		st: state{ID: spec.ID, Template: spec.Template, Hostname: spec.Hostname, Limits: lim,
+			CreatedAt: time.Now().UTC()},
+		status: runtime.StatusStopped,
+		cancel: cancel,
+	}
+	sb.life.Lock()
+	defer sb.life.Unlock()
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return runtime.Info{}, errors.New("linux runtime: closed")
+	}
+	if _, ok := r.sandboxes[spec.ID]; ok {
+		r.mu.Unlock()
+		return runtime.Info{}, runtime.Userf(runtime.ErrExists, "sandbox %q already exists", spec.ID)
+	}
+	r.sandboxes[spec.ID] = sb
+	r.mu.Unlock()
+	defer func() {
+		sb.mu.Lock()
+		sb.cancel = nil
+		sb.mu.Unlock()
+		if retErr != nil {
+			// Best effort; the original error wins. Cleanup must finish
+			// even if ctx was what failed.
+			cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			if err := r.teardown(cctx, sb, true); err != nil {
+				r.cfg.Log.Error("clean up failed create", "sandbox", spec.ID, "err", err)
+			}
+			ccancel()
+			r.forget(sb)
+		}
+	}()
+
+	if err := r.prepareDir(sb.st); err != nil {
+		return runtime.Info{}, err
+	}
+	if err := r.boot(ctx, sb); err != nil {
+		return runtime.Info{}, err
+	}
+	return sb.info(), nil
+}
+
+// forget drops a destroyed sandbox from the table.
+func (r *Runtime) forget(sb *sandbox) {
+	sb.mu.Lock()
+	sb.gone = true
+	sb.mu.Unlock()
+	r.mu.Lock()
+	if r.sandboxes[sb.st.ID] == sb {
+		delete(r.sandboxes, sb.st.ID)
+	}
+	r.mu.Unlock()
+}
+
+// prepareDir makes the sandbox directory: state.json first, so a crash
+// from here on leaves something a later Open finds and cleans.
+func (r *Runtime) prepareDir(st state) error {
+	dir := r.sandboxDir(st.ID)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return runtime.Userf(runtime.ErrExists, "sandbox directory %s already exists", dir)
+		}
+		return err
+	}
+	st.Stopped = true
+	if err := r.saveState(st); err != nil {
+		return err
+	}
+	uid := int(r.cfg.UIDBase)
+	for _, d := range []string{"", "upper", "work", "rootfs"} {
+		p := filepath.Join(dir, d)
+		if d != "" {
+			if err := os.Mkdir(p, 0o755); err != nil {
+				return err
+			}
+		}
+		// Owned by the sandbox's root so its init can use them.
+		if err := os.Chown(p, uid, uid); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Get reports one sandbox.
+func (r *Runtime) Get(ctx context.Context, id string) (runtime.Info, error) {
+	sb, err := r.lookup(id)
+	if err != nil {
+		return runtime.Info{}, err
+	}
+	return sb.info(), nil
+}
+
+// List reports every sandbox, sorted by id (and so by creation time).
+func (r *Runtime) List(ctx context.Context) ([]runtime.Info, error) {
+	r.mu.Lock()
+	out := make([]runtime.Info, 0, len(r.sandboxes))
+	for _, sb := range r.sandboxes {
+		out = append(out, sb.info())
+	}
+	r.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Destroy removes a sandbox and everything it had. Idempotent.
+func (r *Runtime) Destroy(ctx context.Context, id string) error {
+	r.mu.Lock()
+	sb := r.sandboxes[id]
+	r.mu.Unlock()
+	if sb == nil {
+		return nil
+	}
+	sb.mu.Lock()
+	if sb.cancel != nil {
+		sb.cancel() // a Create in progress gives up and cleans after itself
+	}
+	sb.mu.Unlock()
+	sb.life.Lock()
+	defer sb.life.Unlock()
+	sb.mu.Lock()
+	gone := sb.gone
+	sb.mu.Unlock()
+	if gone {
+		return nil
+	}
+	if err := r.teardown(ctx, sb, true); err != nil {
+		sb.setStatus(runtime.StatusBroken)
+		return fmt.Errorf("destroy sandbox %s: %w", id, err)
+	}
+	r.forget(sb)
+	return nil
+}
+
+// recover loads the sandboxes found in the data directory. A directory
+// whose state cannot be read is a create that crashed early: removed.
+func (r *Runtime) recover() error {
+	root := filepath.Join(r.cfg.DataDir, "sandboxes")
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		id := e.Name()
+		var st state
+		b, err := os.ReadFile(filepath.Join(root, id, "state.json"))
+		if err == nil {
+			err = json.Unmarshal(b, &st)
+		}
+		if err != nil || st.ID != id {
+			r.cfg.Log.Warn("removing sandbox directory without a readable state", "sandbox", id, "err", err)
+			sb := &sandbox{st: state{ID: id}}
+			if err := r.teardown(context.Background(), sb, true); err != nil {
+				r.cfg.Log.Error("remove broken sandbox directory", "sandbox", id, "err", err)
+			}
+			continue
+		}
+		sb := &sandbox{st: st, status: runtime.StatusStopped}
+		if !st.Stopped {
+			sb.status = runtime.StatusBroken
+			if processAlive(st.Pid, st.PidStart) {
+				sb.status = runtime.StatusRunning
+				if r.cg.group(id).frozen() {
+					sb.status = runtime.StatusFrozen
+				}
+			}
+		}
+		r.sandboxes[id] = sb
+	}
+	return nil
+}

@@ -1,0 +1,252 @@
+// Package runtime defines what the lifecycle service needs from an isolation
+// backend: create a sandbox, run processes and move files in it, freeze and
+// thaw it, stop it while keeping its writable layer, snapshot that layer, and
+// destroy it. Backends live in subpackages (linux today, gVisor planned); a
+// capability a backend lacks is reported by Capabilities, never faked.
+package runtime
+
+import (
+	"context"
+	"io"
+	"syscall"
+	"time"
+)
+
+// Runtime is an isolation backend. All methods are safe for concurrent use.
+type Runtime interface {
+	// Capabilities reports what this backend can do.
+	Capabilities() Capabilities
+
+	// Create makes a sandbox from spec and returns once its agent answers.
+	// On error nothing of the sandbox is left behind.
+	Create(ctx context.Context, spec Spec) (Info, error)
+	// Get reports one sandbox; ErrNotFound if it does not exist.
+	Get(ctx context.Context, id string) (Info, error)
+	// List reports every sandbox this runtime has, including those found in
+	// its data directory that an earlier process created.
+	List(ctx context.Context) ([]Info, error)
+	// Destroy kills every process of the sandbox and removes its cgroups,
+	// mounts and files. Destroying a sandbox that does not exist is not an
+	// error, and a Create in progress for id is cancelled.
+	Destroy(ctx context.Context, id string) error
+
+	// Freeze stops every process of the sandbox without losing memory;
+	// Thaw lets them run again.
+	Freeze(ctx context.Context, id string) error
+	Thaw(ctx context.Context, id string) error
+	// Stop kills every process but keeps the writable layer on disk;
+	// Start boots the sandbox again on the same files.
+	Stop(ctx context.Context, id string) error
+	Start(ctx context.Context, id string) (Info, error)
+	// Snapshot writes the sandbox's writable layer to w as a tar stream.
+	Snapshot(ctx context.Context, id string, w io.Writer) error
+
+	// Exec starts a process. It returns once the process has started (or
+	// failed to start: a missing command is a *UserError). Output is copied
+	// to stdio as it is produced.
+	Exec(ctx context.Context, id string, spec ExecSpec, stdio Stdio) (Process, error)
+	// Attach connects to a background process, replaying the output it
+	// kept, then following it live.
+	Attach(ctx context.Context, id, procID string, stdio Stdio) (Process, error)
+	// Processes lists the processes started through Exec that the sandbox
+	// still tracks (running ones, and background ones that have exited).
+	Processes(ctx context.Context, id string) ([]ProcessInfo, error)
+	// Signal sends sig to a process started through Exec.
+	Signal(ctx context.Context, id, procID string, sig syscall.Signal) error
+
+	// Files gives access to the sandbox's filesystem.
+	Files(id string) Files
+
+	// Templates lists the templates sandboxes can be made from.
+	Templates(ctx context.Context) ([]Template, error)
+	// ImportTemplate registers a template from a root filesystem, given as
+	// a directory on the host or a tar stream.
+	ImportTemplate(ctx context.Context, name string, src TemplateSource) (Template, error)
+	// DeleteTemplate removes a template no sandbox uses.
+	DeleteTemplate(ctx context.Context, name string) error
+}
+
+// Capabilities says what a backend supports.
+type Capabilities struct {
+	// Name of the backend ("linux", "gvisor").
+	Name string `json:"name"`
+	// FreezeKeepsMemory: a frozen sandbox keeps its processes and memory.
+	FreezeKeepsMemory bool `json:"freeze_keeps_memory"`
+	// SnapshotIncludesMemory: Snapshot captures process memory, so Start
+	// after Stop resumes processes. False for linux: files only.
+	SnapshotIncludesMemory bool `json:"snapshot_includes_memory"`
+	// DiskLimit: Limits.DiskBytes is enforced.
+	DiskLimit bool `json:"disk_limit"`
+	// CgroupVersion is 1 or 2.
+	CgroupVersion int `json:"cgroup_version"`
+}
+
+// Spec says how to make a sandbox.
+type Spec struct {
+	// ID names the sandbox; empty means generate one.
+	ID string
+	// Template names the root filesystem ("base" is built in).
+	Template string
+	// Hostname inside the sandbox; empty means "sandbox".
+	Hostname string
+	Limits   Limits
+}
+
+// Limits bound what a sandbox may use. Zero means the backend default.
+type Limits struct {
+	// CPUs is the CPU time allowed, in cores (0.5 = half a core).
+	CPUs float64 `json:"cpus,omitempty"`
+	// MemoryBytes caps memory; exceeding it OOM-kills inside the sandbox.
+	MemoryBytes int64 `json:"memory_bytes,omitempty"`
+	// Pids caps the number of processes and threads.
+	Pids int64 `json:"pids,omitempty"`
+	// DiskBytes caps the writable layer.
+	DiskBytes int64 `json:"disk_bytes,omitempty"`
+}
+
+// Status of a sandbox as the runtime sees it.
+type Status string
+
+const (
+	StatusRunning Status = "running" // agent up, processes may run
+	StatusFrozen  Status = "frozen"  // every process stopped, memory kept
+	StatusStopped Status = "stopped" // no process; writable layer kept
+	StatusBroken  Status = "broken"  // should be running but is not answering
+)
+
+// Info describes one sandbox.
+type Info struct {
+	ID        string    `json:"id"`
+	Template  string    `json:"template"`
+	Status    Status    `json:"status"`
+	Limits    Limits    `json:"limits"`
+	CreatedAt time.Time `json:"created_at"`
+	// Pid of the sandbox's PID 1 on the host; 0 when stopped.
+	Pid int `json:"pid,omitempty"`
+}
+
+// ExecSpec says what process to run.
+type ExecSpec struct {
+	// Cmd is the argv; Cmd[0] is looked up in PATH. Exactly one of Cmd and
+	// Shell is set.
+	Cmd []string `json:"cmd,omitempty"`
+	// Shell is a command line run with /bin/sh -c.
+	Shell string `json:"shell,omitempty"`
+	// Env adds to (and overrides) the default environment.
+	Env map[string]string `json:"env,omitempty"`
+	// Cwd defaults to the user's home directory.
+	Cwd string `json:"cwd,omitempty"`
+	// User is a name or numeric uid; default "user".
+	User string `json:"user,omitempty"`
+	// Timeout kills the process group after this long; 0 means none.
+	Timeout time.Duration `json:"timeout,omitempty"`
+	// Background keeps the process when the caller goes away; its recent
+	// output is kept for Attach.
+	Background bool `json:"background,omitempty"`
+}
+
+// Stdio connects a process to its caller. A nil Stdin gives the process an
+// empty input; nil Stdout or Stderr discard.
+type Stdio struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// Process is a running process started by Exec or Attach.
+type Process interface {
+	// ID names the process within its sandbox.
+	ID() string
+	// Pid inside the sandbox.
+	Pid() int
+	// Signal sends sig to the process group.
+	Signal(sig syscall.Signal) error
+	// Wait returns when the process has exited and its output is copied.
+	Wait() (ExitStatus, error)
+	// Close detaches. A foreground process is killed; a background one
+	// goes on.
+	Close() error
+}
+
+// ExitStatus tells how a process ended.
+type ExitStatus struct {
+	// Code is the exit code, or 128+signal if killed by a signal.
+	Code int `json:"exit_code"`
+	// Signal that killed the process, if any ("SIGKILL").
+	Signal string `json:"signal,omitempty"`
+	// TimedOut: the process was killed because its Timeout passed.
+	TimedOut bool `json:"timed_out,omitempty"`
+	// OOMKilled: the kernel killed a process of the sandbox for exceeding
+	// the memory limit while this one ran, and this one died of SIGKILL.
+	OOMKilled bool `json:"oom_killed,omitempty"`
+}
+
+// ProcessInfo describes a tracked process.
+type ProcessInfo struct {
+	ID         string      `json:"id"`
+	Pid        int         `json:"pid"`
+	Cmd        []string    `json:"cmd"`
+	Background bool        `json:"background"`
+	Running    bool        `json:"running"`
+	StartedAt  time.Time   `json:"started_at"`
+	Exit       *ExitStatus `json:"exit,omitempty"`
+}
+
+// Files is a sandbox's filesystem, seen from inside: paths are absolute
+// within the sandbox and can never reach the host.
+type Files interface {
+	// Read streams a regular file.
+	Read(ctx context.Context, path string) (io.ReadCloser, FileInfo, error)
+	// Write creates or replaces a regular file with r's content, owned by
+	// opts.User, and returns the bytes written.
+	Write(ctx context.Context, path string, r io.Reader, opts WriteOptions) (int64, error)
+	List(ctx context.Context, path string) ([]FileInfo, error)
+	Stat(ctx context.Context, path string) (FileInfo, error)
+	Mkdir(ctx context.Context, path string, opts MkdirOptions) error
+	// Remove deletes a file, or a directory (with all it holds if recursive).
+	Remove(ctx context.Context, path string, recursive bool) error
+	Rename(ctx context.Context, from, to string) error
+}
+
+// WriteOptions for Files.Write.
+type WriteOptions struct {
+	Mode uint32 // permission bits; 0 means 0644
+	User string // owner; empty means "user"
+	// MakeParents creates missing parent directories.
+	MakeParents bool
+}
+
+// MkdirOptions for Files.Mkdir.
+type MkdirOptions struct {
+	Mode    uint32 // 0 means 0755
+	User    string
+	Parents bool // like mkdir -p: no error if it exists
+}
+
+// FileInfo describes a file in a sandbox.
+type FileInfo struct {
+	Name    string    `json:"name"`
+	Path    string    `json:"path"`
+	Type    string    `json:"type"` // file, dir, symlink, other
+	Size    int64     `json:"size"`
+	Mode    uint32    `json:"mode"` // permission bits
+	ModTime time.Time `json:"mod_time"`
+	Owner   int       `json:"uid"`
+	Group   int       `json:"gid"`
+	Target  string    `json:"target,omitempty"` // of a symlink
+}
+
+// Template is something a sandbox can be made from.
+type Template struct {
+	Name      string    `json:"name"`
+	BuiltIn   bool      `json:"built_in"`
+	CreatedAt time.Time `json:"created_at"`
+	SizeBytes int64     `json:"size_bytes"`
+}
+
+// TemplateSource is where ImportTemplate reads a root filesystem from:
+// exactly one of Dir (a directory on the host) and Tar.
+type TemplateSource struct {
+	Dir string
+	Tar io.Reader
+}
