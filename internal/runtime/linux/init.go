@@ -78,7 +78,12 @@ func setupSandbox() (net.Listener, error) {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("set non-dumpable: %w", err)
 	}
-	b, err := io.ReadAll(os.NewFile(fdConfig, "config"))
+	// Close through the *os.File: a File left to the garbage collector
+	// closes its descriptor whenever it is collected, by then maybe the
+	// number of something else.
+	cfgFile := os.NewFile(fdConfig, "config")
+	b, err := io.ReadAll(cfgFile)
+	cfgFile.Close()
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
@@ -99,7 +104,6 @@ func setupSandbox() (net.Listener, error) {
 	// would let a process walk out of its root.
 	unix.Close(fdExe)
 	unix.Close(fdRoot)
-	unix.Close(fdConfig)
 	// Every other inherited descriptor closes at exec (the listener is
 	// dup'ed with close-on-exec by FileListener below).
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {

@@ -1,0 +1,95 @@
+package linux_test
+
+import (
+	"context"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/runtime"
+)
+
+// reportPercentiles adds p50 and p99 of samples to the benchmark's output.
+func reportPercentiles(b *testing.B, samples []time.Duration) {
+	b.Helper()
+	if len(samples) == 0 {
+		return
+	}
+	sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
+	pct := func(p float64) float64 {
+		return float64(samples[int(float64(len(samples)-1)*p)].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkCreate measures create-to-ready of a base sandbox.
+func BenchmarkCreate(b *testing.B) {
+	r := openRuntime(b)
+	ctx := context.Background()
+	samples := make([]time.Duration, 0, b.N)
+	var ids []string
+	for b.Loop() {
+		start := time.Now()
+		info, err := r.Create(ctx, runtime.Spec{Template: "base"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		samples = append(samples, time.Since(start))
+		ids = append(ids, info.ID)
+		if len(ids) >= 20 { // keep the host's sandbox count bounded
+			b.StopTimer()
+			for _, id := range ids {
+				if err := r.Destroy(ctx, id); err != nil {
+					b.Fatal(err)
+				}
+			}
+			ids = ids[:0]
+			b.StartTimer()
+		}
+	}
+	reportPercentiles(b, samples)
+}
+
+// BenchmarkDestroy measures destroying an idle base sandbox.
+func BenchmarkDestroy(b *testing.B) {
+	r := openRuntime(b)
+	ctx := context.Background()
+	samples := make([]time.Duration, 0, b.N)
+	for b.Loop() {
+		b.StopTimer()
+		info, err := r.Create(ctx, runtime.Spec{Template: "base"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		if err := r.Destroy(ctx, info.ID); err != nil {
+			b.Fatal(err)
+		}
+		samples = append(samples, time.Since(start))
+	}
+	reportPercentiles(b, samples)
+}
+
+// BenchmarkExec measures the round trip of running `true`.
+func BenchmarkExec(b *testing.B) {
+	r := openRuntime(b)
+	ctx := context.Background()
+	id := createSandbox(b, r, runtime.Spec{Template: "base"})
+	samples := make([]time.Duration, 0, b.N)
+	for b.Loop() {
+		start := time.Now()
+		p, err := r.Exec(ctx, id, runtime.ExecSpec{Cmd: []string{"true"}}, runtime.Stdio{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		st, err := p.Wait()
+		if err != nil || st.Code != 0 {
+			b.Fatal(st, err)
+		}
+		samples = append(samples, time.Since(start))
+	}
+	reportPercentiles(b, samples)
+}
