@@ -11,10 +11,10 @@ import (
 
 // Output kept for a background process, for Attach to replay.
 const (
-	ringBytes    = 1 << 20
-	subQueueMax  = 1 << 20
-	drainGrace   = 100 * time.Millisecond
-	keepExited   = 64
+	ringBytes   = 1 << 20
+	subQueueMax = 1 << 20
+	drainGrace  = 100 * time.Millisecond
+	keepExited  = 64
 )
 
 // process is one process started through exec. Its output goes to every
@@ -156,12 +156,15 @@ type subscriber struct {
 	done   chan struct{}
 }
 
+// newSubscriber makes a subscriber that queues until start is called (the
+// reply frame must reach the host before any output does).
 func newSubscriber(c *conn) *subscriber {
 	s := &subscriber{c: c, done: make(chan struct{})}
 	s.cond = sync.NewCond(&s.mu)
-	go s.run()
 	return s
 }
+
+func (s *subscriber) start() { go s.run() }
 
 func (s *subscriber) push(c chunk) {
 	s.mu.Lock()

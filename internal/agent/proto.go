@@ -19,16 +19,16 @@ import (
 
 // Frame types.
 const (
-	frameRequest = 'R' // host -> agent: JSON request
-	frameReply   = 'r' // agent -> host: JSON reply (ok or error)
-	frameStdin   = 'i' // host -> agent: bytes for the process's stdin
+	frameRequest  = 'R' // host -> agent: JSON request
+	frameReply    = 'r' // agent -> host: JSON reply (ok or error)
+	frameStdin    = 'i' // host -> agent: bytes for the process's stdin
 	frameStdinEOF = 'I' // host -> agent: close stdin
-	frameSignal  = 's' // host -> agent: one byte, a signal number
-	frameStdout  = 'o' // agent -> host
-	frameStderr  = 'e' // agent -> host
-	frameExit    = 'x' // agent -> host: JSON exitStatus
-	frameData    = 'd' // file bytes, either way
-	frameDataEnd = 'D' // end of file bytes, either way
+	frameSignal   = 's' // host -> agent: one byte, a signal number
+	frameStdout   = 'o' // agent -> host
+	frameStderr   = 'e' // agent -> host
+	frameExit     = 'x' // agent -> host: JSON exitStatus
+	frameData     = 'd' // file bytes, either way
+	frameDataEnd  = 'D' // end of file bytes, either way
 )
 
 // maxFrame bounds a frame's payload; data is sent in chunks of chunkSize.

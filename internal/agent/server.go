@@ -145,7 +145,8 @@ func (s *Server) exec(c *conn, req *request) error {
 
 	var stdinR *os.File
 	var stdinW *os.File
-	if req.Stdin {
+	// A background process keeps a stdin that attachers can write to.
+	if req.Stdin || req.Background {
 		if stdinR, stdinW, err = os.Pipe(); err != nil {
 			return replyErr(c, codeInternal, "stdin pipe: %v", err)
 		}
@@ -165,9 +166,12 @@ func (s *Server) exec(c *conn, req *request) error {
 		return replyErr(c, codeInternal, "stderr pipe: %v", err)
 	}
 
+	// Subscribed before it starts, so no output is lost however fast
+	// the process is.
+	sub := newSubscriber(c)
 	p := &process{
 		cmd: req.Cmd, background: req.Background, started: time.Now(), stdin: stdinW,
-		subs: map[*subscriber]struct{}{}, done: make(chan struct{}),
+		subs: map[*subscriber]struct{}{sub: {}}, done: make(chan struct{}),
 		status: make(chan syscall.WaitStatus, 1),
 	}
 	attr := &syscall.ProcAttr{
@@ -205,12 +209,13 @@ func (s *Server) exec(c *conn, req *request) error {
 	go s.supervise(p, outR, errR, time.Duration(req.TimeoutMs)*time.Millisecond)
 
 	if err := c.sendJSON(frameReply, reply{Proc: p.id, Pid: pid}); err != nil {
+		p.unsubscribe(sub)
 		if !p.background {
 			_ = p.signal(syscall.SIGKILL) // the caller is gone; a foreground process dies with it
 		}
 		return err
 	}
-	return s.follow(c, p)
+	return s.follow(c, p, sub)
 }
 
 // supervise pumps output, applies the timeout, and records the exit once
@@ -300,9 +305,8 @@ func (s *Server) retire(p *process) {
 // follow streams p's output to c and feeds c's stdin and signal frames to
 // p until the exit is sent or the host goes away. A foreground process
 // whose host goes away is killed.
-func (s *Server) follow(c *conn, p *process) error {
-	sub := newSubscriber(c)
-	p.subscribe(sub)
+func (s *Server) follow(c *conn, p *process, sub *subscriber) error {
+	sub.start()
 
 	stdin := make(chan []byte, 16)
 	stdinDone := make(chan struct{})
@@ -370,7 +374,9 @@ func (s *Server) attach(c *conn, req *request) error {
 	if err := c.sendJSON(frameReply, reply{Proc: p.id, Pid: p.pid}); err != nil {
 		return err
 	}
-	return s.follow(c, p)
+	sub := newSubscriber(c)
+	p.subscribe(sub)
+	return s.follow(c, p, sub)
 }
 
 func (s *Server) signal(c *conn, req *request) error {
@@ -479,4 +485,3 @@ func isExecutable(p string) error {
 	}
 	return nil
 }
-

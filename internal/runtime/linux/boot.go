@@ -84,7 +84,9 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 	cmd := &exec.Cmd{
 		Path:       fdPath(fdExe),
 		Args:       []string{"sandpool", "init"},
-		Env:        []string{initEnv},
+		// Nothing of the host's environment; the id lets an operator (and
+		// the leak tests) tell which sandbox a host process belongs to.
+		Env:        []string{initEnv, "SANDPOOL_SANDBOX=" + st.ID},
 		Stdout:     logf,
 		Stderr:     logf,
 		ExtraFiles: extra,

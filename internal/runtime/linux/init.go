@@ -47,10 +47,17 @@ func IsInit() bool {
 
 // Init sets up the sandbox and serves the host. It does not return.
 func Init() {
-	// PID 1 gets only the signals it handles; Go would exit on these.
-	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
+	// PID 1 gets only the signals it handles, and Go would exit on these.
+	// Handled, not ignored: an ignored signal stays ignored in every
+	// process the agent starts, a handled one is reset to its default.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE, syscall.SIGTSTP,
 		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGALRM)
+	go func() {
+		for range sigs {
+		}
+	}()
 	os.Clearenv()
 	status := os.NewFile(fdStatus, "status")
 	l, err := setupSandbox()

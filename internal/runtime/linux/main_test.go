@@ -12,5 +12,8 @@ func TestMain(m *testing.M) {
 	if linux.IsInit() {
 		linux.Init()
 	}
+	if dir := os.Getenv(helperEnv); dir != "" {
+		runHelper(dir)
+	}
 	os.Exit(m.Run())
 }

@@ -191,6 +191,9 @@ func (r *Runtime) Close() error {
 	return r.lock.Close()
 }
 
+// DataDir is the directory the runtime keeps templates and sandboxes in.
+func (r *Runtime) DataDir() string { return r.cfg.DataDir }
+
 // Capabilities reports what this backend does.
 func (r *Runtime) Capabilities() runtime.Capabilities {
 	return runtime.Capabilities{Name: "linux", FreezeKeepsMemory: true, CgroupVersion: r.cg.version}

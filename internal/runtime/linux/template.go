@@ -43,7 +43,9 @@ type bindMount struct {
 	File bool   `json:"file,omitempty"`
 }
 
-func (r *Runtime) templateDir(name string) string { return filepath.Join(r.cfg.DataDir, "templates", name) }
+func (r *Runtime) templateDir(name string) string {
+	return filepath.Join(r.cfg.DataDir, "templates", name)
+}
 
 // hostBinds is what base exposes from the host, read-only: /usr, any of
 // /bin, /sbin, /lib* that is a real directory (on merged-/usr hosts they are

@@ -75,10 +75,10 @@ func (r *Runtime) ImportTemplate(ctx context.Context, name string, src runtime.T
 // importer writes entries under a root directory, resolving every path
 // with RESOLVE_IN_ROOT so symlinks in the image stay inside it.
 type importer struct {
-	root   *os.File
-	base   int
-	size   int64
-	links  int
+	root    *os.File
+	base    int
+	size    int64
+	links   int
 	skipped int
 }
 
@@ -94,10 +94,11 @@ func (im *importer) close() { im.root.Close() }
 
 // openDir opens (creating as needed) directory rel inside the root.
 func (im *importer) openDir(rel string) (int, error) {
-	fd, err := unix.Openat2(int(im.root.Fd()), "/"+rel, &unix.OpenHow{
+	how := &unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	}
+	fd, err := unix.Openat2(int(im.root.Fd()), "/"+rel, how)
 	if err == nil || !errors.Is(err, unix.ENOENT) || rel == "" || rel == "." {
 		return fd, err
 	}
@@ -113,7 +114,9 @@ func (im *importer) openDir(rel string) (int, error) {
 	if err != nil && !errors.Is(err, unix.EEXIST) {
 		return -1, err
 	}
-	return im.openDir(rel)
+	// Once, not recursively: a dangling symlink in the way stays in the
+	// way, and is reported.
+	return unix.Openat2(int(im.root.Fd()), "/"+rel, how)
 }
 
 // shift maps an id from the image into the host range of sandbox ids.
@@ -372,4 +375,3 @@ func hasUser(passwd, name string) bool {
 	}
 	return false
 }
-

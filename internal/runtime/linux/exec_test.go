@@ -1,0 +1,248 @@
+package linux_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/runtime"
+)
+
+func TestExecBasics(t *testing.T) {
+	r := openRuntime(t)
+	id := createSandbox(t, r, runtime.Spec{Template: "base"})
+
+	tests := []struct {
+		name       string
+		spec       runtime.ExecSpec
+		stdin      string
+		wantOut    string
+		wantErr    string
+		wantCode   int
+		wantSignal string
+	}{
+		{name: "argv", spec: runtime.ExecSpec{Cmd: []string{"echo", "hello", "world"}}, wantOut: "hello world\n"},
+		{name: "separate streams", spec: runtime.ExecSpec{Shell: "echo out; echo err >&2; exit 3"}, wantOut: "out\n", wantErr: "err\n", wantCode: 3},
+		{name: "stdin", spec: runtime.ExecSpec{Cmd: []string{"tr", "a-z", "A-Z"}}, stdin: "shout\n", wantOut: "SHOUT\n"},
+		{name: "env", spec: runtime.ExecSpec{Shell: "echo $GREETING $HOME $USER", Env: map[string]string{"GREETING": "hi"}}, wantOut: "hi /home/user user\n"},
+		{name: "default cwd is home", spec: runtime.ExecSpec{Cmd: []string{"pwd"}}, wantOut: "/home/user\n"},
+		{name: "cwd", spec: runtime.ExecSpec{Cmd: []string{"pwd"}, Cwd: "/tmp"}, wantOut: "/tmp\n"},
+		{name: "root", spec: runtime.ExecSpec{Cmd: []string{"id", "-u"}, User: "root"}, wantOut: "0\n"},
+		{name: "numeric user", spec: runtime.ExecSpec{Cmd: []string{"id", "-u"}, User: "4242"}, wantOut: "4242\n"},
+		{name: "killed by signal", spec: runtime.ExecSpec{Shell: "kill -TERM $$"}, wantCode: 143, wantSignal: "SIGTERM"},
+		{name: "relative path to program", spec: runtime.ExecSpec{Cmd: []string{"./true"}, Cwd: "/usr/bin"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdin []byte
+			if tc.stdin != "" {
+				stdin = []byte(tc.stdin)
+			}
+			res, err := tryRun(r, id, tc.spec, stdin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Stdout != tc.wantOut || res.Stderr != tc.wantErr || res.Code != tc.wantCode || res.Signal != tc.wantSignal {
+				t.Fatalf("got %+v, want out %q err %q code %d signal %q", res, tc.wantOut, tc.wantErr, tc.wantCode, tc.wantSignal)
+			}
+		})
+	}
+}
+
+func TestExecBadInput(t *testing.T) {
+	r := openRuntime(t)
+	id := createSandbox(t, r, runtime.Spec{Template: "base"})
+	tests := []struct {
+		name string
+		spec runtime.ExecSpec
+		kind error
+	}{
+		{"missing command", runtime.ExecSpec{Cmd: []string{"no-such-program"}}, runtime.ErrNotFound},
+		{"missing absolute", runtime.ExecSpec{Cmd: []string{"/nope/prog"}}, runtime.ErrNotFound},
+		{"not executable", runtime.ExecSpec{Cmd: []string{"/etc/passwd"}}, runtime.ErrNotFound},
+		{"empty", runtime.ExecSpec{}, runtime.ErrInvalid},
+		{"both cmd and shell", runtime.ExecSpec{Cmd: []string{"true"}, Shell: "true"}, runtime.ErrInvalid},
+		{"missing cwd", runtime.ExecSpec{Cmd: []string{"true"}, Cwd: "/nope"}, runtime.ErrNotFound},
+		{"relative cwd", runtime.ExecSpec{Cmd: []string{"true"}, Cwd: "tmp"}, runtime.ErrInvalid},
+		{"escaping cwd", runtime.ExecSpec{Cmd: []string{"true"}, Cwd: "/../.."}, runtime.ErrInvalid},
+		{"unknown user", runtime.ExecSpec{Cmd: []string{"true"}, User: "mallory"}, runtime.ErrInvalid},
+		{"uid out of range", runtime.ExecSpec{Cmd: []string{"true"}, User: "70000"}, runtime.ErrInvalid},
+		{"bad env name", runtime.ExecSpec{Cmd: []string{"true"}, Env: map[string]string{"A=B": "c"}}, runtime.ErrInvalid},
+		{"negative timeout", runtime.ExecSpec{Cmd: []string{"true"}, Timeout: -time.Second}, runtime.ErrInvalid},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tryRun(r, id, tc.spec, nil)
+			var ue *runtime.UserError
+			if !errors.As(err, &ue) || !errors.Is(err, tc.kind) {
+				t.Fatalf("got %v, want a user error of kind %v", err, tc.kind)
+			}
+			if runtime.IsStateError(err) {
+				t.Fatalf("user error reported as a sandbox state error: %v", err)
+			}
+		})
+	}
+	// The sandbox lives on after user errors.
+	if out := sh(t, r, id, "echo fine").Stdout; out != "fine\n" {
+		t.Fatalf("got %q", out)
+	}
+	if _, err := r.Exec(context.Background(), "sb_nope", runtime.ExecSpec{Cmd: []string{"true"}}, runtime.Stdio{}); !errors.Is(err, runtime.ErrNotFound) {
+		t.Fatalf("exec in unknown sandbox: %v", err)
+	}
+}
+
+func TestExecTimeout(t *testing.T) {
+	r := openRuntime(t)
+	id := createSandbox(t, r, runtime.Spec{Template: "base"})
+	start := time.Now()
+	res := run(t, r, id, runtime.ExecSpec{Shell: "echo started; sleep 30", Timeout: 300 * time.Millisecond})
+	if !res.TimedOut || res.Signal != "SIGKILL" || res.Stdout != "started\n" {
+		t.Fatalf("got %+v", res)
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Fatalf("timeout not applied")
+	}
+	// The whole process group went: no sleep is left.
+	if out := sh(t, r, id, "ps -eo args | grep -c '^sleep 30' || true").Stdout; strings.TrimSpace(out) != "0" {
+		t.Fatalf("sleep survived the timeout: %q", out)
+	}
+}
+
+// Output arrives while the process runs, not only at exit.
+func TestExecStreams(t *testing.T) {
+	r := openRuntime(t)
+	id := createSandbox(t, r, runtime.Spec{Template: "base"})
+	pr, pw := io.Pipe()
+	stdinR, stdinW := io.Pipe()
+	p, err := r.Exec(context.Background(), id, runtime.ExecSpec{Shell: "echo ready; read line; echo got $line; sleep 30"},
+		runtime.Stdio{Stdin: stdinR, Stdout: pw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(pr)
+	if line, _ := br.ReadString('\n'); line != "ready\n" {
+		t.Fatalf("first line %q", line)
+	}
+	io.WriteString(stdinW, "ping\n")
+	if line, _ := br.ReadString('\n'); line != "got ping\n" {
+		t.Fatalf("second line %q", line)
+	}
+	// A signal reaches the running process.
+	if err := p.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, pr)
+	st, err := p.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Signal != "SIGINT" {
+		t.Fatalf("got %+v, want killed by SIGINT", st)
+	}
+	pw.Close()
+}
+
+func TestBackgroundProcesses(t *testing.T) {
+	r := openRuntime(t)
+	id := createSandbox(t, r, runtime.Spec{Template: "base"})
+	ctx := context.Background()
+
+	p, err := r.Exec(ctx, id, runtime.ExecSpec{Shell: "echo start; read x; echo got $x; echo end >&2", Background: true}, runtime.Stdio{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	procID := p.ID()
+	p.Close() // detach: a background process goes on
+
+	ps, err := r.Processes(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) != 1 || ps[0].ID != procID || !ps[0].Running || !ps[0].Background {
+		t.Fatalf("processes: %+v", ps)
+	}
+	// Reattach: the kept output is replayed, stdin can be given.
+	var out, errb bytes.Buffer
+	a, err := r.Attach(ctx, id, procID, runtime.Stdio{Stdin: strings.NewReader("hello\n"), Stdout: &out, Stderr: &errb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := a.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Code != 0 || out.String() != "start\ngot hello\n" || errb.String() != "end\n" {
+		t.Fatalf("attach: %+v out %q err %q", st, out.String(), errb.String())
+	}
+	// It is listed as exited with its code; attaching again replays all.
+	ps, _ = r.Processes(ctx, id)
+	if len(ps) != 1 || ps[0].Running || ps[0].Exit == nil || ps[0].Exit.Code != 0 {
+		t.Fatalf("after exit: %+v", ps)
+	}
+	out.Reset()
+	a, err = r.Attach(ctx, id, procID, runtime.Stdio{Stdout: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Wait(); err != nil || out.String() != "start\ngot hello\n" {
+		t.Fatalf("second attach: %v %q", err, out.String())
+	}
+
+	// Kill a running background process by signal.
+	p, err = r.Exec(ctx, id, runtime.ExecSpec{Cmd: []string{"sleep", "60"}, Background: true}, runtime.Stdio{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if err := r.Signal(ctx, id, p.ID(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		ps, _ := r.Processes(ctx, id)
+		for _, pi := range ps {
+			if pi.ID == p.ID() {
+				return !pi.Running && pi.Exit.Signal == "SIGKILL"
+			}
+		}
+		return false
+	})
+	if _, err := r.Attach(ctx, id, "p999", runtime.Stdio{}); !errors.Is(err, runtime.ErrNotFound) {
+		t.Fatalf("attach to unknown process: %v", err)
+	}
+	if err := r.Signal(ctx, id, "p999", syscall.SIGKILL); !errors.Is(err, runtime.ErrNotFound) {
+		t.Fatalf("signal unknown process: %v", err)
+	}
+}
+
+// A foreground process dies with its caller's stream.
+func TestForegroundKilledOnClose(t *testing.T) {
+	r := openRuntime(t)
+	id := createSandbox(t, r, runtime.Spec{Template: "base"})
+	ctx, cancel := context.WithCancel(context.Background())
+	p, err := r.Exec(ctx, id, runtime.ExecSpec{Cmd: []string{"sleep", "77"}}, runtime.Stdio{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	p.Close()
+	waitFor(t, func() bool {
+		return strings.TrimSpace(sh(t, r, id, "ps -eo args | grep -c '^sleep 77' || true").Stdout) == "0"
+	})
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
