@@ -146,7 +146,9 @@ type ExecSpec struct {
 }
 
 // Stdio connects a process to its caller. A nil Stdin gives the process an
-// empty input; nil Stdout or Stderr discard.
+// empty input; nil Stdout or Stderr discard. Like os/exec, a goroutine
+// copies Stdin until it returns EOF or an error, even after the process
+// has exited: close a reader that might block forever.
 type Stdio struct {
 	Stdin  io.Reader
 	Stdout io.Writer

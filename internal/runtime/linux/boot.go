@@ -82,8 +82,8 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 
 	base := int(r.cfg.UIDBase)
 	cmd := &exec.Cmd{
-		Path:       fdPath(fdExe),
-		Args:       []string{"sandpool", "init"},
+		Path: fdPath(fdExe),
+		Args: []string{"sandpool", "init"},
 		// Nothing of the host's environment; the id lets an operator (and
 		// the leak tests) tell which sandbox a host process belongs to.
 		Env:        []string{initEnv, "SANDPOOL_SANDBOX=" + st.ID},
@@ -225,7 +225,13 @@ func (r *Runtime) teardown(ctx context.Context, sb *sandbox, removeDir bool) err
 	sb.mu.Lock()
 	st := sb.st
 	exited := sb.exited
+	sb.stopping = true
 	sb.mu.Unlock()
+	defer func() {
+		sb.mu.Lock()
+		sb.stopping = false
+		sb.mu.Unlock()
+	}()
 	cg := r.cg.group(st.ID)
 	if err := r.killAll(ctx, cg, st, exited); err != nil {
 		return err

@@ -146,6 +146,7 @@ func TestExecStreams(t *testing.T) {
 		t.Fatalf("got %+v, want killed by SIGINT", st)
 	}
 	pw.Close()
+	stdinW.Close() // frees the goroutine that copies stdin
 }
 
 func TestBackgroundProcesses(t *testing.T) {

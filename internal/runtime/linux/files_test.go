@@ -155,4 +155,3 @@ func TestFilesBadPaths(t *testing.T) {
 		t.Fatalf("after bad requests: %q", out)
 	}
 }
-

@@ -1,13 +1,17 @@
 package linux_test
 
 import (
+	"fmt"
 	"os"
 	"testing"
+
+	"go.uber.org/goleak"
 
 	"github.com/sandpool/sandpool/internal/runtime/linux"
 )
 
-// TestMain lets the test binary serve as the sandboxes' PID 1.
+// TestMain lets the test binary serve as the sandboxes' PID 1 (and as a
+// helper process for the reattach test), and checks for leaked goroutines.
 func TestMain(m *testing.M) {
 	if linux.IsInit() {
 		linux.Init()
@@ -15,5 +19,12 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(helperEnv); dir != "" {
 		runHelper(dir)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }

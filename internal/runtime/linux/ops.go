@@ -53,7 +53,15 @@ func (r *Runtime) agentErr(sb *sandbox, err error) error {
 	if err == nil || !errors.Is(err, agent.ErrUnreachable) {
 		return err
 	}
-	if s := sb.getStatus(); s != runtime.StatusRunning {
+	sb.mu.Lock()
+	s, stopping, gone := sb.status, sb.stopping, sb.gone
+	sb.mu.Unlock()
+	switch {
+	case gone:
+		return runtime.Userf(runtime.ErrNotFound, "sandbox %s was destroyed", sb.st.ID)
+	case stopping:
+		return runtime.Userf(runtime.ErrConflict, "sandbox %s is being stopped", sb.st.ID)
+	case s != runtime.StatusRunning:
 		return runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", sb.st.ID, s)
 	}
 	return &runtime.StateError{Sandbox: sb.st.ID, Err: err}

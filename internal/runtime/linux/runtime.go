@@ -209,8 +209,11 @@ type sandbox struct {
 	st     state
 	status runtime.Status
 	gone   bool // destroyed
-	cancel context.CancelFunc
-	exited chan struct{} // closed when PID 1 exits, if this process started it
+	// stopping: a teardown is under way; agent failures are then expected
+	// and not a sign of a broken sandbox.
+	stopping bool
+	cancel   context.CancelFunc
+	exited   chan struct{} // closed when PID 1 exits, if this process started it
 }
 
 func (sb *sandbox) getStatus() runtime.Status {
