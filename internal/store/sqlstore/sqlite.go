@@ -1,0 +1,50 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"strings"
+
+	"github.com/pressly/goose/v3"
+	_ "modernc.org/sqlite" // pure Go: the binary stays static
+
+	"github.com/sandpool/sandpool/internal/store"
+)
+
+// OpenSQLite opens (creating if needed) the SQLite database at path, in WAL
+// mode with a busy timeout and immediate write transactions, so concurrent
+// writers wait rather than fail.
+func OpenSQLite(ctx context.Context, path string) (*DB, error) {
+	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() +
+		"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	s, err := New(ctx, db, Dialect{
+		Goose: goose.DialectSQLite3,
+		IsUnique: func(err error) bool {
+			return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
+		},
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func subFS() fs.FS {
+	sub, err := fs.Sub(store.Migrations, "migrations")
+	if err != nil {
+		panic(err) // the embedded directory is part of the binary
+	}
+	return sub
+}

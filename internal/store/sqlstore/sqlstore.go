@@ -1,0 +1,298 @@
+// Package sqlstore implements store.Store on database/sql, with the small
+// differences between SQLite and PostgreSQL behind a Dialect. Open opens
+// SQLite, the default store.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pressly/goose/v3"
+
+	"github.com/sandpool/sandpool/internal/store"
+)
+
+// Dialect is what differs between databases.
+type Dialect struct {
+	Goose goose.Dialect
+	// Dollar: placeholders are $1, $2 (PostgreSQL) rather than ?.
+	Dollar bool
+	// IsUnique reports whether err is a unique-constraint violation.
+	IsUnique func(error) bool
+}
+
+// DB is a store.Store on a SQL database.
+type DB struct {
+	db *sql.DB
+	d  Dialect
+}
+
+var _ store.Store = (*DB)(nil)
+
+// New migrates db to the latest schema and returns a store on it.
+func New(ctx context.Context, db *sql.DB, d Dialect) (*DB, error) {
+	p, err := goose.NewProvider(d.Goose, db, subFS(), goose.WithVerbose(false))
+	if err != nil {
+		return nil, fmt.Errorf("store: migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return nil, fmt.Errorf("store: migrate: %w", err)
+	}
+	return &DB{db: db, d: d}, nil
+}
+
+// q rewrites ? placeholders for the dialect.
+func (s *DB) q(query string) string {
+	if !s.d.Dollar {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for _, c := range query {
+		if c == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+func (s *DB) Close() error { return s.db.Close() }
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+const sandboxCols = "id, tenant, template, status, spec, metadata, error, node, created_at, updated_at"
+
+func (s *DB) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
+	meta, err := json.Marshal(sb.Metadata)
+	if err != nil {
+		return err
+	}
+	if sb.Metadata == nil {
+		meta = []byte("{}")
+	}
+	now := time.Now()
+	if sb.CreatedAt.IsZero() {
+		sb.CreatedAt = now
+	}
+	_, err = s.db.ExecContext(ctx, s.q("INSERT INTO sandboxes ("+sandboxCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+		sb.ID, sb.Tenant, sb.Template, sb.Status, sb.Spec, string(meta), sb.Error, sb.Node, nanos(sb.CreatedAt), nanos(now))
+	if err != nil && s.d.IsUnique(err) {
+		return fmt.Errorf("sandbox %s: %w", sb.ID, store.ErrExists)
+	}
+	return err
+}
+
+type scanner interface{ Scan(...any) error }
+
+func scanSandbox(r scanner) (store.Sandbox, error) {
+	var sb store.Sandbox
+	var meta string
+	var created, updated int64
+	if err := r.Scan(&sb.ID, &sb.Tenant, &sb.Template, &sb.Status, &sb.Spec, &meta, &sb.Error, &sb.Node, &created, &updated); err != nil {
+		return sb, err
+	}
+	sb.CreatedAt, sb.UpdatedAt = fromNanos(created), fromNanos(updated)
+	if err := json.Unmarshal([]byte(meta), &sb.Metadata); err != nil {
+		return sb, fmt.Errorf("sandbox %s: metadata: %w", sb.ID, err)
+	}
+	return sb, nil
+}
+
+func (s *DB) GetSandbox(ctx context.Context, id string) (store.Sandbox, error) {
+	row := s.db.QueryRowContext(ctx, s.q("SELECT "+sandboxCols+" FROM sandboxes WHERE id = ?"), id)
+	sb, err := scanSandbox(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return sb, fmt.Errorf("sandbox %s: %w", id, store.ErrNotFound)
+	}
+	return sb, err
+}
+
+func (s *DB) ListSandboxes(ctx context.Context, f store.Filter) ([]store.Sandbox, error) {
+	query := "SELECT " + sandboxCols + " FROM sandboxes WHERE 1=1"
+	var args []any
+	if f.Tenant != "" {
+		query += " AND tenant = ?"
+		args = append(args, f.Tenant)
+	}
+	if f.Node != "" {
+		query += " AND node = ?"
+		args = append(args, f.Node)
+	}
+	if len(f.Statuses) > 0 {
+		query += " AND status IN (?" + strings.Repeat(", ?", len(f.Statuses)-1) + ")"
+		for _, st := range f.Statuses {
+			args = append(args, st)
+		}
+	}
+	query += " ORDER BY created_at, id"
+	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Sandbox
+	for rows.Next() {
+		sb, err := scanSandbox(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sb)
+	}
+	return out, rows.Err()
+}
+
+func (s *DB) SetStatus(ctx context.Context, id string, from []string, status, errMsg string) error {
+	query := "UPDATE sandboxes SET status = ?, error = ?, updated_at = ? WHERE id = ?"
+	args := []any{status, errMsg, time.Now().UnixNano(), id}
+	if len(from) > 0 {
+		query += " AND status IN (?" + strings.Repeat(", ?", len(from)-1) + ")"
+		for _, f := range from {
+			args = append(args, f)
+		}
+	}
+	res, err := s.db.ExecContext(ctx, s.q(query), args...)
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		cur, err := s.GetSandbox(ctx, id)
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("sandbox %s is %s, not %s: %w", id, cur.Status, strings.Join(from, " or "), store.ErrConflict)
+	}
+	return nil
+}
+
+func (s *DB) DeleteSandbox(ctx context.Context, id string) error {
+	res, err := s.db.ExecContext(ctx, s.q("DELETE FROM sandboxes WHERE id = ?"), id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("sandbox %s: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (s *DB) CreateKey(ctx context.Context, k store.Key) error {
+	if k.CreatedAt.IsZero() {
+		k.CreatedAt = time.Now()
+	}
+	_, err := s.db.ExecContext(ctx, s.q("INSERT INTO api_keys (id, tenant, hash, admin, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, 0)"),
+		k.ID, k.Tenant, k.Hash, boolInt(k.Admin), nanos(k.CreatedAt))
+	if err != nil && s.d.IsUnique(err) {
+		return fmt.Errorf("key %s: %w", k.ID, store.ErrExists)
+	}
+	return err
+}
+
+const keyCols = "id, tenant, hash, admin, created_at, revoked_at"
+
+func scanKey(r scanner) (store.Key, error) {
+	var k store.Key
+	var admin int
+	var created, revoked int64
+	err := r.Scan(&k.ID, &k.Tenant, &k.Hash, &admin, &created, &revoked)
+	k.Admin, k.CreatedAt, k.RevokedAt = admin != 0, fromNanos(created), fromNanos(revoked)
+	return k, err
+}
+
+func (s *DB) KeyByHash(ctx context.Context, hash string) (store.Key, error) {
+	k, err := scanKey(s.db.QueryRowContext(ctx, s.q("SELECT "+keyCols+" FROM api_keys WHERE hash = ? AND revoked_at = 0"), hash))
+	if errors.Is(err, sql.ErrNoRows) {
+		return k, fmt.Errorf("key: %w", store.ErrNotFound)
+	}
+	return k, err
+}
+
+func (s *DB) ListKeys(ctx context.Context) ([]store.Key, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT "+keyCols+" FROM api_keys ORDER BY created_at, id")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Key
+	for rows.Next() {
+		k, err := scanKey(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+func (s *DB) RevokeKey(ctx context.Context, id string) error {
+	res, err := s.db.ExecContext(ctx, s.q("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at = 0"), time.Now().UnixNano(), id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("key %s: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
+func (s *DB) PutIdempotency(ctx context.Context, idem store.Idempotency) (store.Idempotency, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return store.Idempotency{}, err
+	}
+	defer tx.Rollback() // after Commit this does nothing
+	now := time.Now().UnixNano()
+	if _, err := tx.ExecContext(ctx, s.q("DELETE FROM idempotency_keys WHERE expires_at < ?"), now); err != nil {
+		return store.Idempotency{}, err
+	}
+	var got store.Idempotency
+	var exp int64
+	err = tx.QueryRowContext(ctx, s.q("SELECT tenant, key, body_hash, sandbox_id, expires_at FROM idempotency_keys WHERE tenant = ? AND key = ?"),
+		idem.Tenant, idem.Key).Scan(&got.Tenant, &got.Key, &got.BodyHash, &got.SandboxID, &exp)
+	switch {
+	case err == nil:
+		got.ExpiresAt = fromNanos(exp)
+		return got, store.ErrExists
+	case !errors.Is(err, sql.ErrNoRows):
+		return store.Idempotency{}, err
+	}
+	if _, err := tx.ExecContext(ctx, s.q("INSERT INTO idempotency_keys (tenant, key, body_hash, sandbox_id, expires_at) VALUES (?, ?, ?, ?, ?)"),
+		idem.Tenant, idem.Key, idem.BodyHash, idem.SandboxID, nanos(idem.ExpiresAt)); err != nil {
+		if s.d.IsUnique(err) {
+			return store.Idempotency{}, fmt.Errorf("idempotency key raced: %w", store.ErrConflict)
+		}
+		return store.Idempotency{}, err
+	}
+	return idem, tx.Commit()
+}
