@@ -1,8 +1,10 @@
-// Command sandpool runs untrusted code in isolated Linux sandboxes.
+// Command sandpool runs untrusted code in isolated Linux sandboxes: `sandpool
+// serve` runs the service, the other commands talk to it.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,23 +22,26 @@ func main() {
 		linux.Init() // a sandbox's PID 1; never returns
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
+	var ee exitError
+	switch {
+	case errors.As(err, &ee):
+		os.Exit(int(ee))
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "sandpool:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(stdout, "usage: sandpool version")
-		return nil
-	}
-	switch args[0] {
-	case "version":
-		fmt.Fprintln(stdout, "sandpool", version)
-		return nil
-	}
-	return fmt.Errorf("unknown command %q (try sandpool help)", args[0])
+// exitError carries a command's exit code (sandpool exec) to main.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// run is the whole program; tests call it.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	root := rootCommand(stdin, stdout, stderr)
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
 }

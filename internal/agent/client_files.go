@@ -80,7 +80,19 @@ func (r *fileReader) Close() error {
 }
 
 func (fs files) Write(ctx context.Context, path string, src io.Reader, opts runtime.WriteOptions) (int64, error) {
-	c, _, stop, err := fs.cl.open(ctx, request{Op: "write", Path: path, Mode: opts.Mode, User: opts.User, Parents: opts.MakeParents})
+	return fs.cl.upload(ctx, request{Op: "write", Path: path, Mode: opts.Mode, User: opts.User, Parents: opts.MakeParents}, src)
+}
+
+// WriteStdin copies r to a tracked process's stdin.
+func (cl *Client) WriteStdin(ctx context.Context, procID string, r io.Reader, eof bool) error {
+	_, err := cl.upload(ctx, request{Op: "stdin", Proc: procID, EOF: eof}, r)
+	return err
+}
+
+// upload sends src as data frames after req and returns the count the
+// agent reports.
+func (cl *Client) upload(ctx context.Context, req request, src io.Reader) (int64, error) {
+	c, _, stop, err := cl.open(ctx, req)
 	if err != nil {
 		return 0, err
 	}
@@ -104,7 +116,7 @@ func (fs files) Write(ctx context.Context, path string, src io.Reader, opts runt
 			}
 			if err != nil {
 				srcErr = fmt.Errorf("read upload: %w", err)
-				c.Close() // abort: the agent must not take a truncated file as complete
+				c.Close() // abort: the agent must not take a truncated stream as complete
 				return
 			}
 		}

@@ -53,6 +53,7 @@ type request struct {
 	// attach, signal
 	Proc   string `json:"proc,omitempty"`
 	Signal int    `json:"signal,omitempty"`
+	EOF    bool   `json:"eof,omitempty"` // stdin: close it after the data
 
 	// files
 	Path      string `json:"path,omitempty"`

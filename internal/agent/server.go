@@ -87,6 +87,8 @@ func (s *Server) handle(c *conn) {
 		err = c.sendJSON(frameReply, reply{Procs: s.list()})
 	case "signal":
 		err = s.signal(c, &req)
+	case "stdin":
+		err = s.writeStdin(c, &req)
 	case "read":
 		err = s.readFile(c, &req)
 	case "write":
@@ -391,6 +393,46 @@ func (s *Server) signal(c *conn, req *request) error {
 		return replyErr(c, codeInternal, "signal: %v", err)
 	}
 	return c.sendJSON(frameReply, reply{})
+}
+
+// writeStdin copies data frames to a process's stdin.
+func (s *Server) writeStdin(c *conn, req *request) error {
+	p := s.lookup(req.Proc)
+	if p == nil {
+		return replyErr(c, codeNotFound, "no process %q", req.Proc)
+	}
+	if p.stdin == nil {
+		return replyErr(c, codeInvalid, "process %s was started without stdin", req.Proc)
+	}
+	if err := c.sendJSON(frameReply, reply{}); err != nil {
+		return err
+	}
+	var n int64
+	var werr error
+	for {
+		typ, b, err := c.recv(nil)
+		if err != nil {
+			return err
+		}
+		if typ == frameDataEnd {
+			break
+		}
+		if typ != frameData {
+			return replyErr(c, codeInvalid, "protocol: unexpected frame %q", typ)
+		}
+		if werr == nil {
+			var m int
+			m, werr = p.stdin.Write(b)
+			n += int64(m)
+		}
+	}
+	if werr != nil {
+		return replyErr(c, codeInvalid, "process %s does not take input any more: %v", req.Proc, werr)
+	}
+	if req.EOF {
+		p.stdin.Close()
+	}
+	return c.sendJSON(frameReply, reply{N: n})
 }
 
 func (s *Server) list() []processInfo {

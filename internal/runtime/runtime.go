@@ -17,6 +17,8 @@ type Runtime interface {
 	// Capabilities reports what this backend can do.
 	Capabilities() Capabilities
 
+	// Validate checks spec as Create would, without making anything.
+	Validate(spec Spec) error
 	// Create makes a sandbox from spec and returns once its agent answers.
 	// On error nothing of the sandbox is left behind.
 	Create(ctx context.Context, spec Spec) (Info, error)
@@ -53,6 +55,9 @@ type Runtime interface {
 	Processes(ctx context.Context, id string) ([]ProcessInfo, error)
 	// Signal sends sig to a process started through Exec.
 	Signal(ctx context.Context, id, procID string, sig syscall.Signal) error
+	// WriteStdin copies r to a tracked process's stdin, closing it
+	// afterwards if closeStdin.
+	WriteStdin(ctx context.Context, id, procID string, r io.Reader, closeStdin bool) error
 
 	// Files gives access to the sandbox's filesystem.
 	Files(id string) Files
@@ -79,6 +84,25 @@ type Capabilities struct {
 	DiskLimit bool `json:"disk_limit"`
 	// CgroupVersion is 1 or 2.
 	CgroupVersion int `json:"cgroup_version"`
+	// Defaults are the limits a Spec gets where it leaves zero.
+	Defaults Limits `json:"defaults"`
+}
+
+// WithDefaults fills the zero fields of l from d.
+func (l Limits) WithDefaults(d Limits) Limits {
+	if l.CPUs == 0 {
+		l.CPUs = d.CPUs
+	}
+	if l.MemoryBytes == 0 {
+		l.MemoryBytes = d.MemoryBytes
+	}
+	if l.Pids == 0 {
+		l.Pids = d.Pids
+	}
+	if l.DiskBytes == 0 {
+		l.DiskBytes = d.DiskBytes
+	}
+	return l
 }
 
 // Spec says how to make a sandbox.

@@ -213,6 +213,25 @@ func TestBackgroundProcesses(t *testing.T) {
 		}
 		return false
 	})
+	// Stdin in pieces, from separate calls, then closed.
+	p, err = r.Exec(ctx, id, runtime.ExecSpec{Cmd: []string{"cat"}, Background: true}, runtime.Stdio{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	must(t, r.WriteStdin(ctx, id, p.ID(), strings.NewReader("abc"), false))
+	must(t, r.WriteStdin(ctx, id, p.ID(), strings.NewReader("def\n"), true))
+	out.Reset()
+	a, err = r.Attach(ctx, id, p.ID(), runtime.Stdio{Stdout: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := a.Wait(); err != nil || st.Code != 0 || out.String() != "abcdef\n" {
+		t.Fatalf("cat: %+v %v %q", st, err, out.String())
+	}
+	if err := r.WriteStdin(ctx, id, p.ID(), strings.NewReader("late"), false); !errors.Is(err, runtime.ErrInvalid) {
+		t.Fatalf("stdin after close: %v", err)
+	}
 	if _, err := r.Attach(ctx, id, "p999", runtime.Stdio{}); !errors.Is(err, runtime.ErrNotFound) {
 		t.Fatalf("attach to unknown process: %v", err)
 	}

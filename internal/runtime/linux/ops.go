@@ -149,6 +149,15 @@ func (r *Runtime) Signal(ctx context.Context, id, procID string, sig syscall.Sig
 	return r.agentErr(sb, cl.Signal(ctx, procID, sig))
 }
 
+// WriteStdin copies r to a tracked process's stdin.
+func (r *Runtime) WriteStdin(ctx context.Context, id, procID string, src io.Reader, closeStdin bool) error {
+	cl, sb, err := r.agentFor(id)
+	if err != nil {
+		return err
+	}
+	return r.agentErr(sb, cl.WriteStdin(ctx, procID, src, closeStdin))
+}
+
 // Files gives access to the sandbox's filesystem through its agent.
 func (r *Runtime) Files(id string) runtime.Files { return sandboxFiles{r: r, id: id} }
 

@@ -6,8 +6,6 @@ package linux
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,7 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
 
 	"github.com/sandpool/sandpool/internal/runtime"
@@ -76,16 +73,7 @@ func (c *Config) setDefaults() {
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
-	d := DefaultLimits
-	if c.Defaults.CPUs == 0 {
-		c.Defaults.CPUs = d.CPUs
-	}
-	if c.Defaults.MemoryBytes == 0 {
-		c.Defaults.MemoryBytes = d.MemoryBytes
-	}
-	if c.Defaults.Pids == 0 {
-		c.Defaults.Pids = d.Pids
-	}
+	c.Defaults = c.Defaults.WithDefaults(DefaultLimits)
 }
 
 // Validate names the first bad setting.
@@ -196,7 +184,7 @@ func (r *Runtime) DataDir() string { return r.cfg.DataDir }
 
 // Capabilities reports what this backend does.
 func (r *Runtime) Capabilities() runtime.Capabilities {
-	return runtime.Capabilities{Name: "linux", FreezeKeepsMemory: true, CgroupVersion: r.cg.version}
+	return runtime.Capabilities{Name: "linux", FreezeKeepsMemory: true, CgroupVersion: r.cg.version, Defaults: r.cfg.Defaults}
 }
 
 // sandbox is the runtime's record of one sandbox.
@@ -260,20 +248,6 @@ func (r *Runtime) saveState(st state) error {
 
 var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
-var b32 = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
-
-// NewID makes a sandbox id: sortable by creation time, unguessable.
-func NewID() string {
-	u := uuid.Must(uuid.NewV7())
-	return "sb_" + b32.EncodeToString(u[:])
-}
-
-func newSuffix() string {
-	b := make([]byte, 5)
-	_, _ = rand.Read(b) // crypto/rand never fails on Linux
-	return b32.EncodeToString(b)
-}
-
 // lookup finds a sandbox that is not destroyed.
 func (r *Runtime) lookup(id string) (*sandbox, error) {
 	r.mu.Lock()
@@ -285,42 +259,39 @@ func (r *Runtime) lookup(id string) (*sandbox, error) {
 	return sb, nil
 }
 
+// Validate checks a spec without making anything.
+func (r *Runtime) Validate(spec runtime.Spec) error {
+	if spec.ID != "" && !idPattern.MatchString(spec.ID) {
+		return runtime.Userf(runtime.ErrInvalid, "invalid sandbox id %q", spec.ID)
+	}
+	if spec.Template == "" {
+		return runtime.Userf(runtime.ErrInvalid, "template is required")
+	}
+	if len(spec.Hostname) > 63 || strings.ContainsAny(spec.Hostname, "/\x00 ") {
+		return runtime.Userf(runtime.ErrInvalid, "invalid hostname %q", spec.Hostname)
+	}
+	if err := validateLimits(spec.Limits); err != nil {
+		return err
+	}
+	if spec.Limits.DiskBytes > 0 {
+		return runtime.Userf(runtime.ErrNotSupported, "disk limits are not supported by this runtime yet")
+	}
+	_, _, err := r.templateLayers(spec.Template)
+	return err
+}
+
 // Create makes and boots a sandbox.
 func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (_ runtime.Info, retErr error) {
 	if spec.ID == "" {
-		spec.ID = NewID()
-	}
-	if !idPattern.MatchString(spec.ID) {
-		return runtime.Info{}, runtime.Userf(runtime.ErrInvalid, "invalid sandbox id %q", spec.ID)
-	}
-	if spec.Template == "" {
-		return runtime.Info{}, runtime.Userf(runtime.ErrInvalid, "template is required")
+		spec.ID = runtime.NewID()
 	}
 	if spec.Hostname == "" {
 		spec.Hostname = "sandbox"
 	}
-	if len(spec.Hostname) > 63 || strings.ContainsAny(spec.Hostname, "/\x00 ") {
-		return runtime.Info{}, runtime.Userf(runtime.ErrInvalid, "invalid hostname %q", spec.Hostname)
-	}
-	if err := validateLimits(spec.Limits); err != nil {
+	if err := r.Validate(spec); err != nil {
 		return runtime.Info{}, err
 	}
-	if spec.Limits.DiskBytes > 0 {
-		return runtime.Info{}, runtime.Userf(runtime.ErrNotSupported, "disk limits are not supported by this runtime yet")
-	}
-	lim := spec.Limits
-	if lim.CPUs == 0 {
-		lim.CPUs = r.cfg.Defaults.CPUs
-	}
-	if lim.MemoryBytes == 0 {
-		lim.MemoryBytes = r.cfg.Defaults.MemoryBytes
-	}
-	if lim.Pids == 0 {
-		lim.Pids = r.cfg.Defaults.Pids
-	}
-	if _, _, err := r.templateLayers(spec.Template); err != nil {
-		return runtime.Info{}, err
-	}
+	lim := spec.Limits.WithDefaults(r.cfg.Defaults)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

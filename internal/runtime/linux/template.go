@@ -240,7 +240,7 @@ func (r *Runtime) DeleteTemplate(ctx context.Context, name string) error {
 		}
 	}
 	// Rename first so a half-deleted template is never listed.
-	gone := filepath.Join(r.cfg.DataDir, "templates", ".deleted-"+name+"-"+newSuffix())
+	gone := filepath.Join(r.cfg.DataDir, "templates", ".deleted-"+name+"-"+runtime.RandomSuffix())
 	if err := os.Rename(r.templateDir(name), gone); err != nil {
 		return err
 	}

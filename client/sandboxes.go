@@ -1,0 +1,182 @@
+package client
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// Limits bound what a sandbox may use. Zero means the server's default.
+type Limits struct {
+	CPUs        float64 `json:"cpus,omitempty"`
+	MemoryBytes int64   `json:"memory_bytes,omitempty"`
+	Pids        int64   `json:"pids,omitempty"`
+	DiskBytes   int64   `json:"disk_bytes,omitempty"`
+}
+
+// Sandbox is a sandbox as the server reports it.
+type Sandbox struct {
+	ID         string            `json:"id"`
+	Template   string            `json:"template"`
+	Status     string            `json:"status"`
+	Limits     Limits            `json:"limits"`
+	Env        map[string]string `json:"env,omitempty"`
+	Metadata   map[string]string `json:"metadata,omitempty"`
+	Timeout    int               `json:"timeout"`
+	Error      string            `json:"error,omitempty"`
+	CreatedAt  time.Time         `json:"created_at"`
+	UpdatedAt  time.Time         `json:"updated_at"`
+	TimesOutAt *time.Time        `json:"times_out_at,omitempty"`
+}
+
+// CreateSandboxRequest asks for a sandbox.
+type CreateSandboxRequest struct {
+	Template string            `json:"template"`
+	Limits   Limits            `json:"limits,omitzero"`
+	Env      map[string]string `json:"env,omitempty"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+	// Timeout kills the sandbox after this many seconds without activity.
+	Timeout int `json:"timeout,omitempty"`
+	// IdempotencyKey makes retries of this create return the same
+	// sandbox; empty means the client makes one up.
+	IdempotencyKey string `json:"-"`
+}
+
+// CreateSandbox makes a sandbox. It is sent with an idempotency key and
+// retried like a read: a retry returns the same sandbox.
+func (c *Client) CreateSandbox(ctx context.Context, req CreateSandboxRequest) (*Sandbox, error) {
+	key := req.IdempotencyKey
+	if key == "" {
+		key = newIdempotencyKey()
+	}
+	h := http.Header{}
+	h.Set("Idempotency-Key", key)
+	var sb Sandbox
+	err := c.call(ctx, request{method: "POST", path: "/v1/sandboxes", body: jsonBody(req), header: h, retry: true}, &sb)
+	if err != nil {
+		return nil, err
+	}
+	return &sb, nil
+}
+
+// GetSandbox returns one sandbox.
+func (c *Client) GetSandbox(ctx context.Context, id string) (*Sandbox, error) {
+	var sb Sandbox
+	if err := c.call(ctx, request{method: "GET", path: "/v1/sandboxes/" + url.PathEscape(id), retry: true}, &sb); err != nil {
+		return nil, err
+	}
+	return &sb, nil
+}
+
+// ListOptions filter ListSandboxes.
+type ListOptions struct {
+	// Statuses to include ("all" for every one); empty means active ones.
+	Statuses []string
+	// Metadata entries a sandbox must have.
+	Metadata map[string]string
+}
+
+// ListSandboxes returns the caller's sandboxes, oldest first.
+func (c *Client) ListSandboxes(ctx context.Context, opts ListOptions) ([]Sandbox, error) {
+	q := url.Values{}
+	for _, s := range opts.Statuses {
+		q.Add("status", s)
+	}
+	for k, v := range opts.Metadata {
+		q.Add("metadata", k+"="+v)
+	}
+	var out struct {
+		Sandboxes []Sandbox `json:"sandboxes"`
+	}
+	if err := c.call(ctx, request{method: "GET", path: "/v1/sandboxes", query: q, retry: true}, &out); err != nil {
+		return nil, err
+	}
+	return out.Sandboxes, nil
+}
+
+// DeleteSandbox destroys a sandbox.
+func (c *Client) DeleteSandbox(ctx context.Context, id string) error {
+	return c.call(ctx, request{method: "DELETE", path: "/v1/sandboxes/" + url.PathEscape(id)}, nil)
+}
+
+// Ping marks a sandbox as active.
+func (c *Client) Ping(ctx context.Context, id string) (*Sandbox, error) {
+	var sb Sandbox
+	if err := c.call(ctx, request{method: "POST", path: "/v1/sandboxes/" + url.PathEscape(id) + "/ping"}, &sb); err != nil {
+		return nil, err
+	}
+	return &sb, nil
+}
+
+// Template is something sandboxes can be made from.
+type Template struct {
+	Name      string    `json:"name"`
+	BuiltIn   bool      `json:"built_in"`
+	CreatedAt time.Time `json:"created_at"`
+	SizeBytes int64     `json:"size_bytes"`
+}
+
+// ListTemplates returns the templates.
+func (c *Client) ListTemplates(ctx context.Context) ([]Template, error) {
+	var out struct {
+		Templates []Template `json:"templates"`
+	}
+	err := c.call(ctx, request{method: "GET", path: "/v1/templates", retry: true}, &out)
+	return out.Templates, err
+}
+
+// CreateTemplateFromDir registers a root filesystem directory on the
+// server's host as a template (admin key).
+func (c *Client) CreateTemplateFromDir(ctx context.Context, name, dir string) (*Template, error) {
+	var t Template
+	err := c.call(ctx, request{method: "POST", path: "/v1/templates", body: jsonBody(map[string]string{"name": name, "dir": dir})}, &t)
+	return &t, err
+}
+
+// CreateTemplateFromTar registers a root filesystem tar stream as a
+// template (admin key).
+func (c *Client) CreateTemplateFromTar(ctx context.Context, name string, tar io.Reader) (*Template, error) {
+	var t Template
+	h := http.Header{}
+	h.Set("Content-Type", "application/x-tar")
+	err := c.call(ctx, request{method: "PUT", path: "/v1/templates/" + url.PathEscape(name), stream: tar, header: h}, &t)
+	return &t, err
+}
+
+// DeleteTemplate removes a template no sandbox uses (admin key).
+func (c *Client) DeleteTemplate(ctx context.Context, name string) error {
+	return c.call(ctx, request{method: "DELETE", path: "/v1/templates/" + url.PathEscape(name)}, nil)
+}
+
+// Key is an API key. Secret is set only when the key is created.
+type Key struct {
+	ID        string     `json:"id"`
+	Tenant    string     `json:"tenant"`
+	Admin     bool       `json:"admin"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	Secret    string     `json:"key,omitempty"`
+}
+
+// CreateKey makes an API key for tenant (admin key).
+func (c *Client) CreateKey(ctx context.Context, tenant string, admin bool) (*Key, error) {
+	var k Key
+	err := c.call(ctx, request{method: "POST", path: "/v1/keys", body: jsonBody(map[string]any{"tenant": tenant, "admin": admin})}, &k)
+	return &k, err
+}
+
+// ListKeys lists API keys (admin key).
+func (c *Client) ListKeys(ctx context.Context) ([]Key, error) {
+	var out struct {
+		Keys []Key `json:"keys"`
+	}
+	err := c.call(ctx, request{method: "GET", path: "/v1/keys", retry: true}, &out)
+	return out.Keys, err
+}
+
+// RevokeKey revokes an API key (admin key).
+func (c *Client) RevokeKey(ctx context.Context, id string) error {
+	return c.call(ctx, request{method: "DELETE", path: "/v1/keys/" + url.PathEscape(id)}, nil)
+}

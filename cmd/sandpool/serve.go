@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/sandpool/sandpool/internal/api"
+	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/runtime/linux"
+	"github.com/sandpool/sandpool/internal/sandbox"
+	"github.com/sandpool/sandpool/internal/store/sqlstore"
+)
+
+// Defaults, in one place.
+const (
+	defaultListen  = "127.0.0.1:7423"
+	defaultDataDir = "/var/lib/sandpool"
+	adminKeyFile   = "admin.key"
+)
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+type serveConfig struct {
+	listen          string
+	data            string
+	node            string
+	maxSandboxes    int
+	shutdownTimeout time.Duration
+	cgroupParent    string
+	logLevel        string
+}
+
+func serveCommand(stderr io.Writer) *cobra.Command {
+	var cfg serveConfig
+	host, _ := os.Hostname() // a node without a hostname is named "node"
+	if host == "" {
+		host = "node"
+	}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the sandpool service",
+		Long: `Run the sandpool service: the HTTP API on --listen, with its database,
+templates and sandboxes under --data. Needs root. On first start it creates an
+admin API key and writes it to <data>/admin.key.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd.Context(), cfg, stderr)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.listen, "listen", envOr("SANDPOOL_LISTEN", defaultListen), "address to serve on (env SANDPOOL_LISTEN)")
+	f.StringVar(&cfg.data, "data", envOr("SANDPOOL_DATA", defaultDataDir), "data directory (env SANDPOOL_DATA)")
+	f.StringVar(&cfg.node, "node", envOr("SANDPOOL_NODE", host), "this node's name (env SANDPOOL_NODE)")
+	f.IntVar(&cfg.maxSandboxes, "max-sandboxes", 1000, "most sandboxes this node runs at once")
+	f.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM")
+	f.StringVar(&cfg.cgroupParent, "cgroup-parent", envOr("SANDPOOL_CGROUP_PARENT", "sandpool"), "cgroup under which sandboxes get theirs")
+	f.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// preflight says clearly why sandpool cannot run here.
+func preflight(cfg serveConfig) error {
+	if os.Geteuid() != 0 {
+		return errors.New("sandpool serve must run as root: it makes namespaces, cgroups and mounts (try: sudo sandpool serve)")
+	}
+	b, err := os.ReadFile("/proc/filesystems")
+	if err == nil && !strings.Contains(string(b), "\toverlay\n") {
+		return errors.New("this kernel has no overlayfs (try: modprobe overlay)")
+	}
+	if !filepath.IsAbs(cfg.data) {
+		return fmt.Errorf("--data %q must be an absolute path", cfg.data)
+	}
+	if cfg.maxSandboxes <= 0 {
+		return fmt.Errorf("--max-sandboxes %d must be positive", cfg.maxSandboxes)
+	}
+	return nil
+}
+
+func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
+	if err := preflight(cfg); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	// Listen first: a taken port is the most common mistake, and must not
+	// cost a runtime start.
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("cannot listen on %s: the address is in use (another sandpool? choose one with --listen)", cfg.listen)
+		}
+		return fmt.Errorf("cannot listen on %s: %w", cfg.listen, err)
+	}
+	defer ln.Close()
+
+	if err := os.MkdirAll(cfg.data, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	rt, err := linux.Open(linux.Config{DataDir: cfg.data, CgroupParent: cfg.cgroupParent, Log: log})
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(cfg.data, "sandpool.db"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := ensureAdminKey(ctx, st, cfg.data, stderr); err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	svc := sandbox.New(rt, st, events.NewBroker(), sandbox.Config{Node: cfg.node, MaxSandboxes: cfg.maxSandboxes, Log: log})
+	if err := svc.Start(ctx); err != nil {
+		return fmt.Errorf("recover sandboxes: %w", err)
+	}
+	defer svc.Close()
+	apiSrv := api.New(svc, rt, st, api.Config{Log: log, Registry: reg})
+	srv := &http.Server{
+		Handler:           apiSrv,
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	fmt.Fprintf(stderr, "sandpool: serving on http://%s (data %s, node %s)\n", ln.Addr(), cfg.data, cfg.node)
+
+	select {
+	case err := <-serveErr:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight requests", "timeout", cfg.shutdownTimeout)
+	apiSrv.Drain()
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("in-flight requests cut off at the shutdown timeout", "err", err)
+		srv.Close()
+	}
+	log.Info("stopped; sandboxes keep running and are found again at the next start")
+	return nil
+}
+
+// ensureAdminKey makes the first admin key on a fresh database and writes
+// it to <data>/admin.key (mode 0600), where the CLI finds it.
+func ensureAdminKey(ctx context.Context, st *sqlstore.DB, data string, stderr io.Writer) error {
+	keys, err := st.ListKeys(ctx)
+	if err != nil {
+		return err
+	}
+	if len(keys) > 0 {
+		return nil
+	}
+	secret, rec := api.NewKey("admin", true)
+	path := filepath.Join(data, adminKeyFile)
+	if err := os.WriteFile(path+".tmp", []byte(secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write admin key: %w", err)
+	}
+	if err := st.CreateKey(ctx, rec); err != nil {
+		os.Remove(path + ".tmp")
+		return err
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return fmt.Errorf("write admin key: %w", err)
+	}
+	fmt.Fprintf(stderr, "sandpool: created an admin API key in %s (the CLI reads it from there)\n", path)
+	return nil
+}

@@ -1,0 +1,185 @@
+package api
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/sandbox"
+	"github.com/sandpool/sandpool/internal/store"
+)
+
+// idempotencyTTL is how long an Idempotency-Key is remembered.
+const idempotencyTTL = 24 * time.Hour
+
+func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSON))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var req sandbox.CreateRequest
+	if err := decodeBytes(body, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	tenant := who(r).Tenant
+	id := ""
+	if key := r.Header.Get("Idempotency-Key"); key != "" {
+		if len(key) > 255 {
+			s.writeError(w, r, fmt.Errorf("%w: Idempotency-Key longer than 255 bytes", errBadRequest))
+			return
+		}
+		sum := sha256.Sum256(body)
+		idem := store.Idempotency{Tenant: tenant, Key: key, BodyHash: hex.EncodeToString(sum[:]),
+			SandboxID: runtime.NewID(), ExpiresAt: time.Now().Add(idempotencyTTL)}
+		got, err := s.st.PutIdempotency(r.Context(), idem)
+		switch {
+		case errors.Is(err, store.ErrExists):
+			if got.BodyHash != idem.BodyHash {
+				s.writeError(w, r, errIdemMismatch)
+				return
+			}
+			// The same request again: answer with what the first made.
+			sb, err := s.svc.Get(r.Context(), tenant, got.SandboxID)
+			if err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			w.Header().Set("Idempotent-Replayed", "true")
+			writeJSON(w, http.StatusOK, sb)
+			return
+		case err != nil:
+			s.writeError(w, r, err)
+			return
+		}
+		id = idem.SandboxID
+	}
+	sb, err := s.svc.Create(r.Context(), tenant, id, req)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/sandboxes/"+sb.ID)
+	writeJSON(w, http.StatusCreated, sb)
+}
+
+func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
+	var opts sandbox.ListOptions
+	q := r.URL.Query()
+	for _, st := range q["status"] {
+		for _, one := range strings.Split(st, ",") {
+			switch sandbox.Status(one) {
+			case sandbox.StatusCreating, sandbox.StatusReady, sandbox.StatusRunning, sandbox.StatusPaused,
+				sandbox.StatusStopping, sandbox.StatusStopped, sandbox.StatusFailed:
+				opts.Statuses = append(opts.Statuses, sandbox.Status(one))
+			case "all":
+				opts.Statuses = append(opts.Statuses, sandbox.StatusCreating, sandbox.StatusReady, sandbox.StatusRunning,
+					sandbox.StatusPaused, sandbox.StatusStopping, sandbox.StatusStopped, sandbox.StatusFailed)
+			default:
+				s.writeError(w, r, runtime.Userf(runtime.ErrInvalid, "unknown status %q", one))
+				return
+			}
+		}
+	}
+	for _, m := range q["metadata"] {
+		k, v, ok := strings.Cut(m, "=")
+		if !ok || k == "" {
+			s.writeError(w, r, runtime.Userf(runtime.ErrInvalid, "metadata filter %q: want key=value", m))
+			return
+		}
+		if opts.Metadata == nil {
+			opts.Metadata = map[string]string{}
+		}
+		opts.Metadata[k] = v
+	}
+	list, err := s.svc.List(r.Context(), who(r).Tenant, opts)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if list == nil {
+		list = []sandbox.Sandbox{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sandboxes": list})
+}
+
+func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request) {
+	sb, err := s.svc.Get(r.Context(), who(r).Tenant, r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sb)
+}
+
+func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request) {
+	if err := s.svc.Delete(r.Context(), who(r).Tenant, r.PathValue("id")); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) ping(w http.ResponseWriter, r *http.Request) {
+	sb, err := s.svc.Ping(r.Context(), who(r).Tenant, r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sb)
+}
+
+func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
+	list, err := s.templates.Templates(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"templates": list})
+}
+
+func (s *Server) createTemplate(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Name string `json:"name"`
+		Dir  string `json:"dir"`
+	}
+	if err := decode(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if req.Dir == "" {
+		s.writeError(w, r, runtime.Userf(runtime.ErrInvalid, "dir is required (or PUT a tar archive to /v1/templates/{name})"))
+		return
+	}
+	t, err := s.templates.ImportTemplate(r.Context(), req.Name, runtime.TemplateSource{Dir: req.Dir})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, t)
+}
+
+func (s *Server) uploadTemplate(w http.ResponseWriter, r *http.Request) {
+	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes)
+	t, err := s.templates.ImportTemplate(r.Context(), r.PathValue("name"), runtime.TemplateSource{Tar: body})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, t)
+}
+
+func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) {
+	if err := s.templates.DeleteTemplate(r.Context(), r.PathValue("name")); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

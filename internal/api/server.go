@@ -1,0 +1,244 @@
+// Package api serves sandpool's HTTP API (/v1, described by
+// api/openapi.yaml), plus /metrics, /healthz and /readyz.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/sandbox"
+	"github.com/sandpool/sandpool/internal/store"
+)
+
+// Templates is what the API needs to manage templates.
+type Templates interface {
+	Templates(ctx context.Context) ([]runtime.Template, error)
+	ImportTemplate(ctx context.Context, name string, src runtime.TemplateSource) (runtime.Template, error)
+	DeleteTemplate(ctx context.Context, name string) error
+}
+
+// Store is what the API needs of the store directly: keys and
+// idempotency records.
+type Store interface {
+	CreateKey(ctx context.Context, k store.Key) error
+	KeyByHash(ctx context.Context, hash string) (store.Key, error)
+	ListKeys(ctx context.Context) ([]store.Key, error)
+	RevokeKey(ctx context.Context, id string) error
+	PutIdempotency(ctx context.Context, idem store.Idempotency) (store.Idempotency, error)
+}
+
+// Config configures a Server.
+type Config struct {
+	// MaxUploadBytes bounds a file upload; 0 means 64 GiB.
+	MaxUploadBytes int64
+	// MaxOutputBytes bounds each of stdout and stderr in a buffered exec
+	// reply; 0 means 16 MiB. Streams are not bounded.
+	MaxOutputBytes int
+	Log            *slog.Logger
+	Registry       *prometheus.Registry
+}
+
+// Server is the HTTP API.
+type Server struct {
+	svc       *sandbox.Service
+	templates Templates
+	st        Store
+	cfg       Config
+	log       *slog.Logger
+	handler   http.Handler
+	draining  atomic.Bool
+
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+// New builds the API on the lifecycle service.
+func New(svc *sandbox.Service, tpl Templates, st Store, cfg Config) *Server {
+	if cfg.MaxUploadBytes == 0 {
+		cfg.MaxUploadBytes = 64 << 30
+	}
+	if cfg.MaxOutputBytes == 0 {
+		cfg.MaxOutputBytes = 16 << 20
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	f := promauto.With(cfg.Registry)
+	s := &Server{svc: svc, templates: tpl, st: st, cfg: cfg, log: cfg.Log,
+		requests: f.NewCounterVec(prometheus.CounterOpts{Name: "sandpool_http_requests_total",
+			Help: "HTTP requests by route and status code."}, []string{"route", "code"}),
+		latency: f.NewHistogramVec(prometheus.HistogramOpts{Name: "sandpool_http_request_duration_seconds",
+			Help: "HTTP request latency by route (streams until their end).", Buckets: prometheus.ExponentialBuckets(0.0002, 2, 18)},
+			[]string{"route"}),
+	}
+	mux := http.NewServeMux()
+	for _, rt := range s.routes() {
+		h := rt.h
+		if !rt.public {
+			h = s.authenticated(h, rt.admin)
+		}
+		mux.Handle(rt.pattern, s.instrument(h))
+	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, runtime.Userf(runtime.ErrNotFound, "no route %s %s", r.Method, r.URL.Path))
+	})
+	s.handler = mux
+	return s
+}
+
+// route is one API endpoint.
+type route struct {
+	pattern string
+	h       http.HandlerFunc
+	public  bool // no API key needed
+	admin   bool // admin key needed
+}
+
+// routes is the API, in one place (the OpenAPI test reads it).
+func (s *Server) routes() []route {
+	return []route{
+		{pattern: "GET /healthz", h: s.healthz, public: true},
+		{pattern: "GET /readyz", h: s.readyz, public: true},
+
+		{pattern: "POST /v1/sandboxes", h: s.createSandbox},
+		{pattern: "GET /v1/sandboxes", h: s.listSandboxes},
+		{pattern: "GET /v1/sandboxes/{id}", h: s.getSandbox},
+		{pattern: "DELETE /v1/sandboxes/{id}", h: s.deleteSandbox},
+		{pattern: "POST /v1/sandboxes/{id}/ping", h: s.ping},
+
+		{pattern: "POST /v1/sandboxes/{id}/exec", h: s.exec},
+		{pattern: "POST /v1/sandboxes/{id}/processes", h: s.startProcess},
+		{pattern: "GET /v1/sandboxes/{id}/processes", h: s.listProcesses},
+		{pattern: "GET /v1/sandboxes/{id}/processes/{proc}/output", h: s.attach},
+		{pattern: "POST /v1/sandboxes/{id}/processes/{proc}/stdin", h: s.stdin},
+		{pattern: "POST /v1/sandboxes/{id}/processes/{proc}/signal", h: s.signal},
+
+		{pattern: "GET /v1/sandboxes/{id}/files", h: s.readFile},
+		{pattern: "PUT /v1/sandboxes/{id}/files", h: s.writeFile},
+		{pattern: "DELETE /v1/sandboxes/{id}/files", h: s.removeFile},
+		{pattern: "GET /v1/sandboxes/{id}/files/list", h: s.listFiles},
+		{pattern: "GET /v1/sandboxes/{id}/files/stat", h: s.statFile},
+		{pattern: "POST /v1/sandboxes/{id}/files/mkdir", h: s.mkdir},
+		{pattern: "POST /v1/sandboxes/{id}/files/rename", h: s.rename},
+
+		{pattern: "GET /v1/templates", h: s.listTemplates},
+		{pattern: "POST /v1/templates", h: s.createTemplate, admin: true},
+		{pattern: "PUT /v1/templates/{name}", h: s.uploadTemplate, admin: true},
+		{pattern: "DELETE /v1/templates/{name}", h: s.deleteTemplate, admin: true},
+
+		{pattern: "POST /v1/keys", h: s.createKey, admin: true},
+		{pattern: "GET /v1/keys", h: s.listKeys, admin: true},
+		{pattern: "DELETE /v1/keys/{id}", h: s.revokeKey, admin: true},
+
+		{pattern: "GET /v1/events", h: s.events},
+	}
+}
+
+// Routes lists "METHOD /path" for every API route (for the OpenAPI test).
+func (s *Server) Routes() []string {
+	var out []string
+	for _, r := range s.routes() {
+		out = append(out, r.pattern)
+	}
+	return out
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// Drain makes new requests fail with 503 and /readyz report not ready,
+// while in-flight ones finish.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// statusRecorder remembers the status code for metrics.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (s *Server) instrument(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.draining.Load() && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
+			s.writeError(w, r, sandbox.ErrShuttingDown)
+			return
+		}
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		if rec.code == 0 {
+			rec.code = http.StatusOK
+		}
+		s.requests.WithLabelValues(r.Pattern, strconv.Itoa(rec.code)).Inc()
+		s.latency.WithLabelValues(r.Pattern).Observe(time.Since(start).Seconds())
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// maxJSON bounds a JSON request body.
+const maxJSON = 1 << 20
+
+// decode reads a JSON body strictly: unknown fields, trailing data and
+// bodies over maxJSON are refused.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSON))
+	if err != nil {
+		return err
+	}
+	return decodeBytes(body, v)
+}
+
+func decodeBytes(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: request body: %v", errBadRequest, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: request body: data after the JSON value", errBadRequest)
+	}
+	return nil
+}

@@ -1,0 +1,491 @@
+// Package sandbox is the lifecycle service: it owns each sandbox's status,
+// writes every transition to the store before acting on it, drives the
+// runtime, publishes events, and tells the two kinds of failure apart — a
+// sandbox state error retires the sandbox, a user error is returned and the
+// sandbox lives on.
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/store"
+)
+
+// Status is a sandbox's place in its lifecycle.
+type Status string
+
+const (
+	StatusCreating Status = "creating"
+	StatusReady    Status = "ready" // idle in a pool (pools arrive later)
+	StatusRunning  Status = "running"
+	StatusPaused   Status = "paused"
+	StatusStopping Status = "stopping"
+	StatusStopped  Status = "stopped"
+	StatusFailed   Status = "failed"
+)
+
+// Active lists the statuses of sandboxes that exist in a runtime.
+var Active = []Status{StatusCreating, StatusReady, StatusRunning, StatusPaused, StatusStopping}
+
+var (
+	// ErrCapacity: the node runs as many sandboxes as it may.
+	ErrCapacity = errors.New("at capacity")
+	// ErrShuttingDown: the service is stopping.
+	ErrShuttingDown = errors.New("shutting down")
+)
+
+// Sandbox is what callers see of a sandbox.
+type Sandbox struct {
+	ID        string            `json:"id"`
+	Tenant    string            `json:"-"`
+	Template  string            `json:"template"`
+	Status    Status            `json:"status"`
+	Limits    runtime.Limits    `json:"limits"`
+	Env       map[string]string `json:"env,omitempty"`
+	Metadata  map[string]string `json:"metadata,omitempty"`
+	Timeout   int               `json:"timeout"` // seconds of inactivity before it is killed; 0 = never
+	Error     string            `json:"error,omitempty"`
+	CreatedAt time.Time         `json:"created_at"`
+	UpdatedAt time.Time         `json:"updated_at"`
+	// TimesOutAt is when the sandbox will be killed if nothing happens.
+	TimesOutAt *time.Time `json:"times_out_at,omitempty"`
+}
+
+// CreateRequest is what a caller asks for.
+type CreateRequest struct {
+	Template string            `json:"template"`
+	Limits   runtime.Limits    `json:"limits"`
+	Env      map[string]string `json:"env,omitempty"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+	Timeout  int               `json:"timeout,omitempty"`
+}
+
+// spec is what the store keeps of a create request.
+type spec struct {
+	Limits  runtime.Limits    `json:"limits"`
+	Env     map[string]string `json:"env,omitempty"`
+	Timeout int               `json:"timeout,omitempty"`
+}
+
+// Validate checks what the runtime does not.
+func (r CreateRequest) Validate() error {
+	if r.Template == "" {
+		return runtime.Userf(runtime.ErrInvalid, "template is required")
+	}
+	if r.Timeout < 0 || r.Timeout > 30*24*3600 {
+		return runtime.Userf(runtime.ErrInvalid, "timeout %d out of range: 0 (none) to 2592000 seconds", r.Timeout)
+	}
+	if len(r.Metadata) > 64 || len(r.Env) > 256 {
+		return runtime.Userf(runtime.ErrInvalid, "at most 64 metadata entries and 256 environment variables")
+	}
+	for k, v := range r.Metadata {
+		if k == "" || len(k) > 128 || len(v) > 1024 {
+			return runtime.Userf(runtime.ErrInvalid, "metadata %q: keys 1-128 bytes, values up to 1024", k)
+		}
+	}
+	return nil
+}
+
+// Store is what the service needs of the store.
+type Store interface {
+	CreateSandbox(ctx context.Context, sb store.Sandbox) error
+	GetSandbox(ctx context.Context, id string) (store.Sandbox, error)
+	ListSandboxes(ctx context.Context, f store.Filter) ([]store.Sandbox, error)
+	SetStatus(ctx context.Context, id string, from []string, status, errMsg string) error
+}
+
+// Config configures a Service.
+type Config struct {
+	// Node names this process in the store; sandboxes belong to the node
+	// that started them.
+	Node string
+	// MaxSandboxes caps active sandboxes on this node; 0 means 1000.
+	MaxSandboxes int
+	// ReapInterval is how often idle sandboxes are looked for; 0 means 1s.
+	ReapInterval time.Duration
+	Log          *slog.Logger
+}
+
+// Service is the lifecycle service.
+type Service struct {
+	rt     runtime.Runtime
+	st     Store
+	events *events.Broker
+	cfg    Config
+
+	mu       sync.Mutex
+	activity map[string]*activity
+	closing  bool
+	bg       sync.WaitGroup // retirements and the reaper
+	stop     context.CancelFunc
+}
+
+// activity is what the reaper needs to know of a sandbox.
+type activity struct {
+	last    time.Time
+	streams int // running exec streams count as activity
+	timeout time.Duration
+}
+
+// New makes a service. Call Start to recover state and start the reaper.
+func New(rt runtime.Runtime, st Store, ev *events.Broker, cfg Config) *Service {
+	if cfg.MaxSandboxes == 0 {
+		cfg.MaxSandboxes = 1000
+	}
+	if cfg.ReapInterval == 0 {
+		cfg.ReapInterval = time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Service{rt: rt, st: st, events: ev, cfg: cfg, activity: map[string]*activity{}}
+}
+
+// Events is the broker transitions are published on.
+func (s *Service) Events() *events.Broker { return s.events }
+
+func (s *Service) publish(sb store.Sandbox, status Status, reason, errMsg string) {
+	s.events.Publish(events.Event{Type: "sandbox", Sandbox: sb.ID, Tenant: sb.Tenant, Status: string(status), Reason: reason, Error: errMsg})
+}
+
+// transition writes a status change to the store, then publishes it.
+func (s *Service) transition(ctx context.Context, sb store.Sandbox, from []Status, to Status, reason, errMsg string) error {
+	fromS := make([]string, len(from))
+	for i, f := range from {
+		fromS[i] = string(f)
+	}
+	if err := s.st.SetStatus(ctx, sb.ID, fromS, string(to), errMsg); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return runtime.Userf(runtime.ErrConflict, "%v", err)
+		}
+		return err
+	}
+	s.publish(sb, to, reason, errMsg)
+	return nil
+}
+
+// Create makes a sandbox for tenant. id may be given (idempotent creates
+// pick it in advance) or empty.
+func (s *Service) Create(ctx context.Context, tenant, id string, req CreateRequest) (Sandbox, error) {
+	if err := req.Validate(); err != nil {
+		return Sandbox{}, err
+	}
+	if id == "" {
+		id = runtime.NewID()
+	}
+	// Bad input changes nothing: check before anything is written.
+	if err := s.rt.Validate(runtime.Spec{ID: id, Template: req.Template, Limits: req.Limits}); err != nil {
+		return Sandbox{}, err
+	}
+	if err := s.checkCapacity(ctx); err != nil {
+		return Sandbox{}, err
+	}
+	// Record the limits the sandbox will really have.
+	req.Limits = req.Limits.WithDefaults(s.rt.Capabilities().Defaults)
+	b, err := json.Marshal(spec{Limits: req.Limits, Env: req.Env, Timeout: req.Timeout})
+	if err != nil {
+		return Sandbox{}, err
+	}
+	row := store.Sandbox{ID: id, Tenant: tenant, Template: req.Template, Status: string(StatusCreating),
+		Spec: string(b), Metadata: req.Metadata, Node: s.cfg.Node, CreatedAt: time.Now().UTC()}
+	// Written before the runtime acts: a crash from here on is found by
+	// the next start and cleaned.
+	if err := s.st.CreateSandbox(ctx, row); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return Sandbox{}, runtime.Userf(runtime.ErrExists, "sandbox %s already exists", id)
+		}
+		return Sandbox{}, err
+	}
+	s.publish(row, StatusCreating, "", "")
+	// The sandbox must not be half made if the caller goes away.
+	cctx := context.WithoutCancel(ctx)
+	_, err = s.rt.Create(cctx, runtime.Spec{ID: id, Template: req.Template, Limits: req.Limits})
+	if err != nil {
+		if terr := s.transition(cctx, row, []Status{StatusCreating}, StatusFailed, "create", err.Error()); terr != nil {
+			s.cfg.Log.Error("record failed create", "sandbox", id, "err", terr)
+		}
+		return Sandbox{}, fmt.Errorf("create sandbox: %w", err)
+	}
+	if err := s.transition(cctx, row, []Status{StatusCreating}, StatusRunning, "created", ""); err != nil {
+		// Deleted meanwhile: do not leave the runtime's sandbox behind.
+		_ = s.rt.Destroy(cctx, id) // best effort; the reconciler catches the rest
+		return Sandbox{}, err
+	}
+	s.touchNew(id, req.Timeout)
+	return s.Get(ctx, tenant, id)
+}
+
+func (s *Service) checkCapacity(ctx context.Context) error {
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		return ErrShuttingDown
+	}
+	active, err := s.st.ListSandboxes(ctx, store.Filter{Node: s.cfg.Node, Statuses: statusStrings(Active)})
+	if err != nil {
+		return err
+	}
+	if len(active) >= s.cfg.MaxSandboxes {
+		return fmt.Errorf("%w: %d sandboxes on this node", ErrCapacity, len(active))
+	}
+	return nil
+}
+
+func statusStrings(ss []Status) []string {
+	out := make([]string, len(ss))
+	for i, st := range ss {
+		out[i] = string(st)
+	}
+	return out
+}
+
+// fromRow turns a store row into what callers see.
+func (s *Service) fromRow(row store.Sandbox) Sandbox {
+	var sp spec
+	_ = json.Unmarshal([]byte(row.Spec), &sp) // written by us; an old row shows empty limits
+	sb := Sandbox{ID: row.ID, Tenant: row.Tenant, Template: row.Template, Status: Status(row.Status),
+		Limits: sp.Limits, Env: sp.Env, Metadata: row.Metadata, Timeout: sp.Timeout, Error: row.Error,
+		CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt}
+	if sb.Status == StatusRunning && sp.Timeout > 0 {
+		s.mu.Lock()
+		if a := s.activity[row.ID]; a != nil && a.streams == 0 {
+			t := a.last.Add(a.timeout).UTC()
+			sb.TimesOutAt = &t
+		}
+		s.mu.Unlock()
+	}
+	return sb
+}
+
+// row reads a sandbox of tenant; another tenant's sandbox is not found.
+func (s *Service) row(ctx context.Context, tenant, id string) (store.Sandbox, error) {
+	row, err := s.st.GetSandbox(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && row.Tenant != tenant) {
+		return store.Sandbox{}, runtime.Userf(runtime.ErrNotFound, "no sandbox %q", id)
+	}
+	return row, err
+}
+
+// Get returns one sandbox.
+func (s *Service) Get(ctx context.Context, tenant, id string) (Sandbox, error) {
+	row, err := s.row(ctx, tenant, id)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	return s.fromRow(row), nil
+}
+
+// ListOptions filter List.
+type ListOptions struct {
+	// Statuses to include; empty means the active ones.
+	Statuses []Status
+	// Metadata entries a sandbox must all have.
+	Metadata map[string]string
+}
+
+// List returns tenant's sandboxes, oldest first.
+func (s *Service) List(ctx context.Context, tenant string, opts ListOptions) ([]Sandbox, error) {
+	statuses := opts.Statuses
+	if len(statuses) == 0 {
+		statuses = Active
+	}
+	rows, err := s.st.ListSandboxes(ctx, store.Filter{Tenant: tenant, Statuses: statusStrings(statuses)})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Sandbox, 0, len(rows))
+	for _, row := range rows {
+		match := true
+		for k, v := range opts.Metadata {
+			if row.Metadata[k] != v {
+				match = false
+				break
+			}
+		}
+		if match {
+			out = append(out, s.fromRow(row))
+		}
+	}
+	return out, nil
+}
+
+// Delete destroys a sandbox. Deleting a stopped or failed one does nothing.
+func (s *Service) Delete(ctx context.Context, tenant, id string) error {
+	row, err := s.row(ctx, tenant, id)
+	if err != nil {
+		return err
+	}
+	return s.destroy(ctx, row, "deleted")
+}
+
+func (s *Service) destroy(ctx context.Context, row store.Sandbox, reason string) error {
+	switch Status(row.Status) {
+	case StatusStopped, StatusFailed:
+		// Nothing runs; make sure of it (a failed create may have left
+		// part of a sandbox when its cleanup failed).
+		return s.rt.Destroy(context.WithoutCancel(ctx), row.ID)
+	}
+	err := s.transition(ctx, row, []Status{StatusCreating, StatusReady, StatusRunning, StatusPaused}, StatusStopping, reason, "")
+	if err != nil {
+		if errors.Is(err, runtime.ErrConflict) {
+			return nil // someone else is stopping it
+		}
+		return err
+	}
+	s.forget(row.ID)
+	cctx := context.WithoutCancel(ctx)
+	if err := s.rt.Destroy(cctx, row.ID); err != nil {
+		_ = s.transition(cctx, row, []Status{StatusStopping}, StatusFailed, reason, "destroy: "+err.Error()) // best effort: the error is returned
+		return fmt.Errorf("destroy sandbox %s: %w", row.ID, err)
+	}
+	return s.transition(cctx, row, []Status{StatusStopping}, StatusStopped, reason, row.Error)
+}
+
+// running returns the row of a running sandbox of tenant, or the error to
+// give the caller, and marks activity.
+func (s *Service) running(ctx context.Context, tenant, id string) (store.Sandbox, error) {
+	row, err := s.row(ctx, tenant, id)
+	if err != nil {
+		return row, err
+	}
+	switch Status(row.Status) {
+	case StatusRunning:
+	case StatusFailed:
+		return row, runtime.Userf(runtime.ErrConflict, "sandbox %s has failed: %s", id, row.Error)
+	default:
+		return row, runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", id, row.Status)
+	}
+	s.touch(id)
+	return row, nil
+}
+
+// check retires the sandbox if err says it is broken, and returns err.
+func (s *Service) check(row store.Sandbox, err error) error {
+	if err == nil || !runtime.IsStateError(err) {
+		return err
+	}
+	s.retire(row, err)
+	return err
+}
+
+// retire marks a broken sandbox failed and destroys it in the background.
+func (s *Service) retire(row store.Sandbox, cause error) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		s.cfg.Log.Warn("retiring broken sandbox", "sandbox", row.ID, "err", cause)
+		if err := s.transition(ctx, row, []Status{StatusRunning, StatusReady, StatusPaused}, StatusFailed, "broken", cause.Error()); err != nil {
+			return // already on its way out
+		}
+		s.forget(row.ID)
+		if err := s.rt.Destroy(ctx, row.ID); err != nil {
+			s.cfg.Log.Error("destroy broken sandbox", "sandbox", row.ID, "err", err)
+		}
+	}()
+}
+
+// ExecRequest is a process to run.
+type ExecRequest = runtime.ExecSpec
+
+func (s *Service) withEnv(row store.Sandbox, req ExecRequest) ExecRequest {
+	var sp spec
+	_ = json.Unmarshal([]byte(row.Spec), &sp) // written by us
+	if len(sp.Env) == 0 {
+		return req
+	}
+	env := maps.Clone(sp.Env)
+	maps.Copy(env, req.Env)
+	req.Env = env
+	return req
+}
+
+// Exec starts a process. The returned process counts as activity until it
+// is closed or has exited.
+func (s *Service) Exec(ctx context.Context, tenant, id string, req ExecRequest, stdio runtime.Stdio) (runtime.Process, error) {
+	row, err := s.running(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.rt.Exec(ctx, id, s.withEnv(row, req), stdio)
+	if err != nil {
+		return nil, s.check(row, err)
+	}
+	return s.tracked(row, p), nil
+}
+
+// Attach follows a background process.
+func (s *Service) Attach(ctx context.Context, tenant, id, procID string, stdio runtime.Stdio) (runtime.Process, error) {
+	row, err := s.running(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.rt.Attach(ctx, id, procID, stdio)
+	if err != nil {
+		return nil, s.check(row, err)
+	}
+	return s.tracked(row, p), nil
+}
+
+// Processes lists tracked processes.
+func (s *Service) Processes(ctx context.Context, tenant, id string) ([]runtime.ProcessInfo, error) {
+	row, err := s.running(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	ps, err := s.rt.Processes(ctx, id)
+	return ps, s.check(row, err)
+}
+
+// Signal signals a tracked process.
+func (s *Service) Signal(ctx context.Context, tenant, id, procID string, sig syscall.Signal) error {
+	row, err := s.running(ctx, tenant, id)
+	if err != nil {
+		return err
+	}
+	return s.check(row, s.rt.Signal(ctx, id, procID, sig))
+}
+
+// WriteStdin feeds a tracked process.
+func (s *Service) WriteStdin(ctx context.Context, tenant, id, procID string, r io.Reader, closeStdin bool) error {
+	row, err := s.running(ctx, tenant, id)
+	if err != nil {
+		return err
+	}
+	return s.check(row, s.rt.WriteStdin(ctx, id, procID, r, closeStdin))
+}
+
+// Files gives access to a running sandbox's files.
+func (s *Service) Files(ctx context.Context, tenant, id string) (runtime.Files, error) {
+	row, err := s.running(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	return checkedFiles{s: s, row: row, f: s.rt.Files(id)}, nil
+}
+
+// Close stops the reaper and waits for background work. Sandboxes keep
+// running.
+func (s *Service) Close() {
+	s.mu.Lock()
+	s.closing = true
+	stop := s.stop
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	s.bg.Wait()
+}
