@@ -133,13 +133,13 @@ func retryableStatus(code int) bool {
 
 // retryableErr: the connection broke before an answer came.
 func retryableErr(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE)
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE)
 }
 
 // do sends r, retrying as the policy allows, and returns a response with a
 // 2xx status (the caller closes its body) or an error.
 func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
+	retrying := r.retry && c.budget > 0
 	op := func() (*http.Response, error) {
 		req, err := c.newHTTPRequest(ctx, r)
 		if err != nil {
@@ -147,7 +147,7 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 		}
 		resp, err := c.hc.Do(req)
 		if err != nil {
-			if r.retry && ctx.Err() == nil && retryableErr(err) {
+			if retrying && ctx.Err() == nil && retryableErr(err) {
 				return nil, err
 			}
 			return nil, backoff.Permanent(err)
@@ -156,7 +156,7 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 			return resp, nil
 		}
 		apiErr := readError(resp)
-		if r.retry && retryableStatus(resp.StatusCode) {
+		if retrying && retryableStatus(resp.StatusCode) {
 			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 {
 				return nil, backoff.RetryAfter(s)
 			}
@@ -164,7 +164,7 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 		}
 		return nil, backoff.Permanent(apiErr)
 	}
-	if !r.retry || c.budget <= 0 {
+	if !retrying {
 		resp, err := op()
 		var perm *backoff.PermanentError
 		if errors.As(err, &perm) {

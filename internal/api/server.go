@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,6 +61,8 @@ type Server struct {
 	log       *slog.Logger
 	handler   http.Handler
 	draining  atomic.Bool
+	drained   chan struct{} // closed by Drain: ends event streams
+	drainOnce sync.Once
 
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
@@ -80,7 +83,7 @@ func New(svc *sandbox.Service, tpl Templates, st Store, cfg Config) *Server {
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	f := promauto.With(cfg.Registry)
-	s := &Server{svc: svc, templates: tpl, st: st, cfg: cfg, log: cfg.Log,
+	s := &Server{svc: svc, templates: tpl, st: st, cfg: cfg, log: cfg.Log, drained: make(chan struct{}),
 		requests: f.NewCounterVec(prometheus.CounterOpts{Name: "sandpool_http_requests_total",
 			Help: "HTTP requests by route and status code."}, []string{"route", "code"}),
 		latency: f.NewHistogramVec(prometheus.HistogramOpts{Name: "sandpool_http_request_duration_seconds",
@@ -164,8 +167,12 @@ func (s *Server) Routes() []string {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 // Drain makes new requests fail with 503 and /readyz report not ready,
-// while in-flight ones finish.
-func (s *Server) Drain() { s.draining.Store(true) }
+// while in-flight ones finish; event streams end at once, since they would
+// never finish by themselves.
+func (s *Server) Drain() {
+	s.draining.Store(true)
+	s.drainOnce.Do(func() { close(s.drained) })
+}
 
 // statusRecorder remembers the status code for metrics.
 type statusRecorder struct {

@@ -124,6 +124,8 @@ type Service struct {
 	events *events.Broker
 	cfg    Config
 
+	admitMu sync.Mutex // serialises capacity check and row write
+
 	mu       sync.Mutex
 	activity map[string]*activity
 	closing  bool
@@ -188,9 +190,6 @@ func (s *Service) Create(ctx context.Context, tenant, id string, req CreateReque
 	if err := s.rt.Validate(runtime.Spec{ID: id, Template: req.Template, Limits: req.Limits}); err != nil {
 		return Sandbox{}, err
 	}
-	if err := s.checkCapacity(ctx); err != nil {
-		return Sandbox{}, err
-	}
 	// Record the limits the sandbox will really have.
 	req.Limits = req.Limits.WithDefaults(s.rt.Capabilities().Defaults)
 	b, err := json.Marshal(spec{Limits: req.Limits, Env: req.Env, Timeout: req.Timeout})
@@ -199,12 +198,7 @@ func (s *Service) Create(ctx context.Context, tenant, id string, req CreateReque
 	}
 	row := store.Sandbox{ID: id, Tenant: tenant, Template: req.Template, Status: string(StatusCreating),
 		Spec: string(b), Metadata: req.Metadata, Node: s.cfg.Node, CreatedAt: time.Now().UTC()}
-	// Written before the runtime acts: a crash from here on is found by
-	// the next start and cleaned.
-	if err := s.st.CreateSandbox(ctx, row); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return Sandbox{}, runtime.Userf(runtime.ErrExists, "sandbox %s already exists", id)
-		}
+	if err := s.admit(ctx, row); err != nil {
 		return Sandbox{}, err
 	}
 	s.publish(row, StatusCreating, "", "")
@@ -226,19 +220,31 @@ func (s *Service) Create(ctx context.Context, tenant, id string, req CreateReque
 	return s.Get(ctx, tenant, id)
 }
 
-func (s *Service) checkCapacity(ctx context.Context) error {
+// admit checks capacity and writes the new sandbox's row, before the
+// runtime acts: a crash from then on is found by the next start and
+// cleaned. The check and the write are one step (admitMu), so concurrent
+// creates cannot overshoot MaxSandboxes.
+func (s *Service) admit(ctx context.Context, row store.Sandbox) error {
 	s.mu.Lock()
 	closing := s.closing
 	s.mu.Unlock()
 	if closing {
 		return ErrShuttingDown
 	}
+	s.admitMu.Lock()
+	defer s.admitMu.Unlock()
 	active, err := s.st.ListSandboxes(ctx, store.Filter{Node: s.cfg.Node, Statuses: statusStrings(Active)})
 	if err != nil {
 		return err
 	}
 	if len(active) >= s.cfg.MaxSandboxes {
 		return fmt.Errorf("%w: %d sandboxes on this node", ErrCapacity, len(active))
+	}
+	if err := s.st.CreateSandbox(ctx, row); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return runtime.Userf(runtime.ErrExists, "sandbox %s already exists", row.ID)
+		}
+		return err
 	}
 	return nil
 }

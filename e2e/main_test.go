@@ -1,0 +1,210 @@
+// Package e2e tests sandpool the way a user runs it: the real binary,
+// started with `sandpool serve`, used through the Go client and the CLI.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sandpool/sandpool/client"
+	"github.com/sandpool/sandpool/internal/runtime/linux"
+	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
+)
+
+// binary is the sandpool built for these tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	if linux.IsInit() {
+		linux.Init() // the cleanup opens runtimes; their sandboxes' init is this binary
+	}
+	dir, err := os.MkdirTemp("", "sandpool-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "sandpool")
+	build := exec.Command("go", "build", "-o", binary, "../cmd/sandpool")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build sandpool:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// server is a running `sandpool serve`.
+type server struct {
+	t        testing.TB
+	data     string
+	url      string
+	adminKey string
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	exitErr  error
+
+	mu     sync.Mutex
+	stderr strings.Builder
+}
+
+// startServer runs `sandpool serve` on a free port with its own data
+// directory (or data, to restart on one) and extra flags. When the test
+// ends the server gets SIGTERM and must exit cleanly; then every sandbox
+// still in its runtime is destroyed.
+func startServer(tb testing.TB, data string, flags ...string) *server {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Fatal("end-to-end tests need root (CI runs as root)")
+	}
+	if data == "" {
+		data = tb.TempDir()
+	}
+	s := &server{t: tb, data: data, exited: make(chan struct{})}
+	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data", data,
+		"--cgroup-parent", linuxtest.CgroupParent, "--node", "e2e", "--shutdown-timeout", "5s"}, flags...)
+	s.cmd = exec.Command(binary, args...)
+	s.cmd.Env = append(os.Environ(), "SANDPOOL_URL=", "SANDPOOL_API_KEY=")
+	pipe, err := s.cmd.StderrPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			line := sc.Text()
+			s.mu.Lock()
+			s.stderr.WriteString(line + "\n")
+			s.mu.Unlock()
+			if rest, ok := strings.CutPrefix(line, "sandpool: serving on "); ok {
+				u, _, _ := strings.Cut(rest, " ")
+				ready <- u
+			}
+		}
+		s.exitErr = s.cmd.Wait()
+		close(s.exited)
+	}()
+	select {
+	case s.url = <-ready:
+	case <-s.exited:
+		tb.Fatalf("sandpool serve exited at start: %v\n%s", s.exitErr, s.log())
+	case <-time.After(60 * time.Second):
+		s.cmd.Process.Kill()
+		tb.Fatalf("sandpool serve did not start\n%s", s.log())
+	}
+	key, err := os.ReadFile(filepath.Join(data, "admin.key"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.adminKey = strings.TrimSpace(string(key))
+	tb.Cleanup(func() {
+		s.stop()
+		cleanRuntime(tb, data)
+	})
+	return s
+}
+
+func (s *server) log() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stderr.String()
+}
+
+// stop sends SIGTERM and expects a clean exit. Calling it twice is fine.
+func (s *server) stop() {
+	s.t.Helper()
+	select {
+	case <-s.exited:
+		return
+	default:
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+		if s.exitErr != nil {
+			s.t.Errorf("sandpool serve exited with %v after SIGTERM\n%s", s.exitErr, s.log())
+		}
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.exited
+		s.t.Errorf("sandpool serve did not stop within 30s of SIGTERM\n%s", s.log())
+	}
+}
+
+// pid is the server's process ID.
+func (s *server) pid() int { return s.cmd.Process.Pid }
+
+// client returns a client with key (the admin key if empty).
+func (s *server) client(key string, opts ...client.Option) *client.Client {
+	s.t.Helper()
+	if key == "" {
+		key = s.adminKey
+	}
+	c, err := client.New(s.url, key, opts...)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return c
+}
+
+// tenant makes a key for a new tenant and returns its client.
+func (s *server) tenant(name string) *client.Client {
+	s.t.Helper()
+	k, err := s.client("").CreateKey(context.Background(), name, false)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return s.client(k.Secret)
+}
+
+// cleanRuntime destroys what a stopped server left running in data (sandboxes
+// outlive their server by design).
+func cleanRuntime(tb testing.TB, data string) {
+	rt, err := linux.Open(linux.Config{DataDir: data, CgroupParent: linuxtest.CgroupParent})
+	if err != nil {
+		tb.Errorf("open runtime to clean up: %v", err)
+		return
+	}
+	defer rt.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	list, _ := rt.List(ctx)
+	for _, sb := range list {
+		if err := rt.Destroy(ctx, sb.ID); err != nil {
+			tb.Errorf("clean up %s: %v", sb.ID, err)
+		}
+	}
+}
+
+// vmHWM is a process's peak resident memory in KiB.
+func vmHWM(tb testing.TB, pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	tb.Fatal("no VmHWM")
+	return 0
+}
+
+func osStat(p string) (os.FileInfo, error) { return os.Stat(p) }

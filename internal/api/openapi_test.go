@@ -1,0 +1,138 @@
+package api
+
+import (
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"gopkg.in/yaml.v3"
+
+	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/sandbox"
+)
+
+type openAPIDoc struct {
+	OpenAPI    string                    `yaml:"openapi"`
+	Paths      map[string]map[string]any `yaml:"paths"`
+	Components struct {
+		Schemas map[string]struct {
+			Properties map[string]any `yaml:"properties"`
+			AllOf      []struct {
+				Properties map[string]any `yaml:"properties"`
+			} `yaml:"allOf"`
+		} `yaml:"schemas"`
+	} `yaml:"components"`
+}
+
+func loadOpenAPI(t *testing.T) openAPIDoc {
+	t.Helper()
+	b, err := os.ReadFile("../../api/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc openAPIDoc
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("api/openapi.yaml: %v", err)
+	}
+	if !strings.HasPrefix(doc.OpenAPI, "3.") {
+		t.Fatalf("openapi version %q", doc.OpenAPI)
+	}
+	return doc
+}
+
+// The document lists exactly the routes the server serves.
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	doc := loadOpenAPI(t)
+	var documented []string
+	for path, ops := range doc.Paths {
+		for method, op := range ops {
+			if method == "parameters" {
+				continue
+			}
+			documented = append(documented, strings.ToUpper(method)+" "+path)
+			op, _ := op.(map[string]any)
+			if _, ok := op["responses"]; !ok {
+				t.Errorf("%s %s has no responses", method, path)
+			}
+			if _, ok := op["operationId"]; !ok {
+				t.Errorf("%s %s has no operationId", method, path)
+			}
+		}
+	}
+	served := append((&Server{}).Routes(), "GET /metrics")
+	slices.Sort(documented)
+	slices.Sort(served)
+	if diff := cmp.Diff(served, documented); diff != "" {
+		t.Errorf("routes (-served +documented):\n%s", diff)
+	}
+}
+
+// jsonFields lists the JSON names of t's fields, embedded structs included.
+func jsonFields(t reflect.Type) []string {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var out []string
+	for f := range t.Fields() {
+		tag := f.Tag.Get("json")
+		name, _, _ := strings.Cut(tag, ",")
+		switch {
+		case name == "-":
+		case f.Anonymous && name == "":
+			out = append(out, jsonFields(f.Type)...)
+		case name != "":
+			out = append(out, name)
+		case f.IsExported():
+			out = append(out, f.Name)
+		}
+	}
+	return out
+}
+
+// The document's schemas have the fields the Go types have.
+func TestOpenAPIMatchesTypes(t *testing.T) {
+	doc := loadOpenAPI(t)
+	for name, v := range map[string]any{
+		"Limits":        runtime.Limits{},
+		"CreateSandbox": sandbox.CreateRequest{},
+		"Sandbox":       sandbox.Sandbox{},
+		"Exec":          ExecRequest{},
+		"ExitStatus":    runtime.ExitStatus{},
+		"ExecResult":    ExecResult{},
+		"ExecEvent":     Event{},
+		"Process":       runtime.ProcessInfo{},
+		"FileInfo":      runtime.FileInfo{},
+		"Template":      runtime.Template{},
+		"Key":           KeyInfo{},
+		"Event":         events.Event{},
+	} {
+		schema, ok := doc.Components.Schemas[name]
+		if !ok {
+			t.Errorf("schema %s missing", name)
+			continue
+		}
+		var documented []string
+		for p := range schema.Properties {
+			documented = append(documented, p)
+		}
+		for _, part := range schema.AllOf {
+			for p := range part.Properties {
+				documented = append(documented, p)
+			}
+		}
+		if len(schema.AllOf) > 0 {
+			documented = append(documented, "exit_code", "signal", "timed_out", "oom_killed") // the ExitStatus part, by $ref
+		}
+		code := jsonFields(reflect.TypeOf(v))
+		slices.Sort(documented)
+		slices.Sort(code)
+		documented = slices.Compact(documented)
+		if diff := cmp.Diff(code, documented); diff != "" {
+			t.Errorf("schema %s (-Go +documented):\n%s", name, diff)
+		}
+	}
+}

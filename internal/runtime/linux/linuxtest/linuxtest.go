@@ -1,0 +1,117 @@
+// Package linuxtest helps other packages' tests run real sandboxes: a test
+// binary must be able to serve as a sandbox's PID 1 (Main), and each test
+// gets its own runtime in a temporary directory (Open).
+package linuxtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/sandpool/sandpool/internal/runtime/linux"
+)
+
+// CgroupParent is where test sandboxes get their cgroups.
+const CgroupParent = "sandpool-test"
+
+// Main is a TestMain: it runs the sandbox init when the binary was started
+// as one, else the tests, then checks that no goroutine leaked.
+func Main(m *testing.M) {
+	if linux.IsInit() {
+		linux.Init()
+	}
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// Open returns a runtime in a temporary directory; its sandboxes are
+// destroyed and it is closed when the test ends.
+func Open(tb testing.TB) *linux.Runtime {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Fatal("sandbox tests need root (CI runs as root)")
+	}
+	r, err := linux.Open(linux.Config{DataDir: tb.TempDir(), CgroupParent: CgroupParent})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		list, _ := r.List(ctx)
+		for _, sb := range list {
+			if err := r.Destroy(ctx, sb.ID); err != nil {
+				tb.Errorf("cleanup: %v", err)
+			}
+		}
+		r.Close()
+	})
+	return r
+}
+
+// Leftovers lists what is left on the host of the sandboxes ids: their
+// directories under dataDir, cgroups under CgroupParent, and processes.
+func Leftovers(dataDir string, ids []string) []string {
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	var left []string
+	ents, _ := os.ReadDir(filepath.Join(dataDir, "sandboxes"))
+	for _, e := range ents {
+		if want[e.Name()] {
+			left = append(left, "directory "+e.Name())
+		}
+	}
+	for _, c := range []string{"cpu", "memory", "pids", "freezer", "unified"} {
+		for id := range want {
+			p := filepath.Join("/sys/fs/cgroup", c, CgroupParent, id)
+			if _, err := os.Stat(p); err == nil {
+				left = append(left, "cgroup "+p)
+			}
+		}
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		env, err := os.ReadFile(p + "/environ")
+		if err != nil {
+			continue
+		}
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if id, ok := strings.CutPrefix(kv, "SANDPOOL_SANDBOX="); ok && want[id] {
+				left = append(left, fmt.Sprintf("process %s of %s", p, id))
+			}
+		}
+	}
+	return left
+}
+
+// InitPID returns the host PID of sandbox id's init, or 0.
+func InitPID(id string) int {
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		env, err := os.ReadFile(p + "/environ")
+		if err != nil {
+			continue
+		}
+		if !strings.Contains(string(env), "SANDPOOL_INIT=1\x00") || !strings.Contains(string(env), "SANDPOOL_SANDBOX="+id+"\x00") {
+			continue
+		}
+		var pid int
+		fmt.Sscanf(filepath.Base(p), "%d", &pid)
+		return pid
+	}
+	return 0
+}
