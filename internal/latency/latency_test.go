@@ -29,9 +29,11 @@ func TestConcurrentAdd(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 16 {
 		wg.Go(func() {
-			for range 1000 {
+			for i := range 1000 {
 				r.Add(time.Microsecond)
-				_ = r.Percentile(99)
+				if i%100 == 0 {
+					_ = r.Percentile(99)
+				}
 			}
 		})
 	}
