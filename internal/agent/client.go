@@ -90,6 +90,14 @@ func (cl *Client) Ping(ctx context.Context) error {
 	return err
 }
 
+// Reset ends a session: the agent kills every other process and empties
+// /dev/shm and /dev/mqueue. dirty names what is left that only a restart
+// of the sandbox clears ("" if nothing).
+func (cl *Client) Reset(ctx context.Context) (dirty string, err error) {
+	rep, err := cl.call(ctx, request{Op: "reset"})
+	return rep.Dirty, err
+}
+
 // Exec starts a process.
 func (cl *Client) Exec(ctx context.Context, spec runtime.ExecSpec, stdio runtime.Stdio) (*Process, error) {
 	cmd := spec.Cmd

@@ -73,6 +73,8 @@ type reply struct {
 	File  *fileInfo     `json:"file,omitempty"`
 	Files []fileInfo    `json:"files,omitempty"`
 	N     int64         `json:"n,omitempty"`
+	// Dirty (reset) names session state only a restart clears.
+	Dirty string `json:"dirty,omitempty"`
 }
 
 // Error codes on the wire.

@@ -79,6 +79,8 @@ func (s *Server) handle(c *conn) {
 	switch req.Op {
 	case "ping":
 		err = c.sendJSON(frameReply, reply{})
+	case "reset":
+		err = s.reset(c)
 	case "exec":
 		err = s.exec(c, &req)
 	case "attach":

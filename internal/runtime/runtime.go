@@ -40,6 +40,14 @@ type Runtime interface {
 	// Start boots the sandbox again on the same files.
 	Stop(ctx context.Context, id string) error
 	Start(ctx context.Context, id string) (Info, error)
+	// Reset returns a running sandbox to the state it had when it was made
+	// or last sealed: every process killed, every file written since
+	// discarded. restarted reports whether that took a fresh boot.
+	Reset(ctx context.Context, id string) (restarted bool, err error)
+	// Seal makes the sandbox's current files the state Reset returns to.
+	Seal(ctx context.Context, id string) error
+	// Ping is one round trip to the sandbox's agent: a health check.
+	Ping(ctx context.Context, id string) error
 	// Snapshot writes the sandbox's writable layer to w as a tar stream.
 	Snapshot(ctx context.Context, id string, w io.Writer) error
 

@@ -93,3 +93,27 @@ func BenchmarkExec(b *testing.B) {
 	}
 	reportPercentiles(b, samples)
 }
+
+// BenchmarkReset measures ending a session that ran a command: the fast
+// path (in place), and the full one after a file was written.
+func BenchmarkReset(b *testing.B) {
+	r := openRuntime(b)
+	ctx := context.Background()
+	id := createSandbox(b, r, runtime.Spec{Template: "base"})
+	for _, tc := range []struct {
+		name, shell string
+	}{{"in_place", "true"}, {"restart", "echo x > /tmp/x"}} {
+		b.Run(tc.name, func(b *testing.B) {
+			samples := make([]time.Duration, 0, b.N)
+			for b.Loop() {
+				sh(b, r, id, tc.shell)
+				start := time.Now()
+				if _, err := r.Reset(ctx, id); err != nil {
+					b.Fatal(err)
+				}
+				samples = append(samples, time.Since(start))
+			}
+			reportPercentiles(b, samples)
+		})
+	}
+}

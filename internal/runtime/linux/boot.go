@@ -28,6 +28,12 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 	if err != nil {
 		return err
 	}
+	// Layers sealed into this sandbox lie over the template's, newest on top.
+	own := make([]string, len(st.Layers))
+	for i, l := range st.Layers {
+		own[i] = filepath.Join(dir, l)
+	}
+	layers = append(own, layers...)
 	cg := r.cg.group(st.ID)
 	if err := cg.create(st.Limits); err != nil {
 		return err

@@ -199,7 +199,7 @@ func mountProc(p string) error {
 }
 
 // mountDev builds a minimal /dev: a tmpfs with the harmless host devices
-// bound in, a private devpts and a /dev/shm.
+// bound in, a private devpts, a /dev/shm and a /dev/mqueue.
 func mountDev(p string) error {
 	if err := unix.Mount("tmpfs", p, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=64k"); err != nil {
 		return fmt.Errorf("mount /dev: %w", err)
@@ -221,7 +221,7 @@ func mountDev(p string) error {
 			return err
 		}
 	}
-	for _, d := range []string{"pts", "shm"} {
+	for _, d := range []string{"pts", "shm", "mqueue"} {
 		if err := os.Mkdir(filepath.Join(p, d), 0o755); err != nil {
 			return err
 		}
@@ -231,6 +231,11 @@ func mountDev(p string) error {
 	}
 	if err := unix.Mount("shm", p+"/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size=256m"); err != nil {
 		return fmt.Errorf("mount /dev/shm: %w", err)
+	}
+	// POSIX message queues live in the IPC namespace; mounted, they can be
+	// seen and removed when a session ends.
+	if err := unix.Mount("mqueue", p+"/mqueue", "mqueue", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount /dev/mqueue: %w", err)
 	}
 	return nil
 }

@@ -7,9 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -314,24 +312,7 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ runtime.Info, retErr 
 			return runtime.Info{}, fmt.Errorf("start sandbox %s: %w", id, err)
 		}
 	}
-	// A stale work directory from the last mount would make overlayfs
-	// refuse; it holds nothing worth keeping between mounts.
-	work := filepath.Join(r.sandboxDir(id), "work")
-	if err := os.RemoveAll(work); err != nil {
-		return runtime.Info{}, err
-	}
-	if err := os.Mkdir(work, 0o755); err != nil {
-		return runtime.Info{}, err
-	}
-	if err := os.Chown(work, int(r.cfg.UIDBase), int(r.cfg.UIDBase)); err != nil {
-		return runtime.Info{}, err
-	}
-	if err := r.boot(ctx, sb); err != nil {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		if terr := r.teardown(cctx, sb, false); terr != nil {
-			r.cfg.Log.Error("clean up failed start", "sandbox", id, "err", terr)
-		}
+	if err := r.restart(ctx, sb); err != nil {
 		return runtime.Info{}, fmt.Errorf("start sandbox %s: %w", id, err)
 	}
 	return sb.info(), nil

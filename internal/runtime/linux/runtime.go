@@ -236,6 +236,9 @@ type state struct {
 	Pid      int    `json:"pid,omitempty"`
 	PidStart uint64 `json:"pid_start,omitempty"`
 	Stopped  bool   `json:"stopped,omitempty"`
+	// Layers are this sandbox's sealed layers (directory names in its
+	// directory), newest first; they lie over the template's.
+	Layers []string `json:"layers,omitempty"`
 }
 
 func (r *Runtime) sandboxDir(id string) string {
