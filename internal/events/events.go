@@ -10,8 +10,9 @@ import (
 
 // Event is one transition.
 type Event struct {
-	Type    string    `json:"type"` // "sandbox"
+	Type    string    `json:"type"` // "sandbox" or "pool"
 	Sandbox string    `json:"sandbox,omitempty"`
+	Pool    string    `json:"pool,omitempty"`
 	Tenant  string    `json:"-"`
 	Status  string    `json:"status,omitempty"`
 	Reason  string    `json:"reason,omitempty"`

@@ -26,17 +26,18 @@ import (
 type Status string
 
 const (
-	StatusCreating Status = "creating"
-	StatusReady    Status = "ready" // idle in a pool (pools arrive later)
-	StatusRunning  Status = "running"
-	StatusPaused   Status = "paused"
-	StatusStopping Status = "stopping"
-	StatusStopped  Status = "stopped"
-	StatusFailed   Status = "failed"
+	StatusCreating  Status = "creating"
+	StatusReady     Status = "ready"     // idle in a pool, its session set up
+	StatusRunning   Status = "running"   // in use: created directly or acquired from a pool
+	StatusResetting Status = "resetting" // released to its pool, being reset
+	StatusPaused    Status = "paused"
+	StatusStopping  Status = "stopping"
+	StatusStopped   Status = "stopped"
+	StatusFailed    Status = "failed"
 )
 
 // Active lists the statuses of sandboxes that exist in a runtime.
-var Active = []Status{StatusCreating, StatusReady, StatusRunning, StatusPaused, StatusStopping}
+var Active = []Status{StatusCreating, StatusReady, StatusRunning, StatusResetting, StatusPaused, StatusStopping}
 
 var (
 	// ErrCapacity: the node runs as many sandboxes as it may.
@@ -47,17 +48,21 @@ var (
 
 // Sandbox is what callers see of a sandbox.
 type Sandbox struct {
-	ID        string            `json:"id"`
-	Tenant    string            `json:"-"`
-	Template  string            `json:"template"`
-	Status    Status            `json:"status"`
-	Limits    runtime.Limits    `json:"limits"`
-	Env       map[string]string `json:"env,omitempty"`
-	Metadata  map[string]string `json:"metadata,omitempty"`
-	Timeout   int               `json:"timeout"` // seconds of inactivity before it is killed; 0 = never
-	Error     string            `json:"error,omitempty"`
-	CreatedAt time.Time         `json:"created_at"`
-	UpdatedAt time.Time         `json:"updated_at"`
+	ID       string            `json:"id"`
+	Tenant   string            `json:"-"`
+	Template string            `json:"template"`
+	Status   Status            `json:"status"`
+	Limits   runtime.Limits    `json:"limits"`
+	Env      map[string]string `json:"env,omitempty"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+	Timeout  int               `json:"timeout"` // seconds of inactivity before it is killed; 0 = never
+	// Pool is the pool the sandbox belongs to, if any; Uses counts its
+	// sessions.
+	Pool      string    `json:"pool,omitempty"`
+	Uses      int       `json:"uses,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 	// TimesOutAt is when the sandbox will be killed if nothing happens.
 	TimesOutAt *time.Time `json:"times_out_at,omitempty"`
 }
@@ -69,6 +74,9 @@ type CreateRequest struct {
 	Env      map[string]string `json:"env,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
 	Timeout  int               `json:"timeout,omitempty"`
+	// Pool, if set, acquires a sandbox from that pool instead (handled by
+	// the pool manager; Template and Limits then come from the pool).
+	Pool string `json:"pool,omitempty"`
 }
 
 // spec is what the store keeps of a create request.
@@ -76,6 +84,9 @@ type spec struct {
 	Limits  runtime.Limits    `json:"limits"`
 	Env     map[string]string `json:"env,omitempty"`
 	Timeout int               `json:"timeout,omitempty"`
+	// Rootfs is the runtime template the files come from (the template
+	// itself, or the one a defined template is based on).
+	Rootfs string `json:"rootfs,omitempty"`
 }
 
 // Validate checks what the runtime does not.
@@ -103,6 +114,11 @@ type Store interface {
 	GetSandbox(ctx context.Context, id string) (store.Sandbox, error)
 	ListSandboxes(ctx context.Context, f store.Filter) ([]store.Sandbox, error)
 	SetStatus(ctx context.Context, id string, from []string, status, errMsg string) error
+
+	CreateTemplate(ctx context.Context, t store.Template) error
+	GetTemplate(ctx context.Context, name string) (store.Template, error)
+	ListTemplates(ctx context.Context) ([]store.Template, error)
+	DeleteTemplate(ctx context.Context, name string) error
 }
 
 // Config configures a Service.
@@ -180,44 +196,93 @@ func (s *Service) transition(ctx context.Context, sb store.Sandbox, from []Statu
 // Create makes a sandbox for tenant. id may be given (idempotent creates
 // pick it in advance) or empty.
 func (s *Service) Create(ctx context.Context, tenant, id string, req CreateRequest) (Sandbox, error) {
-	if err := req.Validate(); err != nil {
-		return Sandbox{}, err
-	}
-	if id == "" {
-		id = runtime.NewID()
-	}
-	// Bad input changes nothing: check before anything is written.
-	if err := s.rt.Validate(runtime.Spec{ID: id, Template: req.Template, Limits: req.Limits}); err != nil {
-		return Sandbox{}, err
-	}
-	// Record the limits the sandbox will really have.
-	req.Limits = req.Limits.WithDefaults(s.rt.Capabilities().Defaults)
-	b, err := json.Marshal(spec{Limits: req.Limits, Env: req.Env, Timeout: req.Timeout})
+	row, err := s.create(ctx, newSandbox{tenant: tenant, id: id, req: req, final: StatusRunning})
 	if err != nil {
 		return Sandbox{}, err
 	}
-	row := store.Sandbox{ID: id, Tenant: tenant, Template: req.Template, Status: string(StatusCreating),
-		Spec: string(b), Metadata: req.Metadata, Node: s.cfg.Node, CreatedAt: time.Now().UTC()}
+	return s.fromRow(row), nil
+}
+
+// newSandbox is one sandbox to make.
+type newSandbox struct {
+	tenant, id string
+	req        CreateRequest
+	pool       string
+	uses       int
+	// final is the status once made: running for a caller, ready for a
+	// pool's idle buffer.
+	final Status
+}
+
+// create makes a sandbox: checks, writes the row, has the runtime make
+// it, runs the template's setup (then seals it, so a reset returns here)
+// and session setup, and records the final status. On failure nothing of
+// the sandbox is left running and its row says why.
+func (s *Service) create(ctx context.Context, n newSandbox) (store.Sandbox, error) {
+	req := n.req
+	if err := req.Validate(); err != nil {
+		return store.Sandbox{}, err
+	}
+	id := n.id
+	if id == "" {
+		id = runtime.NewID()
+	}
+	rootfs, hooks, err := s.resolveTemplate(ctx, req.Template)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	// Bad input changes nothing: check before anything is written.
+	if err := s.rt.Validate(runtime.Spec{ID: id, Template: rootfs, Limits: req.Limits}); err != nil {
+		return store.Sandbox{}, err
+	}
+	// Record the limits the sandbox will really have.
+	req.Limits = req.Limits.WithDefaults(s.rt.Capabilities().Defaults)
+	b, err := json.Marshal(spec{Limits: req.Limits, Env: req.Env, Timeout: req.Timeout, Rootfs: rootfs})
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	row := store.Sandbox{ID: id, Tenant: n.tenant, Template: req.Template, Status: string(StatusCreating),
+		Spec: string(b), Metadata: req.Metadata, Node: s.cfg.Node, Pool: n.pool, Uses: n.uses, CreatedAt: time.Now().UTC()}
 	if err := s.admit(ctx, row); err != nil {
-		return Sandbox{}, err
+		return store.Sandbox{}, err
 	}
 	s.publish(row, StatusCreating, "", "")
 	// The sandbox must not be half made if the caller goes away.
 	cctx := context.WithoutCancel(ctx)
-	_, err = s.rt.Create(cctx, runtime.Spec{ID: id, Template: req.Template, Limits: req.Limits})
-	if err != nil {
+	fail := func(err error) (store.Sandbox, error) {
+		_ = s.rt.Destroy(cctx, id) // best effort; the reconciler catches the rest
 		if terr := s.transition(cctx, row, []Status{StatusCreating}, StatusFailed, "create", err.Error()); terr != nil {
 			s.cfg.Log.Error("record failed create", "sandbox", id, "err", terr)
 		}
-		return Sandbox{}, fmt.Errorf("create sandbox: %w", err)
+		return store.Sandbox{}, fmt.Errorf("create sandbox: %w", err)
 	}
-	if err := s.transition(cctx, row, []Status{StatusCreating}, StatusRunning, "created", ""); err != nil {
-		// Deleted meanwhile: do not leave the runtime's sandbox behind.
+	if _, err := s.rt.Create(cctx, runtime.Spec{ID: id, Template: rootfs, Limits: req.Limits}); err != nil {
+		return fail(err)
+	}
+	if hooks.Setup != "" {
+		if err := s.runHook(cctx, row, "setup", hooks.Setup, hooks.setupTimeout()); err != nil {
+			return fail(err)
+		}
+		if err := s.rt.Seal(cctx, id); err != nil {
+			return fail(err)
+		}
+	}
+	if hooks.SessionSetup != "" {
+		if err := s.runHook(cctx, row, "session_setup", hooks.SessionSetup, hooks.setupTimeout()); err != nil {
+			return fail(err)
+		}
+	}
+	if err := s.transition(cctx, row, []Status{StatusCreating}, n.final, "created", ""); err != nil {
+		// Not recorded (deleted meanwhile, or the store failed): a
+		// sandbox nobody knows of must not run on.
 		_ = s.rt.Destroy(cctx, id) // best effort; the reconciler catches the rest
-		return Sandbox{}, err
+		return store.Sandbox{}, err
 	}
-	s.touchNew(id, req.Timeout)
-	return s.Get(ctx, tenant, id)
+	row.Status = string(n.final)
+	if n.final == StatusRunning {
+		s.touchNew(id, req.Timeout)
+	}
+	return s.st.GetSandbox(ctx, id)
 }
 
 // admit checks capacity and writes the new sandbox's row, before the
@@ -263,6 +328,7 @@ func (s *Service) fromRow(row store.Sandbox) Sandbox {
 	_ = json.Unmarshal([]byte(row.Spec), &sp) // written by us; an old row shows empty limits
 	sb := Sandbox{ID: row.ID, Tenant: row.Tenant, Template: row.Template, Status: Status(row.Status),
 		Limits: sp.Limits, Env: sp.Env, Metadata: row.Metadata, Timeout: sp.Timeout, Error: row.Error,
+		Pool: row.Pool, Uses: row.Uses,
 		CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt}
 	if sb.Status == StatusRunning && sp.Timeout > 0 {
 		s.mu.Lock()
@@ -343,7 +409,7 @@ func (s *Service) destroy(ctx context.Context, row store.Sandbox, reason string)
 		// part of a sandbox when its cleanup failed).
 		return s.rt.Destroy(context.WithoutCancel(ctx), row.ID)
 	}
-	err := s.transition(ctx, row, []Status{StatusCreating, StatusReady, StatusRunning, StatusPaused}, StatusStopping, reason, "")
+	err := s.transition(ctx, row, []Status{StatusCreating, StatusReady, StatusRunning, StatusResetting, StatusPaused}, StatusStopping, reason, "")
 	if err != nil {
 		if errors.Is(err, runtime.ErrConflict) {
 			return nil // someone else is stopping it
@@ -394,7 +460,7 @@ func (s *Service) retire(row store.Sandbox, cause error) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		s.cfg.Log.Warn("retiring broken sandbox", "sandbox", row.ID, "err", cause)
-		if err := s.transition(ctx, row, []Status{StatusRunning, StatusReady, StatusPaused}, StatusFailed, "broken", cause.Error()); err != nil {
+		if err := s.transition(ctx, row, []Status{StatusRunning, StatusReady, StatusResetting, StatusPaused}, StatusFailed, "broken", cause.Error()); err != nil {
 			return // already on its way out
 		}
 		s.forget(row.ID)

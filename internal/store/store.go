@@ -33,7 +33,13 @@ type Sandbox struct {
 	Metadata  map[string]string
 	Error     string
 	Node      string
+	// Pool names the pool the sandbox belongs to ("" for none); Uses
+	// counts its sessions.
+	Pool      string
+	Uses      int
 	CreatedAt time.Time
+	// UpdatedAt is the time of the last status change (for an idle
+	// sandbox: since when it is idle).
 	UpdatedAt time.Time
 }
 
@@ -42,6 +48,26 @@ type Filter struct {
 	Tenant   string
 	Statuses []string
 	Node     string
+	Pool     string
+}
+
+// Pool is a pool's record; Config is its settings as JSON.
+type Pool struct {
+	Name      string
+	Tenant    string
+	Config    string
+	Status    string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Template is a template defined on another one's files, with hooks
+// (as JSON).
+type Template struct {
+	Name      string
+	Base      string
+	Hooks     string
+	CreatedAt time.Time
 }
 
 // Key is an API key's record; only the hash of the secret is kept.
@@ -73,6 +99,26 @@ type Store interface {
 	// status if from is empty), recording errMsg. ErrConflict otherwise.
 	SetStatus(ctx context.Context, id string, from []string, status, errMsg string) error
 	DeleteSandbox(ctx context.Context, id string) error
+	// TakeIdle atomically moves the longest-idle "ready" sandbox of pool
+	// (on node, if not empty) to "running" and counts a use. ErrNotFound
+	// if there is none. Two callers never get the same sandbox.
+	TakeIdle(ctx context.Context, pool, node string) (Sandbox, error)
+	// CountPool counts the sandboxes of pool by status.
+	CountPool(ctx context.Context, pool string) (map[string]int, error)
+
+	// CreatePool fails with ErrExists if the name is taken.
+	CreatePool(ctx context.Context, p Pool) error
+	GetPool(ctx context.Context, name string) (Pool, error)
+	ListPools(ctx context.Context) ([]Pool, error)
+	// UpdatePool replaces a pool's config and status.
+	UpdatePool(ctx context.Context, name, config, status string) error
+	DeletePool(ctx context.Context, name string) error
+
+	// CreateTemplate fails with ErrExists if the name is taken.
+	CreateTemplate(ctx context.Context, t Template) error
+	GetTemplate(ctx context.Context, name string) (Template, error)
+	ListTemplates(ctx context.Context) ([]Template, error)
+	DeleteTemplate(ctx context.Context, name string) error
 
 	CreateKey(ctx context.Context, k Key) error
 	// KeyByHash finds a key that is not revoked.

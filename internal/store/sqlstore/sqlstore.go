@@ -25,6 +25,9 @@ type Dialect struct {
 	Dollar bool
 	// IsUnique reports whether err is a unique-constraint violation.
 	IsUnique func(error) bool
+	// SkipLocked: row locks exist and TakeIdle skips rows another
+	// transaction holds (PostgreSQL). SQLite has one writer at a time.
+	SkipLocked bool
 }
 
 // DB is a store.Store on a SQL database.
@@ -81,7 +84,7 @@ func fromNanos(n int64) time.Time {
 	return time.Unix(0, n).UTC()
 }
 
-const sandboxCols = "id, tenant, template, status, spec, metadata, error, node, created_at, updated_at"
+const sandboxCols = "id, tenant, template, status, spec, metadata, error, node, pool, uses, created_at, updated_at"
 
 func (s *DB) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 	meta, err := json.Marshal(sb.Metadata)
@@ -95,8 +98,8 @@ func (s *DB) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 	if sb.CreatedAt.IsZero() {
 		sb.CreatedAt = now
 	}
-	_, err = s.db.ExecContext(ctx, s.q("INSERT INTO sandboxes ("+sandboxCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-		sb.ID, sb.Tenant, sb.Template, sb.Status, sb.Spec, string(meta), sb.Error, sb.Node, nanos(sb.CreatedAt), nanos(now))
+	_, err = s.db.ExecContext(ctx, s.q("INSERT INTO sandboxes ("+sandboxCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+		sb.ID, sb.Tenant, sb.Template, sb.Status, sb.Spec, string(meta), sb.Error, sb.Node, sb.Pool, sb.Uses, nanos(sb.CreatedAt), nanos(now))
 	if err != nil && s.d.IsUnique(err) {
 		return fmt.Errorf("sandbox %s: %w", sb.ID, store.ErrExists)
 	}
@@ -109,7 +112,7 @@ func scanSandbox(r scanner) (store.Sandbox, error) {
 	var sb store.Sandbox
 	var meta string
 	var created, updated int64
-	if err := r.Scan(&sb.ID, &sb.Tenant, &sb.Template, &sb.Status, &sb.Spec, &meta, &sb.Error, &sb.Node, &created, &updated); err != nil {
+	if err := r.Scan(&sb.ID, &sb.Tenant, &sb.Template, &sb.Status, &sb.Spec, &meta, &sb.Error, &sb.Node, &sb.Pool, &sb.Uses, &created, &updated); err != nil {
 		return sb, err
 	}
 	sb.CreatedAt, sb.UpdatedAt = fromNanos(created), fromNanos(updated)
@@ -138,6 +141,10 @@ func (s *DB) ListSandboxes(ctx context.Context, f store.Filter) ([]store.Sandbox
 	if f.Node != "" {
 		query += " AND node = ?"
 		args = append(args, f.Node)
+	}
+	if f.Pool != "" {
+		query += " AND pool = ?"
+		args = append(args, f.Pool)
 	}
 	if len(f.Statuses) > 0 {
 		query += " AND status IN (?" + strings.Repeat(", ?", len(f.Statuses)-1) + ")"

@@ -24,6 +24,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("Keys", func(t *testing.T) { testKeys(t, newStore(t)) })
 	t.Run("Idempotency", func(t *testing.T) { testIdempotency(t, newStore(t)) })
 	t.Run("ConcurrentWriters", func(t *testing.T) { testConcurrent(t, newStore(t)) })
+	t.Run("Pools", func(t *testing.T) { testPools(t, newStore(t)) })
+	t.Run("TakeIdle", func(t *testing.T) { testTakeIdle(t, newStore(t)) })
+	t.Run("TakeIdleConcurrent", func(t *testing.T) { testTakeIdleConcurrent(t, newStore(t)) })
+	t.Run("Templates", func(t *testing.T) { testTemplates(t, newStore(t)) })
 }
 
 func testSandboxes(t *testing.T, s store.Store) {

@@ -1,0 +1,262 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/sandbox"
+	"github.com/sandpool/sandpool/internal/store"
+)
+
+// Acquire outcomes, as counted in metrics.
+const (
+	OutcomeReused  = "reused"
+	OutcomeCreated = "created"
+	OutcomeEmpty   = "empty"
+	OutcomeFailed  = "failed"
+)
+
+// Acquire hands tenant one sandbox of pool name: the longest-idle healthy
+// one, taken atomically in the store. An idle sandbox that fails its health
+// check is destroyed and the next one tried; only when none is healthy does
+// the pool's policy apply. wait, if positive, overrides the pool's
+// acquire_timeout for the wait policy.
+func (m *Manager) Acquire(ctx context.Context, tenant, name string, wait time.Duration) (sandbox.Sandbox, error) {
+	start := time.Now()
+	p, err := m.get(tenant, name)
+	if err != nil {
+		return sandbox.Sandbox{}, err
+	}
+	p.inflight.Add(1)
+	defer p.inflight.Done()
+	sb, outcome, err := m.acquire(ctx, p, wait)
+	m.m.acquires.WithLabelValues(p.name, outcome).Inc()
+	if err == nil {
+		m.m.acquireLatency.WithLabelValues(p.name).Observe(time.Since(start).Seconds())
+	}
+	return sb, err
+}
+
+func (m *Manager) acquire(ctx context.Context, p *pool, wait time.Duration) (sandbox.Sandbox, string, error) {
+	cfg := p.config()
+	if wait <= 0 {
+		wait = seconds(cfg.AcquireTimeout)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		p.mu.Lock()
+		draining := p.status == StatusDraining
+		p.mu.Unlock()
+		if draining {
+			return sandbox.Sandbox{}, OutcomeFailed, runtime.Userf(runtime.ErrConflict, "pool %s is being deleted", p.name)
+		}
+		ready := p.readyChan() // before looking: a sandbox readied after the look wakes us
+		sb, err := m.takeHealthy(ctx, p, cfg)
+		if err == nil {
+			m.svc.Handed(sb)
+			p.nudge() // one fewer idle: replenish
+			return sb, OutcomeReused, nil
+		}
+		if !errors.Is(err, ErrEmpty) {
+			return sandbox.Sandbox{}, OutcomeFailed, err
+		}
+		switch cfg.AcquirePolicy {
+		case DirectCreate:
+			sb, err := m.createInUse(ctx, p, cfg)
+			if err != nil {
+				if errors.Is(err, ErrEmpty) {
+					return sandbox.Sandbox{}, OutcomeEmpty, err
+				}
+				return sandbox.Sandbox{}, OutcomeFailed, err
+			}
+			m.svc.Handed(sb)
+			return sb, OutcomeCreated, nil
+		case Wait:
+			p.nudge()
+			timer := time.NewTimer(time.Until(deadline))
+			select {
+			case <-ready:
+				timer.Stop()
+				continue
+			case <-timer.C:
+			case <-ctx.Done():
+				timer.Stop()
+				return sandbox.Sandbox{}, OutcomeFailed, ctx.Err()
+			}
+			return sandbox.Sandbox{}, OutcomeEmpty, fmt.Errorf("%w: pool %s had no idle sandbox within %s", ErrEmpty, p.name, wait)
+		default:
+			p.nudge()
+			return sandbox.Sandbox{}, OutcomeEmpty, fmt.Errorf("%w: pool %s has no idle sandbox", ErrEmpty, p.name)
+		}
+	}
+}
+
+// takeHealthy takes idle sandboxes until one passes its health check.
+// Those that fail are destroyed (in the background: the caller is waiting).
+func (m *Manager) takeHealthy(ctx context.Context, p *pool, cfg Config) (sandbox.Sandbox, error) {
+	for {
+		row, err := m.st.TakeIdle(ctx, p.name, m.opts.Node)
+		if errors.Is(err, store.ErrNotFound) {
+			return sandbox.Sandbox{}, ErrEmpty
+		}
+		if err != nil {
+			return sandbox.Sandbox{}, err
+		}
+		herr := m.svc.HealthCheck(ctx, row.ID, seconds(cfg.HealthCheckTimeout))
+		if herr == nil {
+			return m.svc.FromRow(row), nil
+		}
+		if ctx.Err() != nil {
+			// The caller left; the sandbox is fine as far as we know.
+			m.destroy(p, row.ID, "health")
+			return sandbox.Sandbox{}, ctx.Err()
+		}
+		m.opts.Log.Warn("idle sandbox failed its health check; trying the next", "pool", p.name, "sandbox", row.ID, "err", herr)
+		m.destroy(p, row.ID, "health")
+	}
+}
+
+// createInUse makes a sandbox for a caller (direct_create), within max_total.
+func (m *Manager) createInUse(ctx context.Context, p *pool, cfg Config) (sandbox.Sandbox, error) {
+	if err := m.reserve(ctx, p, cfg, 1); err != nil {
+		return sandbox.Sandbox{}, err
+	}
+	defer m.unreserve(p, 1)
+	return m.svc.CreateForPool(ctx, sandbox.PoolSandbox{Tenant: p.tenant, Pool: p.name, Template: cfg.Template,
+		Limits: cfg.Limits, Env: cfg.Env, InUse: true})
+}
+
+// reserve claims room for n creates within max_total. Creates under way are
+// counted twice (reserved here and, once written, in the store), so the
+// pool may briefly stay below max_total but never goes above it.
+func (m *Manager) reserve(ctx context.Context, p *pool, cfg Config, n int) error {
+	if cfg.MaxTotal == 0 {
+		return nil
+	}
+	counts, err := m.st.CountPool(ctx, p.name)
+	if err != nil {
+		return err
+	}
+	total := 0
+	for _, c := range counts {
+		total += c
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if total+p.reserved+n > cfg.MaxTotal {
+		return fmt.Errorf("%w: pool %s is at max_total %d", ErrEmpty, p.name, cfg.MaxTotal)
+	}
+	p.reserved += n
+	return nil
+}
+
+func (m *Manager) unreserve(p *pool, n int) {
+	p.mu.Lock()
+	p.reserved -= n
+	p.mu.Unlock()
+}
+
+// Outcomes of a session, given at release.
+const (
+	SessionOK    = "ok"
+	SessionFatal = "fatal" // the sandbox is not to be used again
+)
+
+// Release ends a session on a pooled sandbox. The sandbox is reset for the
+// next session in the background (the caller does not wait), or destroyed
+// when the session was fatal, it has served max_uses, the pool has enough
+// idle sandboxes, or the pool is gone.
+func (m *Manager) Release(ctx context.Context, tenant, id, outcome string) (sandbox.Sandbox, error) {
+	if outcome == "" {
+		outcome = SessionOK
+	}
+	if outcome != SessionOK && outcome != SessionFatal {
+		return sandbox.Sandbox{}, runtime.Userf(runtime.ErrInvalid, "outcome %q: want ok or fatal", outcome)
+	}
+	sb, err := m.svc.BeginRelease(ctx, tenant, id)
+	if err != nil {
+		return sandbox.Sandbox{}, err
+	}
+	m.mu.Lock()
+	p := m.pools[sb.Pool]
+	m.mu.Unlock()
+	reason := ""
+	switch {
+	case outcome == SessionFatal:
+		reason = "fatal"
+	case p == nil:
+		reason = "drain"
+	default:
+		p.mu.Lock()
+		cfg, draining := p.cfg, p.status == StatusDraining
+		p.mu.Unlock()
+		switch {
+		case draining:
+			reason = "drain"
+		case cfg.MaxUses > 0 && sb.Uses >= cfg.MaxUses:
+			reason = "max_uses"
+		}
+	}
+	if p != nil && reason == "" {
+		p.decide.Lock()
+		counts, err := m.st.CountPool(ctx, p.name)
+		// This one is counted as resetting already.
+		if err == nil && counts[string(sandbox.StatusReady)]+counts[string(sandbox.StatusResetting)]-1+p.claims >= p.config().MaxIdle {
+			reason = "idle" // enough idle ones
+		}
+		p.decide.Unlock()
+	}
+	if p != nil {
+		p.inflight.Add(1)
+		defer p.inflight.Done()
+	}
+	if reason != "" {
+		if err := m.svc.DestroyPooled(context.WithoutCancel(ctx), id, reason); err != nil {
+			return sandbox.Sandbox{}, err
+		}
+		if p != nil {
+			m.m.destroyed.WithLabelValues(p.name, reason).Inc()
+			p.nudge()
+		}
+		sb.Status = sandbox.StatusStopped
+		return sb, nil
+	}
+	m.recycle(p, id)
+	return sb, nil
+}
+
+// recycle resets a released sandbox in the background and makes it idle.
+func (m *Manager) recycle(p *pool, id string) {
+	p.inflight.Add(1)
+	m.bg.Go(func() {
+		defer p.inflight.Done()
+		// Not tied to the request or to shutdown: a reset is finished.
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		defer cancel()
+		if err := m.svc.Recycle(ctx, id); err != nil {
+			m.opts.Log.Warn("reset after release failed; sandbox destroyed", "pool", p.name, "sandbox", id, "err", err)
+			m.m.destroyed.WithLabelValues(p.name, "health").Inc()
+			p.nudge()
+			return
+		}
+		p.readied()
+	})
+}
+
+// destroy destroys a sandbox of p in the background.
+func (m *Manager) destroy(p *pool, id, reason string) {
+	m.m.destroyed.WithLabelValues(p.name, reason).Inc()
+	m.bg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := m.svc.DestroyPooled(ctx, id, reason); err != nil {
+			m.opts.Log.Error("destroy pool sandbox", "pool", p.name, "sandbox", id, "err", err)
+		}
+		p.nudge()
+	})
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

@@ -1,0 +1,443 @@
+package pool
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/sandbox"
+	"github.com/sandpool/sandpool/internal/store"
+)
+
+// ErrEmpty: no healthy idle sandbox, and the policy did not make one.
+var ErrEmpty = errors.New("pool empty")
+
+// Store is what pools need of the store.
+type Store interface {
+	TakeIdle(ctx context.Context, pool, node string) (store.Sandbox, error)
+	CountPool(ctx context.Context, pool string) (map[string]int, error)
+	ListSandboxes(ctx context.Context, f store.Filter) ([]store.Sandbox, error)
+	CreatePool(ctx context.Context, p store.Pool) error
+	GetPool(ctx context.Context, name string) (store.Pool, error)
+	ListPools(ctx context.Context) ([]store.Pool, error)
+	UpdatePool(ctx context.Context, name, config, status string) error
+	DeletePool(ctx context.Context, name string) error
+}
+
+// Options configure a Manager.
+type Options struct {
+	// Node is this node's name: only its own sandboxes are handed out here.
+	Node string
+	// Tick is how often each pool is replenished without being woken
+	// (default 250ms).
+	Tick time.Duration
+	// DrainTimeout bounds how long a delete waits for in-flight acquires
+	// and releases (default 30s).
+	DrainTimeout time.Duration
+	// MaxParallelCreates per pool and tick (default 4).
+	MaxParallelCreates int
+	Log                *slog.Logger
+	Registry           prometheus.Registerer
+}
+
+// Manager runs every pool of this node.
+type Manager struct {
+	svc    *sandbox.Service
+	st     Store
+	events *events.Broker
+	opts   Options
+	m      *metrics
+
+	ctx    context.Context // ends when the manager closes
+	cancel context.CancelFunc
+	bg     sync.WaitGroup // loops and recycles
+
+	mu    sync.Mutex
+	pools map[string]*pool
+}
+
+// NewManager makes a manager; Start loads the pools.
+func NewManager(svc *sandbox.Service, st Store, ev *events.Broker, opts Options) *Manager {
+	if opts.Tick == 0 {
+		opts.Tick = 250 * time.Millisecond
+	}
+	if opts.DrainTimeout == 0 {
+		opts.DrainTimeout = 30 * time.Second
+	}
+	if opts.MaxParallelCreates == 0 {
+		opts.MaxParallelCreates = 4
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Manager{svc: svc, st: st, events: ev, opts: opts, m: newMetrics(opts.Registry),
+		ctx: ctx, cancel: cancel, pools: map[string]*pool{}}
+}
+
+// pool is one pool's live state on this node.
+type pool struct {
+	name   string
+	tenant string
+
+	mu       sync.Mutex
+	cfg      Config
+	status   string
+	lastErr  string
+	failures int       // consecutive failed creates
+	retryAt  time.Time // no creates before (backoff)
+	reserved int       // creates under way (counted against max_total)
+	readyCh  chan struct{}
+
+	// decide serialises the decisions that add idle sandboxes (replenish
+	// creates, releases that recycle), so that together they never pass
+	// max_idle. It is held across one count in the store; claims (under
+	// decide) are idle sandboxes being created and not yet counted there.
+	decide sync.Mutex
+	claims int
+
+	wake     chan struct{} // nudges the replenish loop
+	inflight sync.WaitGroup
+	stop     context.CancelFunc
+	done     chan struct{}
+}
+
+func (p *pool) config() Config {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cfg
+}
+
+// nudge wakes the replenish loop without blocking.
+func (p *pool) nudge() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// readied tells waiting acquires that a sandbox may be idle now.
+func (p *pool) readied() {
+	p.mu.Lock()
+	close(p.readyCh)
+	p.readyCh = make(chan struct{})
+	p.mu.Unlock()
+}
+
+func (p *pool) readyChan() chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.readyCh
+}
+
+// Start loads the pools from the store, finishes resets a crash cut short,
+// and starts every pool's replenish loop.
+func (m *Manager) Start(ctx context.Context) error {
+	rows, err := m.st.ListPools(ctx)
+	if err != nil {
+		return err
+	}
+	for _, row := range rows {
+		var cfg Config
+		if err := json.Unmarshal([]byte(row.Config), &cfg); err != nil {
+			return fmt.Errorf("pool %s: config: %w", row.Name, err)
+		}
+		p := m.add(row.Name, row.Tenant, cfg, row.Status)
+		if row.Status == StatusDraining {
+			// A delete was cut short: finish it.
+			m.bg.Go(func() {
+				if err := m.drain(m.ctx, p); err != nil {
+					m.opts.Log.Error("finish draining pool", "pool", p.name, "err", err)
+				}
+			})
+		}
+		stuck, err := m.st.ListSandboxes(ctx, store.Filter{Pool: row.Name, Node: m.opts.Node, Statuses: []string{string(sandbox.StatusResetting)}})
+		if err != nil {
+			return err
+		}
+		for _, sb := range stuck {
+			m.recycle(p, sb.ID)
+		}
+	}
+	return nil
+}
+
+// Close stops every loop and waits for background work. Sandboxes stay.
+func (m *Manager) Close() {
+	m.cancel()
+	m.bg.Wait()
+}
+
+// add registers a pool in memory and starts its loop (unless draining).
+func (m *Manager) add(name, tenant string, cfg Config, status string) *pool {
+	ctx, stop := context.WithCancel(m.ctx)
+	p := &pool{name: name, tenant: tenant, cfg: cfg, status: status, readyCh: make(chan struct{}),
+		wake: make(chan struct{}, 1), stop: stop, done: make(chan struct{})}
+	m.mu.Lock()
+	m.pools[name] = p
+	m.mu.Unlock()
+	if status == StatusDraining {
+		close(p.done)
+		return p
+	}
+	m.bg.Go(func() {
+		defer close(p.done)
+		m.loop(ctx, p)
+	})
+	return p
+}
+
+// get finds tenant's pool; another tenant's pool is not found.
+func (m *Manager) get(tenant, name string) (*pool, error) {
+	m.mu.Lock()
+	p := m.pools[name]
+	m.mu.Unlock()
+	if p == nil || (tenant != "" && p.tenant != tenant) {
+		return nil, runtime.Userf(runtime.ErrNotFound, "no pool %q", name)
+	}
+	return p, nil
+}
+
+// Info is a pool as callers see it: its settings, status and live counts.
+type Info struct {
+	Config
+	Status    string    `json:"status"`
+	LastError string    `json:"last_error,omitempty"`
+	Idle      int       `json:"idle"`
+	InUse     int       `json:"in_use"`
+	Creating  int       `json:"creating"`
+	Resetting int       `json:"resetting"`
+	CreatedAt time.Time `json:"created_at,omitzero"`
+}
+
+func (m *Manager) info(ctx context.Context, p *pool) (Info, error) {
+	counts, err := m.st.CountPool(ctx, p.name)
+	if err != nil {
+		return Info{}, err
+	}
+	p.mu.Lock()
+	in := Info{Config: p.cfg, Status: p.status, LastError: p.lastErr}
+	p.mu.Unlock()
+	in.Idle = counts[string(sandbox.StatusReady)]
+	in.InUse = counts[string(sandbox.StatusRunning)] + counts[string(sandbox.StatusPaused)]
+	in.Creating = counts[string(sandbox.StatusCreating)]
+	in.Resetting = counts[string(sandbox.StatusResetting)]
+	m.m.observe(p.name, in)
+	return in, nil
+}
+
+// Create makes a pool for tenant; its loop starts filling it at once.
+func (m *Manager) Create(ctx context.Context, tenant string, cfg Config) (Info, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return Info{}, err
+	}
+	if err := m.svc.CheckTemplate(ctx, cfg.Template, cfg.Limits); err != nil {
+		return Info{}, err
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return Info{}, err
+	}
+	row := store.Pool{Name: cfg.Name, Tenant: tenant, Config: string(b), Status: StatusActive, CreatedAt: time.Now().UTC()}
+	if err := m.st.CreatePool(ctx, row); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return Info{}, runtime.Userf(runtime.ErrExists, "pool %q already exists", cfg.Name)
+		}
+		return Info{}, err
+	}
+	p := m.add(cfg.Name, tenant, cfg, StatusActive)
+	m.publish(p, StatusActive, "created", "")
+	in, err := m.info(ctx, p)
+	in.CreatedAt = row.CreatedAt
+	return in, err
+}
+
+// Get returns one pool.
+func (m *Manager) Get(ctx context.Context, tenant, name string) (Info, error) {
+	p, err := m.get(tenant, name)
+	if err != nil {
+		return Info{}, err
+	}
+	return m.info(ctx, p)
+}
+
+// List returns tenant's pools.
+func (m *Manager) List(ctx context.Context, tenant string) ([]Info, error) {
+	m.mu.Lock()
+	var ps []*pool
+	for _, p := range m.pools {
+		if p.tenant == tenant {
+			ps = append(ps, p)
+		}
+	}
+	m.mu.Unlock()
+	out := make([]Info, 0, len(ps))
+	for _, p := range ps {
+		in, err := m.info(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, in)
+	}
+	sortInfos(out)
+	return out, nil
+}
+
+// Update is a change of settings; nil fields keep their value.
+type Update struct {
+	MinIdle            *int     `json:"min_idle,omitempty"`
+	MaxIdle            *int     `json:"max_idle,omitempty"`
+	MaxTotal           *int     `json:"max_total,omitempty"`
+	MaxUses            *int     `json:"max_uses,omitempty"`
+	MaxIdleTime        *float64 `json:"max_idle_time,omitempty"`
+	AcquirePolicy      *string  `json:"acquire_policy,omitempty"`
+	AcquireTimeout     *float64 `json:"acquire_timeout,omitempty"`
+	HealthCheckTimeout *float64 `json:"health_check_timeout,omitempty"`
+}
+
+// Update changes a pool's settings. Sessions in progress are untouched: a
+// smaller pool sheds idle sandboxes only, and in-use ones over the new
+// limits are destroyed when released.
+func (m *Manager) Update(ctx context.Context, tenant, name string, u Update) (Info, error) {
+	p, err := m.get(tenant, name)
+	if err != nil {
+		return Info{}, err
+	}
+	p.mu.Lock()
+	cfg, status := p.cfg, p.status
+	p.mu.Unlock()
+	if status == StatusDraining {
+		return Info{}, runtime.Userf(runtime.ErrConflict, "pool %s is being deleted", name)
+	}
+	set := func(dst *int, v *int) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	setF := func(dst *float64, v *float64) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	set(&cfg.MinIdle, u.MinIdle)
+	set(&cfg.MaxIdle, u.MaxIdle)
+	if u.MinIdle != nil && u.MaxIdle == nil && cfg.MaxIdle < cfg.MinIdle {
+		cfg.MaxIdle = cfg.MinIdle // growing min_idle alone raises max_idle with it
+	}
+	set(&cfg.MaxTotal, u.MaxTotal)
+	set(&cfg.MaxUses, u.MaxUses)
+	setF(&cfg.MaxIdleTime, u.MaxIdleTime)
+	if u.AcquirePolicy != nil {
+		cfg.AcquirePolicy = *u.AcquirePolicy
+	}
+	setF(&cfg.AcquireTimeout, u.AcquireTimeout)
+	setF(&cfg.HealthCheckTimeout, u.HealthCheckTimeout)
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return Info{}, err
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return Info{}, err
+	}
+	if err := m.st.UpdatePool(ctx, name, string(b), status); err != nil {
+		return Info{}, err
+	}
+	p.mu.Lock()
+	p.cfg = cfg
+	p.mu.Unlock()
+	p.nudge()
+	m.publish(p, status, "updated", "")
+	return m.info(ctx, p)
+}
+
+// Delete drains a pool: acquires are refused from now on, acquires and
+// releases under way finish (within DrainTimeout), idle sandboxes are
+// destroyed, and the pool is gone. Sandboxes in use stay with their
+// callers and are destroyed when released.
+func (m *Manager) Delete(ctx context.Context, tenant, name string) error {
+	p, err := m.get(tenant, name)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	already := p.status == StatusDraining
+	p.status = StatusDraining
+	cfg := p.cfg
+	p.mu.Unlock()
+	if !already {
+		b, _ := json.Marshal(cfg) // marshalled before; cannot fail
+		// Recorded first: a crash mid-drain is finished at the next start.
+		if err := m.st.UpdatePool(ctx, name, string(b), StatusDraining); err != nil {
+			return err
+		}
+		m.publish(p, StatusDraining, "deleted", "")
+	}
+	p.readied() // waiting acquires give up
+	return m.drain(context.WithoutCancel(ctx), p)
+}
+
+func (m *Manager) drain(ctx context.Context, p *pool) error {
+	p.stop()
+	<-p.done
+	waited := make(chan struct{})
+	go func() { p.inflight.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(m.opts.DrainTimeout):
+		m.opts.Log.Warn("drain: acquires or releases still under way at the drain timeout", "pool", p.name)
+	}
+	// Idle and resetting sandboxes go; resets under way end as ready or
+	// destroyed, so look again until none is left.
+	deadline := time.Now().Add(m.opts.DrainTimeout)
+	for {
+		rows, err := m.st.ListSandboxes(ctx, store.Filter{Pool: p.name, Node: m.opts.Node,
+			Statuses: []string{string(sandbox.StatusReady), string(sandbox.StatusResetting), string(sandbox.StatusCreating)}})
+		if err != nil {
+			return err
+		}
+		pending := 0
+		for _, sb := range rows {
+			if sb.Status != string(sandbox.StatusReady) {
+				pending++
+				continue
+			}
+			if ok, err := m.svc.RetireIdle(ctx, sb.ID, "drain"); err != nil {
+				m.opts.Log.Error("drain: destroy idle sandbox", "pool", p.name, "sandbox", sb.ID, "err", err)
+			} else if ok {
+				m.m.destroyed.WithLabelValues(p.name, "drain").Inc()
+			}
+		}
+		if pending == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := m.st.DeletePool(ctx, p.name); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	m.mu.Lock()
+	if m.pools[p.name] == p {
+		delete(m.pools, p.name)
+	}
+	m.mu.Unlock()
+	m.m.forget(p.name)
+	m.publish(p, "deleted", "drained", "")
+	return nil
+}
+
+func (m *Manager) publish(p *pool, status, reason, errMsg string) {
+	m.events.Publish(events.Event{Type: "pool", Pool: p.name, Tenant: p.tenant, Status: status, Reason: reason, Error: errMsg})
+}

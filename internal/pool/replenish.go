@@ -1,0 +1,204 @@
+package pool
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/sandbox"
+	"github.com/sandpool/sandpool/internal/store"
+)
+
+// loop keeps one pool filled until ctx ends. Each round has its own
+// deadline, and a failing (or panicking) round never ends the loop.
+func (m *Manager) loop(ctx context.Context, p *pool) {
+	t := time.NewTicker(m.opts.Tick)
+	defer t.Stop()
+	for {
+		m.round(ctx, p)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-p.wake:
+		}
+	}
+}
+
+func (m *Manager) round(ctx context.Context, p *pool) {
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
+	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			m.opts.Log.Error("pool round panicked; the loop goes on", "pool", p.name, "panic", r)
+		}
+	}()
+	if err := m.replenish(rctx, p); err != nil && ctx.Err() == nil {
+		m.opts.Log.Warn("pool round failed", "pool", p.name, "err", err)
+	}
+}
+
+// replenish is one round: shed idle sandboxes above max_idle or idle
+// longer than max_idle_time (keeping min_idle), then create up to min_idle
+// within max_total, backing off while creates fail.
+func (m *Manager) replenish(ctx context.Context, p *pool) error {
+	cfg := p.config()
+	in, err := m.info(ctx, p)
+	if err != nil {
+		return err
+	}
+	idle := in.Idle
+	if idle > cfg.MinIdle {
+		rows, err := m.st.ListSandboxes(ctx, store.Filter{Pool: p.name, Node: m.opts.Node, Statuses: []string{string(sandbox.StatusReady)}})
+		if err != nil {
+			return err
+		}
+		// Longest idle first.
+		slices.SortFunc(rows, func(a, b store.Sandbox) int { return a.UpdatedAt.Compare(b.UpdatedAt) })
+		now := time.Now()
+		for _, sb := range rows {
+			if idle <= cfg.MinIdle {
+				break
+			}
+			reason := ""
+			switch {
+			case idle > cfg.MaxIdle:
+				reason = "idle"
+			case cfg.MaxIdleTime > 0 && now.Sub(sb.UpdatedAt) > seconds(cfg.MaxIdleTime):
+				reason = "idle"
+			default:
+				continue
+			}
+			ok, err := m.svc.RetireIdle(ctx, sb.ID, reason)
+			if err != nil {
+				m.opts.Log.Error("destroy idle sandbox", "pool", p.name, "sandbox", sb.ID, "err", err)
+				continue
+			}
+			if ok { // else acquired meanwhile
+				m.m.destroyed.WithLabelValues(p.name, reason).Inc()
+				idle--
+			}
+		}
+	}
+
+	p.mu.Lock()
+	backoff := time.Until(p.retryAt)
+	p.mu.Unlock()
+	if backoff > 0 {
+		return nil
+	}
+	want, err := m.claim(ctx, p, cfg)
+	if err != nil || want == 0 {
+		return err
+	}
+	defer func() {
+		p.decide.Lock()
+		p.claims -= want
+		p.decide.Unlock()
+	}()
+	if cfg.MaxTotal > 0 {
+		defer m.unreserve(p, want)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, want)
+	for i := range want {
+		wg.Go(func() {
+			_, errs[i] = m.svc.CreateForPool(ctx, sandbox.PoolSandbox{Tenant: p.tenant, Pool: p.name,
+				Template: cfg.Template, Limits: cfg.Limits, Env: cfg.Env})
+		})
+	}
+	wg.Wait()
+	created := 0
+	var failed []string
+	for _, err := range errs {
+		if err == nil {
+			created++
+		} else {
+			failed = append(failed, err.Error())
+		}
+	}
+	if created > 0 {
+		p.readied()
+	}
+	if ctx.Err() != nil {
+		return nil // stopped mid-round (drain, shutdown): not the pool's failure
+	}
+	m.recordCreates(p, created, failed)
+	if created > 0 && len(failed) == 0 {
+		p.nudge() // more may be needed
+	}
+	return nil
+}
+
+// claim decides how many idle sandboxes to create now and claims them:
+// enough for min_idle counting those idle, resetting and being created,
+// at most MaxParallelCreates, and within max_total (reserved).
+func (m *Manager) claim(ctx context.Context, p *pool, cfg Config) (int, error) {
+	p.decide.Lock()
+	defer p.decide.Unlock()
+	counts, err := m.st.CountPool(ctx, p.name)
+	if err != nil {
+		return 0, err
+	}
+	have := counts[string(sandbox.StatusReady)] + counts[string(sandbox.StatusResetting)] + p.claims
+	want := min(cfg.MinIdle-have, m.opts.MaxParallelCreates)
+	if cfg.MaxTotal > 0 {
+		for want > 0 && m.reserve(ctx, p, cfg, want) != nil {
+			want-- // only as many as fit
+		}
+	}
+	if want <= 0 {
+		return 0, nil
+	}
+	p.claims += want
+	return want, nil
+}
+
+// degradeAfter consecutive failed creates marks a pool degraded.
+const degradeAfter = 3
+
+// recordCreates tracks create failures: after degradeAfter in a row the
+// pool is degraded and creates back off exponentially (1s doubling to a
+// minute); a success makes it active again.
+func (m *Manager) recordCreates(p *pool, created int, failed []string) {
+	p.mu.Lock()
+	status := p.status
+	var event, errMsg string
+	switch {
+	case len(failed) > 0:
+		p.failures += len(failed)
+		p.lastErr = failed[len(failed)-1]
+		errMsg = p.lastErr
+		if p.failures >= degradeAfter {
+			shift := min(p.failures-degradeAfter, 6)
+			p.retryAt = time.Now().Add(time.Second << shift)
+			if p.status == StatusActive {
+				p.status, event = StatusDegraded, StatusDegraded
+			}
+		}
+	case created > 0:
+		p.failures, p.retryAt = 0, time.Time{}
+		if p.status == StatusDegraded {
+			p.status, p.lastErr, event = StatusActive, "", StatusActive
+		}
+	}
+	p.mu.Unlock()
+	if len(failed) > 0 {
+		m.opts.Log.Warn("pool could not create sandboxes", "pool", p.name, "failed", len(failed), "status", status,
+			"err", strings.Join(failed, "; "))
+	}
+	if event != "" {
+		reason := "creates failing"
+		if event == StatusActive {
+			reason = "creates succeed again"
+		}
+		m.publish(p, event, reason, errMsg)
+	}
+}
+
+func sortInfos(in []Info) {
+	slices.SortFunc(in, func(a, b Info) int { return strings.Compare(a.Name, b.Name) })
+}
+

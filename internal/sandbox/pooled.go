@@ -1,0 +1,156 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/store"
+)
+
+// This file is what the pool manager needs of the service: sandboxes made
+// for a pool, handed out, checked, reset and destroyed. Pool policy lives
+// in internal/pool.
+
+// PoolSandbox asks for a sandbox of a pool.
+type PoolSandbox struct {
+	Tenant   string
+	Pool     string
+	Template string
+	Limits   runtime.Limits
+	Env      map[string]string
+	// InUse hands the sandbox straight to a caller (counted as its first
+	// use) instead of leaving it idle in the pool.
+	InUse bool
+}
+
+// CreateForPool makes a sandbox of a pool: idle ("ready", its session set
+// up) or, with InUse, running for a caller.
+func (s *Service) CreateForPool(ctx context.Context, p PoolSandbox) (Sandbox, error) {
+	n := newSandbox{tenant: p.Tenant, pool: p.Pool, final: StatusReady,
+		req: CreateRequest{Template: p.Template, Limits: p.Limits, Env: p.Env}}
+	if p.InUse {
+		n.final, n.uses = StatusRunning, 1
+	}
+	row, err := s.create(ctx, n)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	return s.fromRow(row), nil
+}
+
+// HealthCheck is one round trip to the sandbox's agent within timeout.
+func (s *Service) HealthCheck(ctx context.Context, id string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return s.rt.Ping(ctx, id)
+}
+
+// Handed records that an acquired sandbox (already "running" in the store)
+// is now a caller's: its activity is tracked from here.
+func (s *Service) Handed(sb Sandbox) {
+	s.touchNew(sb.ID, sb.Timeout)
+	s.publish(store.Sandbox{ID: sb.ID, Tenant: sb.Tenant}, StatusRunning, "acquired", "")
+}
+
+// FromRow turns a store row into what callers see.
+func (s *Service) FromRow(row store.Sandbox) Sandbox { return s.fromRow(row) }
+
+// BeginRelease moves a caller's pooled sandbox from running to resetting;
+// only one release of a session succeeds.
+func (s *Service) BeginRelease(ctx context.Context, tenant, id string) (Sandbox, error) {
+	row, err := s.row(ctx, tenant, id)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	if row.Pool == "" {
+		return Sandbox{}, runtime.Userf(runtime.ErrConflict, "sandbox %s is not from a pool; delete it instead", id)
+	}
+	if Status(row.Status) != StatusRunning {
+		return Sandbox{}, runtime.Userf(runtime.ErrConflict, "sandbox %s is %s, not in use", id, row.Status)
+	}
+	if err := s.transition(ctx, row, []Status{StatusRunning}, StatusResetting, "released", ""); err != nil {
+		return Sandbox{}, err
+	}
+	s.forget(id)
+	row.Status = string(StatusResetting)
+	return s.fromRow(row), nil
+}
+
+// Recycle ends a released sandbox's session and makes it idle again:
+// session_teardown, then every process killed and every file written
+// discarded, then session_setup for the next session. On failure the
+// sandbox is destroyed and the error returned.
+func (s *Service) Recycle(ctx context.Context, id string) error {
+	row, err := s.st.GetSandbox(ctx, id)
+	if err != nil {
+		return err
+	}
+	if Status(row.Status) != StatusResetting {
+		return runtime.Userf(runtime.ErrConflict, "sandbox %s is %s, not resetting", id, row.Status)
+	}
+	_, hooks, err := s.resolveTemplate(ctx, row.Template)
+	if err == nil && hooks.SessionTeardown != "" {
+		// A failing teardown is the session's business; the reset
+		// below clears what it left either way.
+		if herr := s.runHook(ctx, row, "session_teardown", hooks.SessionTeardown, hooks.setupTimeout()); herr != nil {
+			s.cfg.Log.Warn("session teardown failed", "sandbox", id, "err", herr)
+		}
+	}
+	if err == nil {
+		_, err = s.rt.Reset(ctx, id)
+	}
+	if err == nil && hooks.SessionSetup != "" {
+		err = s.runHook(ctx, row, "session_setup", hooks.SessionSetup, hooks.setupTimeout())
+	}
+	if err == nil {
+		err = s.transition(ctx, row, []Status{StatusResetting}, StatusReady, "reset", "")
+	}
+	if err != nil {
+		if derr := s.destroy(context.WithoutCancel(ctx), row, "reset_failed"); derr != nil {
+			s.cfg.Log.Error("destroy sandbox after a failed reset", "sandbox", id, "err", derr)
+		}
+		return fmt.Errorf("reset sandbox %s: %w", id, err)
+	}
+	return nil
+}
+
+// DestroyPooled destroys a sandbox of a pool for reason (recorded, and
+// published with the events).
+func (s *Service) DestroyPooled(ctx context.Context, id, reason string) error {
+	row, err := s.st.GetSandbox(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return s.destroy(ctx, row, reason)
+}
+
+// RetireIdle destroys an idle sandbox of a pool for reason, unless it was
+// handed out meanwhile (then it returns false and touches nothing).
+func (s *Service) RetireIdle(ctx context.Context, id, reason string) (bool, error) {
+	row, err := s.st.GetSandbox(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := s.transition(ctx, row, []Status{StatusReady}, StatusStopping, reason, ""); err != nil {
+		if errors.Is(err, runtime.ErrConflict) {
+			return false, nil
+		}
+		return false, err
+	}
+	s.forget(id)
+	cctx := context.WithoutCancel(ctx)
+	if err := s.rt.Destroy(cctx, id); err != nil {
+		_ = s.transition(cctx, row, []Status{StatusStopping}, StatusFailed, reason, "destroy: "+err.Error()) // best effort: the error is returned
+		return true, fmt.Errorf("destroy sandbox %s: %w", id, err)
+	}
+	return true, s.transition(cctx, row, []Status{StatusStopping}, StatusStopped, reason, "")
+}

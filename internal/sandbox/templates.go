@@ -1,0 +1,227 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/store"
+)
+
+// Hooks are a template's shell scripts, run as root inside the sandbox:
+// Setup once when a sandbox is made (before it counts as ready; what it
+// writes is kept across sessions), SessionSetup before each session and
+// SessionTeardown after each.
+type Hooks struct {
+	Setup           string `json:"setup,omitempty"`
+	SessionSetup    string `json:"session_setup,omitempty"`
+	SessionTeardown string `json:"session_teardown,omitempty"`
+	// SetupTimeout bounds each hook, in seconds; 0 means 600.
+	SetupTimeout int `json:"setup_timeout,omitempty"`
+}
+
+func (h Hooks) setupTimeout() time.Duration {
+	if h.SetupTimeout <= 0 {
+		return 10 * time.Minute
+	}
+	return time.Duration(h.SetupTimeout) * time.Second
+}
+
+func (h Hooks) empty() bool {
+	return h.Setup == "" && h.SessionSetup == "" && h.SessionTeardown == ""
+}
+
+// Template is a template as callers see it.
+type Template struct {
+	Name      string    `json:"name"`
+	BuiltIn   bool      `json:"built_in"`
+	CreatedAt time.Time `json:"created_at"`
+	SizeBytes int64     `json:"size_bytes"`
+	// From is the template whose files this one uses, for a template
+	// defined on another.
+	From  string `json:"from,omitempty"`
+	Hooks Hooks  `json:"hooks,omitzero"`
+}
+
+// resolveTemplate finds the runtime template a template's files come from
+// and its hooks.
+func (s *Service) resolveTemplate(ctx context.Context, name string) (string, Hooks, error) {
+	t, err := s.st.GetTemplate(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return name, Hooks{}, nil // a runtime template, or unknown (the runtime says)
+	}
+	if err != nil {
+		return "", Hooks{}, err
+	}
+	var h Hooks
+	if err := json.Unmarshal([]byte(t.Hooks), &h); err != nil {
+		return "", Hooks{}, fmt.Errorf("template %s: hooks: %w", name, err)
+	}
+	return t.Base, h, nil
+}
+
+// hookOutputTail is how much of a failing hook's output its error keeps.
+const hookOutputTail = 2048
+
+// runHook runs a template hook as root and fails unless it exits 0.
+func (s *Service) runHook(ctx context.Context, row store.Sandbox, name, script string, timeout time.Duration) error {
+	var out bytes.Buffer
+	p, err := s.rt.Exec(ctx, row.ID, runtime.ExecSpec{Shell: script, User: "root", Cwd: "/", Timeout: timeout, Env: s.sandboxEnv(row)},
+		runtime.Stdio{Stdout: &out, Stderr: &out})
+	if err != nil {
+		return fmt.Errorf("template %s: %s: %w", row.Template, name, err)
+	}
+	st, err := p.Wait()
+	if err != nil {
+		return fmt.Errorf("template %s: %s: %w", row.Template, name, err)
+	}
+	if st.Code != 0 || st.Signal != "" {
+		tail := out.String()
+		if len(tail) > hookOutputTail {
+			tail = "..." + tail[len(tail)-hookOutputTail:]
+		}
+		why := fmt.Sprintf("exit status %d", st.Code)
+		if st.TimedOut {
+			why = "timed out after " + timeout.String()
+		}
+		return fmt.Errorf("template %s: %s failed (%s): %s", row.Template, name, why, strings.TrimSpace(tail))
+	}
+	return nil
+}
+
+func (s *Service) sandboxEnv(row store.Sandbox) map[string]string {
+	var sp spec
+	_ = json.Unmarshal([]byte(row.Spec), &sp) // written by us
+	return sp.Env
+}
+
+// Templates lists runtime templates and templates defined on them.
+func (s *Service) Templates(ctx context.Context) ([]Template, error) {
+	rts, err := s.rt.Templates(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defined, err := s.st.ListTemplates(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]store.Template{}
+	for _, d := range defined {
+		byName[d.Name] = d
+	}
+	out := make([]Template, 0, len(rts)+len(defined))
+	for _, t := range rts {
+		tpl := Template{Name: t.Name, BuiltIn: t.BuiltIn, CreatedAt: t.CreatedAt, SizeBytes: t.SizeBytes}
+		if d, ok := byName[t.Name]; ok { // a runtime template given hooks
+			_ = json.Unmarshal([]byte(d.Hooks), &tpl.Hooks) // written by us
+			delete(byName, t.Name)
+		}
+		out = append(out, tpl)
+	}
+	for _, d := range defined {
+		if _, ok := byName[d.Name]; !ok {
+			continue
+		}
+		tpl := Template{Name: d.Name, From: d.Base, CreatedAt: d.CreatedAt}
+		_ = json.Unmarshal([]byte(d.Hooks), &tpl.Hooks) // written by us
+		out = append(out, tpl)
+	}
+	return out, nil
+}
+
+// DefineTemplate makes a template that uses the files of from (a runtime
+// template, or another defined one) with hooks; from's hooks apply where
+// hooks leaves one empty. With from == name it gives an imported runtime
+// template hooks.
+func (s *Service) DefineTemplate(ctx context.Context, name, from string, hooks Hooks) (Template, error) {
+	if name == "" || from == "" {
+		return Template{}, runtime.Userf(runtime.ErrInvalid, "a template needs a name and the template it is made from")
+	}
+	if hooks.SetupTimeout < 0 {
+		return Template{}, runtime.Userf(runtime.ErrInvalid, "setup_timeout %d must not be negative", hooks.SetupTimeout)
+	}
+	base, inherited := from, Hooks{}
+	if name != from {
+		var err error
+		if base, inherited, err = s.resolveTemplate(ctx, from); err != nil {
+			return Template{}, err
+		}
+	}
+	if err := s.rt.Validate(runtime.Spec{ID: "sb_check", Template: base}); err != nil {
+		return Template{}, err
+	}
+	if name != from && s.rt.Validate(runtime.Spec{ID: "sb_check", Template: name}) == nil {
+		return Template{}, runtime.Userf(runtime.ErrExists, "template %q already exists", name)
+	}
+	if hooks.Setup == "" {
+		hooks.Setup = inherited.Setup
+	}
+	if hooks.SessionSetup == "" {
+		hooks.SessionSetup = inherited.SessionSetup
+	}
+	if hooks.SessionTeardown == "" {
+		hooks.SessionTeardown = inherited.SessionTeardown
+	}
+	if hooks.SetupTimeout == 0 {
+		hooks.SetupTimeout = inherited.SetupTimeout
+	}
+	b, err := json.Marshal(hooks)
+	if err != nil {
+		return Template{}, err
+	}
+	t := store.Template{Name: name, Base: base, Hooks: string(b), CreatedAt: time.Now().UTC()}
+	if err := s.st.CreateTemplate(ctx, t); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return Template{}, runtime.Userf(runtime.ErrExists, "template %q already exists", name)
+		}
+		return Template{}, err
+	}
+	out := Template{Name: name, CreatedAt: t.CreatedAt, Hooks: hooks}
+	if base != name {
+		out.From = base
+	}
+	return out, nil
+}
+
+// DeleteTemplate removes a template. A runtime template that defined
+// templates are made from cannot be deleted before them.
+func (s *Service) DeleteTemplate(ctx context.Context, name string) error {
+	defined, err := s.st.ListTemplates(ctx)
+	if err != nil {
+		return err
+	}
+	own := false
+	for _, d := range defined {
+		switch {
+		case d.Name == name:
+			own = true
+		case d.Base == name:
+			return runtime.Userf(runtime.ErrConflict, "template %q is used by template %q; delete that first", name, d.Name)
+		}
+	}
+	if own {
+		if err := s.st.DeleteTemplate(ctx, name); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	err = s.rt.DeleteTemplate(ctx, name)
+	if own && errors.Is(err, runtime.ErrNotFound) {
+		return nil // it was only a definition
+	}
+	return err
+}
+
+// CheckTemplate checks that sandboxes can be made of template with limits,
+// without making one.
+func (s *Service) CheckTemplate(ctx context.Context, template string, limits runtime.Limits) error {
+	rootfs, _, err := s.resolveTemplate(ctx, template)
+	if err != nil {
+		return err
+	}
+	return s.rt.Validate(runtime.Spec{ID: "sb_check", Template: rootfs, Limits: limits})
+}

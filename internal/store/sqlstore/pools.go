@@ -1,0 +1,176 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/store"
+)
+
+func (s *DB) TakeIdle(ctx context.Context, pool, node string) (store.Sandbox, error) {
+	pick := "SELECT id FROM sandboxes WHERE pool = ? AND status = 'ready'"
+	args := []any{time.Now().UnixNano(), pool}
+	if node != "" {
+		pick += " AND node = ?"
+		args = append(args, node)
+	}
+	pick += " ORDER BY updated_at, id LIMIT 1"
+	if s.d.SkipLocked {
+		pick += " FOR UPDATE SKIP LOCKED"
+	}
+	// One statement: the pick and the update are atomic, and the status
+	// condition makes a lost race update nothing rather than the same row.
+	row := s.db.QueryRowContext(ctx, s.q("UPDATE sandboxes SET status = 'running', uses = uses + 1, updated_at = ? "+
+		"WHERE id = ("+pick+") AND status = 'ready' RETURNING "+sandboxCols), args...)
+	sb, err := scanSandbox(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return sb, fmt.Errorf("pool %s has no idle sandbox: %w", pool, store.ErrNotFound)
+	}
+	return sb, err
+}
+
+func (s *DB) CountPool(ctx context.Context, pool string) (map[string]int, error) {
+	rows, err := s.db.QueryContext(ctx, s.q("SELECT status, COUNT(*) FROM sandboxes WHERE pool = ? AND status NOT IN ('stopped', 'failed') GROUP BY status"), pool)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		out[st] = n
+	}
+	return out, rows.Err()
+}
+
+const poolCols = "name, tenant, config, status, created_at, updated_at"
+
+func scanPool(r scanner) (store.Pool, error) {
+	var p store.Pool
+	var created, updated int64
+	err := r.Scan(&p.Name, &p.Tenant, &p.Config, &p.Status, &created, &updated)
+	p.CreatedAt, p.UpdatedAt = fromNanos(created), fromNanos(updated)
+	return p, err
+}
+
+func (s *DB) CreatePool(ctx context.Context, p store.Pool) error {
+	now := time.Now()
+	if p.CreatedAt.IsZero() {
+		p.CreatedAt = now
+	}
+	_, err := s.db.ExecContext(ctx, s.q("INSERT INTO pools ("+poolCols+") VALUES (?, ?, ?, ?, ?, ?)"),
+		p.Name, p.Tenant, p.Config, p.Status, nanos(p.CreatedAt), nanos(now))
+	if err != nil && s.d.IsUnique(err) {
+		return fmt.Errorf("pool %s: %w", p.Name, store.ErrExists)
+	}
+	return err
+}
+
+func (s *DB) GetPool(ctx context.Context, name string) (store.Pool, error) {
+	p, err := scanPool(s.db.QueryRowContext(ctx, s.q("SELECT "+poolCols+" FROM pools WHERE name = ?"), name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, fmt.Errorf("pool %s: %w", name, store.ErrNotFound)
+	}
+	return p, err
+}
+
+func (s *DB) ListPools(ctx context.Context) ([]store.Pool, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT "+poolCols+" FROM pools ORDER BY name")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Pool
+	for rows.Next() {
+		p, err := scanPool(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+func (s *DB) UpdatePool(ctx context.Context, name, config, status string) error {
+	res, err := s.db.ExecContext(ctx, s.q("UPDATE pools SET config = ?, status = ?, updated_at = ? WHERE name = ?"),
+		config, status, time.Now().UnixNano(), name)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("pool %s: %w", name, store.ErrNotFound)
+	}
+	return nil
+}
+
+func (s *DB) DeletePool(ctx context.Context, name string) error {
+	res, err := s.db.ExecContext(ctx, s.q("DELETE FROM pools WHERE name = ?"), name)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("pool %s: %w", name, store.ErrNotFound)
+	}
+	return nil
+}
+
+func (s *DB) CreateTemplate(ctx context.Context, t store.Template) error {
+	if t.CreatedAt.IsZero() {
+		t.CreatedAt = time.Now()
+	}
+	_, err := s.db.ExecContext(ctx, s.q("INSERT INTO templates (name, base, hooks, created_at) VALUES (?, ?, ?, ?)"),
+		t.Name, t.Base, t.Hooks, nanos(t.CreatedAt))
+	if err != nil && s.d.IsUnique(err) {
+		return fmt.Errorf("template %s: %w", t.Name, store.ErrExists)
+	}
+	return err
+}
+
+func (s *DB) GetTemplate(ctx context.Context, name string) (store.Template, error) {
+	var t store.Template
+	var created int64
+	err := s.db.QueryRowContext(ctx, s.q("SELECT name, base, hooks, created_at FROM templates WHERE name = ?"), name).
+		Scan(&t.Name, &t.Base, &t.Hooks, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, fmt.Errorf("template %s: %w", name, store.ErrNotFound)
+	}
+	t.CreatedAt = fromNanos(created)
+	return t, err
+}
+
+func (s *DB) ListTemplates(ctx context.Context) ([]store.Template, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT name, base, hooks, created_at FROM templates ORDER BY name")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Template
+	for rows.Next() {
+		var t store.Template
+		var created int64
+		if err := rows.Scan(&t.Name, &t.Base, &t.Hooks, &created); err != nil {
+			return nil, err
+		}
+		t.CreatedAt = fromNanos(created)
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+func (s *DB) DeleteTemplate(ctx context.Context, name string) error {
+	res, err := s.db.ExecContext(ctx, s.q("DELETE FROM templates WHERE name = ?"), name)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("template %s: %w", name, store.ErrNotFound)
+	}
+	return nil
+}
