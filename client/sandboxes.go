@@ -25,6 +25,8 @@ type Sandbox struct {
 	Env        map[string]string `json:"env,omitempty"`
 	Metadata   map[string]string `json:"metadata,omitempty"`
 	Timeout    int               `json:"timeout"`
+	Pool       string            `json:"pool,omitempty"`
+	Uses       int               `json:"uses,omitempty"`
 	Error      string            `json:"error,omitempty"`
 	CreatedAt  time.Time         `json:"created_at"`
 	UpdatedAt  time.Time         `json:"updated_at"`
@@ -39,6 +41,9 @@ type CreateSandboxRequest struct {
 	Metadata map[string]string `json:"metadata,omitempty"`
 	// Timeout kills the sandbox after this many seconds without activity.
 	Timeout int `json:"timeout,omitempty"`
+	// Pool, if set, acquires a sandbox from that pool instead (give no
+	// other settings; Template may name the pool's template).
+	Pool string `json:"pool,omitempty"`
 	// IdempotencyKey makes retries of this create return the same
 	// sandbox; empty means the client makes one up.
 	IdempotencyKey string `json:"-"`
@@ -116,6 +121,34 @@ type Template struct {
 	BuiltIn   bool      `json:"built_in"`
 	CreatedAt time.Time `json:"created_at"`
 	SizeBytes int64     `json:"size_bytes"`
+	// From is the template whose files this one uses, if any.
+	From  string `json:"from,omitempty"`
+	Hooks Hooks  `json:"hooks,omitzero"`
+}
+
+// Hooks are a template's shell scripts, run as root inside the sandbox.
+type Hooks struct {
+	// Setup runs once per sandbox before it is ready; what it writes is
+	// kept for every session.
+	Setup string `json:"setup,omitempty"`
+	// SessionSetup runs before each session, SessionTeardown after.
+	SessionSetup    string `json:"session_setup,omitempty"`
+	SessionTeardown string `json:"session_teardown,omitempty"`
+	// SetupTimeout bounds each hook in seconds (default 600).
+	SetupTimeout int `json:"setup_timeout,omitempty"`
+}
+
+// DefineTemplate makes a template that uses the files of template from,
+// with hooks (admin key).
+func (c *Client) DefineTemplate(ctx context.Context, name, from string, hooks Hooks) (*Template, error) {
+	body := struct {
+		Name string `json:"name"`
+		From string `json:"from"`
+		Hooks
+	}{name, from, hooks}
+	var t Template
+	err := c.call(ctx, request{method: "POST", path: "/v1/templates", body: jsonBody(body)}, &t)
+	return &t, err
 }
 
 // ListTemplates returns the templates.

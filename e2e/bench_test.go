@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -63,5 +65,72 @@ func BenchmarkExecRoundTrip(b *testing.B) {
 	rtt.Report(b, "exec")
 	if err := c.DeleteSandbox(ctx, sb.ID); err != nil {
 		b.Fatal(err)
+	}
+}
+
+// BenchmarkPoolAcquireRelease is acquire+release over HTTP against the
+// real binary, from a pool of 20 sandboxes: of `base`, and of a template
+// whose setup sleeps 2 s (which the pool hides). Workers run in parallel;
+// each iteration is one acquire and one release.
+func BenchmarkPoolAcquireRelease(b *testing.B) {
+	for _, tc := range []struct {
+		name, template string
+		workers        int
+	}{
+		{"base/workers=1", "base", 1},
+		{"base/workers=4", "base", 4},
+		{"setup2s/workers=4", "slow", 4},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			var flags []string
+			if prof := os.Getenv("SANDPOOL_BENCH_CPU_PROFILE"); prof != "" {
+				flags = append(flags, "--cpu-profile", prof)
+			}
+			s := startServer(b, "", flags...)
+			c := s.client("")
+			ctx := context.Background()
+			if tc.template == "slow" {
+				if _, err := c.DefineTemplate(ctx, "slow", "base", client.Hooks{Setup: "sleep 2"}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, err := c.CreatePool(ctx, client.PoolConfig{Name: "bench", Template: tc.template, MinIdle: 20, MaxIdle: 40,
+				AcquirePolicy: "wait"}); err != nil {
+				b.Fatal(err)
+			}
+			waitPool(b, c, "bench", 20)
+			var rec latency.Recorder
+			work := make(chan struct{})
+			var wg sync.WaitGroup
+			for range tc.workers {
+				wg.Go(func() {
+					for range work {
+						start := time.Now()
+						sb, err := c.Acquire(ctx, "bench", 0)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						if _, err := c.Release(ctx, sb.ID, false); err != nil {
+							b.Error(err)
+							return
+						}
+						rec.Since(start)
+					}
+				})
+			}
+			start := time.Now()
+			for b.Loop() {
+				work <- struct{}{}
+			}
+			close(work)
+			wg.Wait()
+			elapsed := time.Since(start)
+			rec.Report(b, "acquire_release")
+			b.ReportMetric(float64(rec.Count())/elapsed.Seconds(), "acquire_release_per_sec")
+			if err := c.DeletePool(ctx, "bench"); err != nil {
+				b.Fatal(err)
+			}
+		})
 	}
 }

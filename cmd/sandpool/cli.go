@@ -41,7 +41,7 @@ func rootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVar(&c.key, "api-key", os.Getenv("SANDPOOL_API_KEY"), "API key (env SANDPOOL_API_KEY; default: the admin key in the data directory)")
 	pf.BoolVar(&c.json, "json", false, "print JSON for scripts")
 
-	root.AddCommand(serveCommand(stderr), c.sandboxCommand(), c.execCommand(), c.filesCommand(),
+	root.AddCommand(serveCommand(stderr), c.sandboxCommand(), c.poolCommand(), c.execCommand(), c.filesCommand(),
 		c.templateCommand(), c.keysCommand(),
 		&cobra.Command{Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 			Run: func(*cobra.Command, []string) { fmt.Fprintln(stdout, "sandpool", version) }})
@@ -444,30 +444,55 @@ func (c *cli) templateCommand() *cobra.Command {
 			rows := make([][]string, 0, len(list))
 			for _, t := range list {
 				kind := "imported"
-				if t.BuiltIn {
+				switch {
+				case t.BuiltIn:
 					kind = "built-in"
+				case t.From != "":
+					kind = "from " + t.From
 				}
-				rows = append(rows, []string{t.Name, kind, strconv.FormatInt(t.SizeBytes, 10), t.CreatedAt.Local().Format(time.DateTime)})
+				hooks := []string{}
+				if t.Hooks.Setup != "" {
+					hooks = append(hooks, "setup")
+				}
+				if t.Hooks.SessionSetup != "" {
+					hooks = append(hooks, "session_setup")
+				}
+				if t.Hooks.SessionTeardown != "" {
+					hooks = append(hooks, "session_teardown")
+				}
+				rows = append(rows, []string{t.Name, kind, strings.Join(hooks, ","), strconv.FormatInt(t.SizeBytes, 10), t.CreatedAt.Local().Format(time.DateTime)})
 			}
-			c.table("NAME\tKIND\tSIZE\tCREATED", rows)
+			c.table("NAME\tKIND\tHOOKS\tSIZE\tCREATED", rows)
 			return nil
 		},
 	}
-	var dir, tarFile string
+	var dir, tarFile, from string
+	var hooks client.Hooks
 	add := &cobra.Command{
-		Use:   "add NAME (--dir DIR | --tar FILE)",
-		Short: "Register a root filesystem as a template (admin)",
+		Use:   "add NAME (--dir DIR | --tar FILE | --from TEMPLATE) [--setup SCRIPT] [--session-setup SCRIPT] [--session-teardown SCRIPT]",
+		Short: "Register a root filesystem as a template, or define one on another with hooks (admin)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if (dir == "") == (tarFile == "") {
-				return errors.New("give exactly one of --dir (a directory on the server's host) and --tar (a local tar file, - for stdin)")
+			given := 0
+			for _, v := range []string{dir, tarFile, from} {
+				if v != "" {
+					given++
+				}
+			}
+			if given != 1 {
+				return errors.New("give exactly one of --dir (a directory on the server's host), --tar (a local tar file, - for stdin) and --from (an existing template)")
 			}
 			cl, err := c.client()
 			if err != nil {
 				return err
 			}
 			var t *client.Template
-			if dir != "" {
+			switch {
+			case from != "":
+				if t, err = cl.DefineTemplate(cmd.Context(), args[0], from, hooks); err != nil {
+					return err
+				}
+			case dir != "":
 				abs, err := filepath.Abs(dir)
 				if err != nil {
 					return err
@@ -476,7 +501,7 @@ func (c *cli) templateCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-			} else {
+			default:
 				var r io.Reader = c.stdin
 				if tarFile != "-" {
 					f, err := os.Open(tarFile)
@@ -490,6 +515,11 @@ func (c *cli) templateCommand() *cobra.Command {
 					return err
 				}
 			}
+			if from == "" && hooks != (client.Hooks{}) {
+				if t, err = cl.DefineTemplate(cmd.Context(), args[0], args[0], hooks); err != nil {
+					return err
+				}
+			}
 			if c.json {
 				return c.printJSON(t)
 			}
@@ -499,6 +529,11 @@ func (c *cli) templateCommand() *cobra.Command {
 	}
 	add.Flags().StringVar(&dir, "dir", "", "root filesystem directory on the server's host")
 	add.Flags().StringVar(&tarFile, "tar", "", "root filesystem tar archive (- for standard input)")
+	add.Flags().StringVar(&from, "from", "", "use this template's files")
+	add.Flags().StringVar(&hooks.Setup, "setup", "", "shell script run as root once per sandbox, before it is ready")
+	add.Flags().StringVar(&hooks.SessionSetup, "session-setup", "", "shell script run as root before each session")
+	add.Flags().StringVar(&hooks.SessionTeardown, "session-teardown", "", "shell script run as root after each session")
+	add.Flags().IntVar(&hooks.SetupTimeout, "setup-timeout", 0, "seconds each hook may take (default 600)")
 	rm := &cobra.Command{
 		Use: "rm NAME", Short: "Delete a template no sandbox uses (admin)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/sandpool/sandpool/internal/runtime/linux"
@@ -29,7 +30,11 @@ func main() {
 	case errors.As(err, &ee):
 		os.Exit(int(ee))
 	case err != nil:
-		fmt.Fprintln(os.Stderr, "sandpool:", err)
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "sandpool: ") {
+			msg = "sandpool: " + msg
+		}
+		fmt.Fprintln(os.Stderr, msg)
 		os.Exit(1)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/sandpool/sandpool/internal/api"
 	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/pool"
 	"github.com/sandpool/sandpool/internal/runtime/linux"
 	"github.com/sandpool/sandpool/internal/sandbox"
 	"github.com/sandpool/sandpool/internal/store/sqlstore"
@@ -47,6 +49,7 @@ type serveConfig struct {
 	shutdownTimeout time.Duration
 	cgroupParent    string
 	logLevel        string
+	cpuProfile      string
 }
 
 func serveCommand(stderr io.Writer) *cobra.Command {
@@ -74,6 +77,8 @@ admin API key and writes it to <data>/admin.key.`,
 	f.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM")
 	f.StringVar(&cfg.cgroupParent, "cgroup-parent", envOr("SANDPOOL_CGROUP_PARENT", "sandpool"), "cgroup under which sandboxes get theirs")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&cfg.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for developers)")
+	_ = f.MarkHidden("cpu-profile")
 	return cmd
 }
 
@@ -104,6 +109,17 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	// Listen first: a taken port is the most common mistake, and must not
 	// cost a runtime start.
@@ -140,7 +156,12 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		return fmt.Errorf("recover sandboxes: %w", err)
 	}
 	defer svc.Close()
-	apiSrv := api.New(svc, rt, st, api.Config{Log: log, Registry: reg})
+	pools := pool.NewManager(svc, st, svc.Events(), pool.Options{Node: cfg.node, Log: log, Registry: reg})
+	if err := pools.Start(ctx); err != nil {
+		return fmt.Errorf("start pools: %w", err)
+	}
+	defer pools.Close()
+	apiSrv := api.New(svc, pools, rt, st, api.Config{Log: log, Registry: reg})
 	srv := &http.Server{
 		Handler:           apiSrv,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sandpool/sandpool/internal/runtime"
@@ -61,7 +62,7 @@ func (s *Server) authenticated(h http.HandlerFunc, admin bool) http.HandlerFunc 
 			s.writeError(w, r, fmt.Errorf("%w: send an API key as Authorization: Bearer <key>", errUnauthorized))
 			return
 		}
-		k, err := s.st.KeyByHash(r.Context(), HashKey(strings.TrimSpace(secret)))
+		k, err := s.keys.lookup(r.Context(), s.st, HashKey(strings.TrimSpace(secret)))
 		if errors.Is(err, store.ErrNotFound) {
 			s.writeError(w, r, fmt.Errorf("%w: unknown or revoked API key", errUnauthorized))
 			return
@@ -77,6 +78,49 @@ func (s *Server) authenticated(h http.HandlerFunc, admin bool) http.HandlerFunc 
 		ctx := context.WithValue(r.Context(), principalKey{}, principal{KeyID: k.ID, Tenant: k.Tenant, Admin: k.Admin})
 		h(w, r.WithContext(ctx))
 	}
+}
+
+// keyCacheTTL bounds how long a valid key is trusted without asking the
+// store: a key revoked on this node stops working at once, on another
+// node within this time.
+const keyCacheTTL = 2 * time.Second
+
+// keyCache remembers valid keys by hash (unknown ones are always looked up).
+type keyCache struct {
+	mu sync.Mutex
+	m  map[string]cachedKey
+}
+
+type cachedKey struct {
+	k       store.Key
+	expires time.Time
+}
+
+func (c *keyCache) lookup(ctx context.Context, st Store, hash string) (store.Key, error) {
+	now := time.Now()
+	c.mu.Lock()
+	ck, ok := c.m[hash]
+	c.mu.Unlock()
+	if ok && now.Before(ck.expires) {
+		return ck.k, nil
+	}
+	k, err := st.KeyByHash(ctx, hash)
+	if err != nil {
+		return k, err
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) > 10000 {
+		c.m = map[string]cachedKey{} // bounded: start over rather than grow
+	}
+	c.m[hash] = cachedKey{k: k, expires: now.Add(keyCacheTTL)}
+	c.mu.Unlock()
+	return k, nil
+}
+
+func (c *keyCache) forget() {
+	c.mu.Lock()
+	c.m = nil
+	c.mu.Unlock()
 }
 
 // KeyInfo is a key as the API shows it; Key (the secret) only at creation.
@@ -140,6 +184,7 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, runtime.Userf(runtime.ErrConflict, "a key cannot revoke itself"))
 		return
 	}
+	defer s.keys.forget()
 	if err := s.st.RevokeKey(r.Context(), id); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			err = runtime.Userf(runtime.ErrNotFound, "no valid key %q", id)

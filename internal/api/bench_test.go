@@ -13,6 +13,7 @@ import (
 	"github.com/sandpool/sandpool/internal/api"
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/latency"
+	"github.com/sandpool/sandpool/internal/pool"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
 	"github.com/sandpool/sandpool/internal/sandbox"
@@ -41,7 +42,9 @@ func BenchmarkExecOverHTTP(b *testing.B) {
 	if err := st.CreateKey(ctx, key); err != nil {
 		b.Fatal(err)
 	}
-	srv := httptest.NewServer(api.New(svc, rt, st, api.Config{Log: discard()}))
+	pools := pool.NewManager(svc, st, svc.Events(), pool.Options{Node: "bench", Log: discard()})
+	defer pools.Close()
+	srv := httptest.NewServer(api.New(svc, pools, rt, st, api.Config{Log: discard()}))
 	defer srv.Close()
 	c, err := client.New(srv.URL, secret)
 	if err != nil {

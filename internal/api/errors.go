@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/sandpool/sandpool/internal/pool"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/sandbox"
 )
@@ -44,6 +45,8 @@ func statusFor(err error) (int, string) {
 		return http.StatusUnprocessableEntity, "idempotency_mismatch"
 	case errors.Is(err, sandbox.ErrCapacity):
 		return http.StatusTooManyRequests, "at_capacity"
+	case errors.Is(err, pool.ErrEmpty):
+		return http.StatusTooManyRequests, "pool_empty"
 	case errors.Is(err, sandbox.ErrShuttingDown):
 		return http.StatusServiceUnavailable, "shutting_down"
 	case runtime.IsStateError(err):

@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/pool"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/sandbox"
 )
@@ -22,6 +23,7 @@ type openAPIDoc struct {
 		Schemas map[string]struct {
 			Properties map[string]any `yaml:"properties"`
 			AllOf      []struct {
+				Ref        string         `yaml:"$ref"`
 				Properties map[string]any `yaml:"properties"`
 			} `yaml:"allOf"`
 		} `yaml:"schemas"`
@@ -106,7 +108,13 @@ func TestOpenAPIMatchesTypes(t *testing.T) {
 		"ExecEvent":     Event{},
 		"Process":       runtime.ProcessInfo{},
 		"FileInfo":      runtime.FileInfo{},
-		"Template":      runtime.Template{},
+		"Template":      sandbox.Template{},
+		"Hooks":         sandbox.Hooks{},
+		"PoolConfig":    pool.Config{},
+		"Pool":          pool.Info{},
+		"PoolUpdate":    pool.Update{},
+		"Acquire":       AcquireRequest{},
+		"Release":       ReleaseRequest{},
 		"Key":           KeyInfo{},
 		"Event":         events.Event{},
 	} {
@@ -120,12 +128,13 @@ func TestOpenAPIMatchesTypes(t *testing.T) {
 			documented = append(documented, p)
 		}
 		for _, part := range schema.AllOf {
-			for p := range part.Properties {
+			props := part.Properties
+			if ref, ok := strings.CutPrefix(part.Ref, "#/components/schemas/"); ok {
+				props = doc.Components.Schemas[ref].Properties
+			}
+			for p := range props {
 				documented = append(documented, p)
 			}
-		}
-		if len(schema.AllOf) > 0 {
-			documented = append(documented, "exit_code", "signal", "timed_out", "oom_killed") // the ExitStatus part, by $ref
 		}
 		code := jsonFields(reflect.TypeOf(v))
 		slices.Sort(documented)

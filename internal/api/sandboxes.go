@@ -61,7 +61,12 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		}
 		id = idem.SandboxID
 	}
-	sb, err := s.svc.Create(r.Context(), tenant, id, req)
+	var sb sandbox.Sandbox
+	if req.Pool != "" {
+		sb, err = s.acquireFor(r, tenant, req)
+	} else {
+		sb, err = s.svc.Create(r.Context(), tenant, id, req)
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -88,6 +93,7 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	opts.Pool = q.Get("pool")
 	for _, m := range q["metadata"] {
 		k, v, ok := strings.Cut(m, "=")
 		if !ok || k == "" {
@@ -137,7 +143,7 @@ func (s *Server) ping(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
-	list, err := s.templates.Templates(r.Context())
+	list, err := s.svc.Templates(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -145,39 +151,77 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"templates": list})
 }
 
+// createTemplate registers a template from a directory on the server, or
+// defines one on another template's files; either may have hooks.
 func (s *Server) createTemplate(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Name string `json:"name"`
 		Dir  string `json:"dir"`
+		From string `json:"from"`
+		sandbox.Hooks
 	}
 	if err := decode(w, r, &req); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if req.Dir == "" {
-		s.writeError(w, r, runtime.Userf(runtime.ErrInvalid, "dir is required (or PUT a tar archive to /v1/templates/{name})"))
-		return
+	switch {
+	case req.Dir != "" && req.From != "":
+		s.writeError(w, r, runtime.Userf(runtime.ErrInvalid, "give dir or from, not both"))
+	case req.From != "":
+		t, err := s.svc.DefineTemplate(r.Context(), req.Name, req.From, req.Hooks)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, t)
+	case req.Dir != "":
+		if _, err := s.templates.ImportTemplate(r.Context(), req.Name, runtime.TemplateSource{Dir: req.Dir}); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		s.finishImport(w, r, req.Name, req.Hooks)
+	default:
+		s.writeError(w, r, runtime.Userf(runtime.ErrInvalid, "dir or from is required (or PUT a tar archive to /v1/templates/{name})"))
 	}
-	t, err := s.templates.ImportTemplate(r.Context(), req.Name, runtime.TemplateSource{Dir: req.Dir})
+}
+
+// finishImport gives a freshly imported template its hooks, if any, and
+// answers with it.
+func (s *Server) finishImport(w http.ResponseWriter, r *http.Request, name string, hooks sandbox.Hooks) {
+	if hooks != (sandbox.Hooks{}) {
+		if _, err := s.svc.DefineTemplate(r.Context(), name, name, hooks); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	list, err := s.svc.Templates(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, t)
+	for _, t := range list {
+		if t.Name == name {
+			writeJSON(w, http.StatusCreated, t)
+			return
+		}
+	}
+	s.writeError(w, r, fmt.Errorf("template %s vanished after its import", name))
 }
 
 func (s *Server) uploadTemplate(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	hooks := sandbox.Hooks{Setup: q.Get("setup"), SessionSetup: q.Get("session_setup"), SessionTeardown: q.Get("session_teardown")}
 	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes)
-	t, err := s.templates.ImportTemplate(r.Context(), r.PathValue("name"), runtime.TemplateSource{Tar: body})
-	if err != nil {
+	name := r.PathValue("name")
+	if _, err := s.templates.ImportTemplate(r.Context(), name, runtime.TemplateSource{Tar: body}); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, t)
+	s.finishImport(w, r, name, hooks)
 }
 
 func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) {
-	if err := s.templates.DeleteTemplate(r.Context(), r.PathValue("name")); err != nil {
+	if err := s.svc.DeleteTemplate(r.Context(), r.PathValue("name")); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -19,16 +19,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sandpool/sandpool/internal/pool"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/sandbox"
 	"github.com/sandpool/sandpool/internal/store"
 )
 
-// Templates is what the API needs to manage templates.
+// Templates is what the API needs of the runtime: importing a template's
+// files (listing, defining and deleting go through the service).
 type Templates interface {
-	Templates(ctx context.Context) ([]runtime.Template, error)
 	ImportTemplate(ctx context.Context, name string, src runtime.TemplateSource) (runtime.Template, error)
-	DeleteTemplate(ctx context.Context, name string) error
 }
 
 // Store is what the API needs of the store directly: keys and
@@ -55,8 +55,10 @@ type Config struct {
 // Server is the HTTP API.
 type Server struct {
 	svc       *sandbox.Service
+	pools     *pool.Manager
 	templates Templates
 	st        Store
+	keys      keyCache
 	cfg       Config
 	log       *slog.Logger
 	handler   http.Handler
@@ -69,7 +71,7 @@ type Server struct {
 }
 
 // New builds the API on the lifecycle service.
-func New(svc *sandbox.Service, tpl Templates, st Store, cfg Config) *Server {
+func New(svc *sandbox.Service, pools *pool.Manager, tpl Templates, st Store, cfg Config) *Server {
 	if cfg.MaxUploadBytes == 0 {
 		cfg.MaxUploadBytes = 64 << 30
 	}
@@ -83,7 +85,7 @@ func New(svc *sandbox.Service, tpl Templates, st Store, cfg Config) *Server {
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	f := promauto.With(cfg.Registry)
-	s := &Server{svc: svc, templates: tpl, st: st, cfg: cfg, log: cfg.Log, drained: make(chan struct{}),
+	s := &Server{svc: svc, pools: pools, templates: tpl, st: st, cfg: cfg, log: cfg.Log, drained: make(chan struct{}),
 		requests: f.NewCounterVec(prometheus.CounterOpts{Name: "sandpool_http_requests_total",
 			Help: "HTTP requests by route and status code."}, []string{"route", "code"}),
 		latency: f.NewHistogramVec(prometheus.HistogramOpts{Name: "sandpool_http_request_duration_seconds",
@@ -125,6 +127,14 @@ func (s *Server) routes() []route {
 		{pattern: "GET /v1/sandboxes/{id}", h: s.getSandbox},
 		{pattern: "DELETE /v1/sandboxes/{id}", h: s.deleteSandbox},
 		{pattern: "POST /v1/sandboxes/{id}/ping", h: s.ping},
+		{pattern: "POST /v1/sandboxes/{id}/release", h: s.release},
+
+		{pattern: "POST /v1/pools", h: s.createPool},
+		{pattern: "GET /v1/pools", h: s.listPools},
+		{pattern: "GET /v1/pools/{name}", h: s.getPool},
+		{pattern: "PATCH /v1/pools/{name}", h: s.updatePool},
+		{pattern: "DELETE /v1/pools/{name}", h: s.deletePool},
+		{pattern: "POST /v1/pools/{name}/acquire", h: s.acquire},
 
 		{pattern: "POST /v1/sandboxes/{id}/exec", h: s.exec},
 		{pattern: "POST /v1/sandboxes/{id}/processes", h: s.startProcess},
@@ -234,6 +244,18 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSON))
 	if err != nil {
 		return err
+	}
+	return decodeBytes(body, v)
+}
+
+// decodeOptional is decode for a body that may be absent or empty.
+func decodeOptional(w http.ResponseWriter, r *http.Request, v any) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSON))
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
 	}
 	return decodeBytes(body, v)
 }

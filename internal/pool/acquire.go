@@ -165,10 +165,10 @@ const (
 	SessionFatal = "fatal" // the sandbox is not to be used again
 )
 
-// Release ends a session on a pooled sandbox. The sandbox is reset for the
-// next session in the background (the caller does not wait), or destroyed
-// when the session was fatal, it has served max_uses, the pool has enough
-// idle sandboxes, or the pool is gone.
+// Release ends a session on a pooled sandbox. A fatal session's sandbox is
+// destroyed before Release returns; otherwise, in the background, the
+// sandbox is reset for the next session, or destroyed when it has served
+// max_uses, the pool has enough idle sandboxes, or the pool is draining.
 func (m *Manager) Release(ctx context.Context, tenant, id, outcome string) (sandbox.Sandbox, error) {
 	if outcome == "" {
 		outcome = SessionOK
@@ -183,37 +183,11 @@ func (m *Manager) Release(ctx context.Context, tenant, id, outcome string) (sand
 	m.mu.Lock()
 	p := m.pools[sb.Pool]
 	m.mu.Unlock()
-	reason := ""
-	switch {
-	case outcome == SessionFatal:
-		reason = "fatal"
-	case p == nil:
-		reason = "drain"
-	default:
-		p.mu.Lock()
-		cfg, draining := p.cfg, p.status == StatusDraining
-		p.mu.Unlock()
-		switch {
-		case draining:
-			reason = "drain"
-		case cfg.MaxUses > 0 && sb.Uses >= cfg.MaxUses:
-			reason = "max_uses"
+	if outcome == SessionFatal || p == nil {
+		reason := "fatal"
+		if outcome != SessionFatal {
+			reason = "drain" // the pool is gone
 		}
-	}
-	if p != nil && reason == "" {
-		p.decide.Lock()
-		counts, err := m.st.CountPool(ctx, p.name)
-		// This one is counted as resetting already.
-		if err == nil && counts[string(sandbox.StatusReady)]+counts[string(sandbox.StatusResetting)]-1+p.claims >= p.config().MaxIdle {
-			reason = "idle" // enough idle ones
-		}
-		p.decide.Unlock()
-	}
-	if p != nil {
-		p.inflight.Add(1)
-		defer p.inflight.Done()
-	}
-	if reason != "" {
 		if err := m.svc.DestroyPooled(context.WithoutCancel(ctx), id, reason); err != nil {
 			return sandbox.Sandbox{}, err
 		}
@@ -224,19 +198,52 @@ func (m *Manager) Release(ctx context.Context, tenant, id, outcome string) (sand
 		sb.Status = sandbox.StatusStopped
 		return sb, nil
 	}
-	m.recycle(p, id)
+	// The session has ended; whether the sandbox is kept is decided and
+	// done in the background, so the caller does not wait for it.
+	m.recycle(p, sb)
 	return sb, nil
 }
 
+// keep decides whether a released sandbox goes back to the pool, or the
+// reason to destroy it.
+func (m *Manager) keep(ctx context.Context, p *pool, sb sandbox.Sandbox) string {
+	p.mu.Lock()
+	cfg, draining := p.cfg, p.status == StatusDraining
+	p.mu.Unlock()
+	switch {
+	case draining:
+		return "drain"
+	case cfg.MaxUses > 0 && sb.Uses >= cfg.MaxUses:
+		return "max_uses"
+	}
+	p.decide.Lock()
+	defer p.decide.Unlock()
+	counts, err := m.st.CountPool(ctx, p.name)
+	// This one is counted as resetting already.
+	if err == nil && counts[string(sandbox.StatusReady)]+counts[string(sandbox.StatusResetting)]-1+p.claims >= cfg.MaxIdle {
+		return "idle" // enough idle ones
+	}
+	return ""
+}
+
 // recycle resets a released sandbox in the background and makes it idle.
-func (m *Manager) recycle(p *pool, id string) {
+func (m *Manager) recycle(p *pool, sb sandbox.Sandbox) {
+	id := sb.ID
 	p.inflight.Add(1)
 	m.bg.Go(func() {
 		defer p.inflight.Done()
 		// Not tied to the request or to shutdown: a reset is finished.
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 		defer cancel()
-		if err := m.svc.Recycle(ctx, id); err != nil {
+		if reason := m.keep(ctx, p, sb); reason != "" {
+			if err := m.svc.DestroyPooled(ctx, id, reason); err != nil {
+				m.opts.Log.Error("destroy released sandbox", "pool", p.name, "sandbox", id, "err", err)
+			}
+			m.m.destroyed.WithLabelValues(p.name, reason).Inc()
+			p.nudge()
+			return
+		}
+		if err := m.svc.Recycle(ctx, sb); err != nil {
 			m.opts.Log.Warn("reset after release failed; sandbox destroyed", "pool", p.name, "sandbox", id, "err", err)
 			m.m.destroyed.WithLabelValues(p.name, "health").Inc()
 			p.nudge()

@@ -166,8 +166,8 @@ func (m *Manager) Start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		for _, sb := range stuck {
-			m.recycle(p, sb.ID)
+		for _, row := range stuck {
+			m.recycle(p, sandbox.Sandbox{ID: row.ID})
 		}
 	}
 	return nil
@@ -344,7 +344,8 @@ func (m *Manager) Update(ctx context.Context, tenant, name string, u Update) (In
 	}
 	setF(&cfg.AcquireTimeout, u.AcquireTimeout)
 	setF(&cfg.HealthCheckTimeout, u.HealthCheckTimeout)
-	cfg = cfg.WithDefaults()
+	// No defaults here: the stored settings have them, and a value given
+	// is meant (max_idle 0 keeps no idle sandbox).
 	if err := cfg.Validate(); err != nil {
 		return Info{}, err
 	}

@@ -37,7 +37,9 @@ type env struct {
 
 // newEnv runs a service and a pool manager on a real runtime and SQLite;
 // wrap, if set, wraps the store (to inject faults).
-func newEnv(t *testing.T, wrap func(store.Store) store.Store) *env {
+func newEnvB(b *testing.B) *env { return newEnv(b, nil) }
+
+func newEnv(t testing.TB, wrap func(store.Store) store.Store) *env {
 	t.Helper()
 	rt := linuxtest.Open(t)
 	db, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "db"))
@@ -134,10 +136,10 @@ func TestAcquireRelease(t *testing.T) {
 	if in.InUse != 0 {
 		t.Fatalf("after release: %+v", in)
 	}
-	got, _ := e.svc.Get(ctx, "t", sb.ID)
-	if got.Status != sandbox.StatusStopped {
-		t.Fatalf("released sandbox over max_idle is %s", got.Status)
-	}
+	eventually(t, 10*time.Second, "released sandbox over max_idle destroyed", func() bool {
+		got, _ := e.svc.Get(ctx, "t", sb.ID)
+		return got.Status == sandbox.StatusStopped
+	})
 	if n := testutil.ToFloat64(metric(t, e, "sandpool_pool_sandboxes_destroyed_total", "p", "idle")); n != 1 {
 		t.Fatalf("destroyed{idle} = %g", n)
 	}

@@ -201,4 +201,3 @@ func (m *Manager) recordCreates(p *pool, created int, failed []string) {
 func sortInfos(in []Info) {
 	slices.SortFunc(in, func(a, b Info) int { return strings.Compare(a.Name, b.Name) })
 }
-

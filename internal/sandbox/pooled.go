@@ -83,8 +83,9 @@ func (s *Service) BeginRelease(ctx context.Context, tenant, id string) (Sandbox,
 // session_teardown, then every process killed and every file written
 // discarded, then session_setup for the next session. On failure the
 // sandbox is destroyed and the error returned.
-func (s *Service) Recycle(ctx context.Context, id string) error {
-	row, err := s.st.GetSandbox(ctx, id)
+func (s *Service) Recycle(ctx context.Context, sb Sandbox) error {
+	id := sb.ID
+	row, err := s.rowOf(ctx, sb)
 	if err != nil {
 		return err
 	}
@@ -115,6 +116,17 @@ func (s *Service) Recycle(ctx context.Context, id string) error {
 		return fmt.Errorf("reset sandbox %s: %w", id, err)
 	}
 	return nil
+}
+
+// rowOf rebuilds the store row of a sandbox the caller just had from the
+// service (as BeginRelease returns it), or reads it when it lacks one.
+func (s *Service) rowOf(ctx context.Context, sb Sandbox) (store.Sandbox, error) {
+	if sb.spec == "" {
+		return s.st.GetSandbox(ctx, sb.ID)
+	}
+	return store.Sandbox{ID: sb.ID, Tenant: sb.Tenant, Template: sb.Template, Status: string(sb.Status), Spec: sb.spec,
+		Metadata: sb.Metadata, Error: sb.Error, Node: s.cfg.Node, Pool: sb.Pool, Uses: sb.Uses,
+		CreatedAt: sb.CreatedAt, UpdatedAt: sb.UpdatedAt}, nil
 }
 
 // DestroyPooled destroys a sandbox of a pool for reason (recorded, and

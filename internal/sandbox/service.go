@@ -65,6 +65,8 @@ type Sandbox struct {
 	UpdatedAt time.Time `json:"updated_at"`
 	// TimesOutAt is when the sandbox will be killed if nothing happens.
 	TimesOutAt *time.Time `json:"times_out_at,omitempty"`
+
+	spec string // the stored spec, for the service's own use
 }
 
 // CreateRequest is what a caller asks for.
@@ -91,7 +93,7 @@ type spec struct {
 
 // Validate checks what the runtime does not.
 func (r CreateRequest) Validate() error {
-	if r.Template == "" {
+	if r.Template == "" && r.Pool == "" {
 		return runtime.Userf(runtime.ErrInvalid, "template is required")
 	}
 	if r.Timeout < 0 || r.Timeout > 30*24*3600 {
@@ -142,6 +144,9 @@ type Service struct {
 
 	admitMu sync.Mutex // serialises capacity check and row write
 
+	tplMu    sync.Mutex
+	tplCache map[string]resolved
+
 	mu       sync.Mutex
 	activity map[string]*activity
 	closing  bool
@@ -167,7 +172,7 @@ func New(rt runtime.Runtime, st Store, ev *events.Broker, cfg Config) *Service {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Service{rt: rt, st: st, events: ev, cfg: cfg, activity: map[string]*activity{}}
+	return &Service{rt: rt, st: st, events: ev, cfg: cfg, activity: map[string]*activity{}, tplCache: map[string]resolved{}}
 }
 
 // Events is the broker transitions are published on.
@@ -328,7 +333,7 @@ func (s *Service) fromRow(row store.Sandbox) Sandbox {
 	_ = json.Unmarshal([]byte(row.Spec), &sp) // written by us; an old row shows empty limits
 	sb := Sandbox{ID: row.ID, Tenant: row.Tenant, Template: row.Template, Status: Status(row.Status),
 		Limits: sp.Limits, Env: sp.Env, Metadata: row.Metadata, Timeout: sp.Timeout, Error: row.Error,
-		Pool: row.Pool, Uses: row.Uses,
+		Pool: row.Pool, Uses: row.Uses, spec: row.Spec,
 		CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt}
 	if sb.Status == StatusRunning && sp.Timeout > 0 {
 		s.mu.Lock()
@@ -365,6 +370,8 @@ type ListOptions struct {
 	Statuses []Status
 	// Metadata entries a sandbox must all have.
 	Metadata map[string]string
+	// Pool, if set, keeps only that pool's sandboxes.
+	Pool string
 }
 
 // List returns tenant's sandboxes, oldest first.
@@ -373,7 +380,7 @@ func (s *Service) List(ctx context.Context, tenant string, opts ListOptions) ([]
 	if len(statuses) == 0 {
 		statuses = Active
 	}
-	rows, err := s.st.ListSandboxes(ctx, store.Filter{Tenant: tenant, Statuses: statusStrings(statuses)})
+	rows, err := s.st.ListSandboxes(ctx, store.Filter{Tenant: tenant, Pool: opts.Pool, Statuses: statusStrings(statuses)})
 	if err != nil {
 		return nil, err
 	}

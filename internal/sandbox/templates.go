@@ -48,21 +48,52 @@ type Template struct {
 	Hooks Hooks  `json:"hooks,omitzero"`
 }
 
+// resolved is a template looked up: its files' runtime template and hooks.
+type resolved struct {
+	rootfs  string
+	hooks   Hooks
+	expires time.Time
+}
+
+// templateCacheTTL bounds how long a lookup is reused. Changes made
+// through this service are seen at once; changes by another node within
+// this time.
+const templateCacheTTL = 2 * time.Second
+
 // resolveTemplate finds the runtime template a template's files come from
 // and its hooks.
 func (s *Service) resolveTemplate(ctx context.Context, name string) (string, Hooks, error) {
+	now := time.Now()
+	s.tplMu.Lock()
+	r, ok := s.tplCache[name]
+	s.tplMu.Unlock()
+	if ok && now.Before(r.expires) {
+		return r.rootfs, r.hooks, nil
+	}
+	r = resolved{rootfs: name, expires: now.Add(templateCacheTTL)}
 	t, err := s.st.GetTemplate(ctx, name)
-	if errors.Is(err, store.ErrNotFound) {
-		return name, Hooks{}, nil // a runtime template, or unknown (the runtime says)
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// A runtime template, or unknown (the runtime says).
+	case err != nil:
 		return "", Hooks{}, err
+	default:
+		if err := json.Unmarshal([]byte(t.Hooks), &r.hooks); err != nil {
+			return "", Hooks{}, fmt.Errorf("template %s: hooks: %w", name, err)
+		}
+		r.rootfs = t.Base
 	}
-	var h Hooks
-	if err := json.Unmarshal([]byte(t.Hooks), &h); err != nil {
-		return "", Hooks{}, fmt.Errorf("template %s: hooks: %w", name, err)
-	}
-	return t.Base, h, nil
+	s.tplMu.Lock()
+	s.tplCache[name] = r
+	s.tplMu.Unlock()
+	return r.rootfs, r.hooks, nil
+}
+
+// forgetTemplates drops cached lookups after a change.
+func (s *Service) forgetTemplates() {
+	s.tplMu.Lock()
+	clear(s.tplCache)
+	s.tplMu.Unlock()
 }
 
 // hookOutputTail is how much of a failing hook's output its error keeps.
@@ -175,6 +206,7 @@ func (s *Service) DefineTemplate(ctx context.Context, name, from string, hooks H
 		return Template{}, err
 	}
 	t := store.Template{Name: name, Base: base, Hooks: string(b), CreatedAt: time.Now().UTC()}
+	defer s.forgetTemplates()
 	if err := s.st.CreateTemplate(ctx, t); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return Template{}, runtime.Userf(runtime.ErrExists, "template %q already exists", name)
@@ -204,6 +236,7 @@ func (s *Service) DeleteTemplate(ctx context.Context, name string) error {
 			return runtime.Userf(runtime.ErrConflict, "template %q is used by template %q; delete that first", name, d.Name)
 		}
 	}
+	defer s.forgetTemplates()
 	if own {
 		if err := s.st.DeleteTemplate(ctx, name); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err

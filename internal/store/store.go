@@ -29,10 +29,10 @@ type Sandbox struct {
 	Template string
 	Status   string
 	// Spec is the create request as JSON (limits, env, timeout).
-	Spec      string
-	Metadata  map[string]string
-	Error     string
-	Node      string
+	Spec     string
+	Metadata map[string]string
+	Error    string
+	Node     string
 	// Pool names the pool the sandbox belongs to ("" for none); Uses
 	// counts its sessions.
 	Pool      string

@@ -33,17 +33,25 @@ func (r *Runtime) agentFor(id string) (*agent.Client, *sandbox, error) {
 	return &agent.Client{Dial: func(ctx context.Context) (net.Conn, error) { return dialAgent(ctx, dir) }}, sb, nil
 }
 
-// dialAgent connects to the agent socket in dir, through a descriptor so
-// long data directory paths work.
+// dialAgent connects to the agent socket in dir: by its path when that
+// fits in a socket address, else through a descriptor of dir (so long
+// data directory paths work).
 func dialAgent(ctx context.Context, dir string) (net.Conn, error) {
+	var dl net.Dialer
+	sock := dir + "/agent.sock"
+	if len(sock) < maxSocketPath {
+		return dl.DialContext(ctx, "unix", sock)
+	}
 	d, err := os.OpenFile(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer d.Close()
-	var dl net.Dialer
 	return dl.DialContext(ctx, "unix", fdPath(int(d.Fd()))+"/agent.sock")
 }
+
+// maxSocketPath is what fits in sockaddr_un's sun_path with its NUL.
+const maxSocketPath = 107
 
 // agentErr turns a failure to reach a sandbox's agent into a StateError,
 // unless the sandbox stopped running meanwhile (then it is a conflict).

@@ -23,7 +23,7 @@ func (s *DB) TakeIdle(ctx context.Context, pool, node string) (store.Sandbox, er
 	}
 	// One statement: the pick and the update are atomic, and the status
 	// condition makes a lost race update nothing rather than the same row.
-	row := s.db.QueryRowContext(ctx, s.q("UPDATE sandboxes SET status = 'running', uses = uses + 1, updated_at = ? "+
+	row := s.queryRow(ctx, ("UPDATE sandboxes SET status = 'running', uses = uses + 1, updated_at = ? "+
 		"WHERE id = ("+pick+") AND status = 'ready' RETURNING "+sandboxCols), args...)
 	sb, err := scanSandbox(row)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -33,7 +33,7 @@ func (s *DB) TakeIdle(ctx context.Context, pool, node string) (store.Sandbox, er
 }
 
 func (s *DB) CountPool(ctx context.Context, pool string) (map[string]int, error) {
-	rows, err := s.db.QueryContext(ctx, s.q("SELECT status, COUNT(*) FROM sandboxes WHERE pool = ? AND status NOT IN ('stopped', 'failed') GROUP BY status"), pool)
+	rows, err := s.query(ctx, ("SELECT status, COUNT(*) FROM sandboxes WHERE pool = ? AND status NOT IN ('stopped', 'failed') GROUP BY status"), pool)
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +65,7 @@ func (s *DB) CreatePool(ctx context.Context, p store.Pool) error {
 	if p.CreatedAt.IsZero() {
 		p.CreatedAt = now
 	}
-	_, err := s.db.ExecContext(ctx, s.q("INSERT INTO pools ("+poolCols+") VALUES (?, ?, ?, ?, ?, ?)"),
+	_, err := s.exec(ctx, ("INSERT INTO pools ("+poolCols+") VALUES (?, ?, ?, ?, ?, ?)"),
 		p.Name, p.Tenant, p.Config, p.Status, nanos(p.CreatedAt), nanos(now))
 	if err != nil && s.d.IsUnique(err) {
 		return fmt.Errorf("pool %s: %w", p.Name, store.ErrExists)
@@ -74,7 +74,7 @@ func (s *DB) CreatePool(ctx context.Context, p store.Pool) error {
 }
 
 func (s *DB) GetPool(ctx context.Context, name string) (store.Pool, error) {
-	p, err := scanPool(s.db.QueryRowContext(ctx, s.q("SELECT "+poolCols+" FROM pools WHERE name = ?"), name))
+	p, err := scanPool(s.queryRow(ctx, ("SELECT "+poolCols+" FROM pools WHERE name = ?"), name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, fmt.Errorf("pool %s: %w", name, store.ErrNotFound)
 	}
@@ -82,7 +82,7 @@ func (s *DB) GetPool(ctx context.Context, name string) (store.Pool, error) {
 }
 
 func (s *DB) ListPools(ctx context.Context) ([]store.Pool, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT "+poolCols+" FROM pools ORDER BY name")
+	rows, err := s.query(ctx, "SELECT "+poolCols+" FROM pools ORDER BY name")
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +99,7 @@ func (s *DB) ListPools(ctx context.Context) ([]store.Pool, error) {
 }
 
 func (s *DB) UpdatePool(ctx context.Context, name, config, status string) error {
-	res, err := s.db.ExecContext(ctx, s.q("UPDATE pools SET config = ?, status = ?, updated_at = ? WHERE name = ?"),
+	res, err := s.exec(ctx, ("UPDATE pools SET config = ?, status = ?, updated_at = ? WHERE name = ?"),
 		config, status, time.Now().UnixNano(), name)
 	if err != nil {
 		return err
@@ -111,7 +111,7 @@ func (s *DB) UpdatePool(ctx context.Context, name, config, status string) error 
 }
 
 func (s *DB) DeletePool(ctx context.Context, name string) error {
-	res, err := s.db.ExecContext(ctx, s.q("DELETE FROM pools WHERE name = ?"), name)
+	res, err := s.exec(ctx, ("DELETE FROM pools WHERE name = ?"), name)
 	if err != nil {
 		return err
 	}
@@ -125,7 +125,7 @@ func (s *DB) CreateTemplate(ctx context.Context, t store.Template) error {
 	if t.CreatedAt.IsZero() {
 		t.CreatedAt = time.Now()
 	}
-	_, err := s.db.ExecContext(ctx, s.q("INSERT INTO templates (name, base, hooks, created_at) VALUES (?, ?, ?, ?)"),
+	_, err := s.exec(ctx, ("INSERT INTO templates (name, base, hooks, created_at) VALUES (?, ?, ?, ?)"),
 		t.Name, t.Base, t.Hooks, nanos(t.CreatedAt))
 	if err != nil && s.d.IsUnique(err) {
 		return fmt.Errorf("template %s: %w", t.Name, store.ErrExists)
@@ -136,7 +136,7 @@ func (s *DB) CreateTemplate(ctx context.Context, t store.Template) error {
 func (s *DB) GetTemplate(ctx context.Context, name string) (store.Template, error) {
 	var t store.Template
 	var created int64
-	err := s.db.QueryRowContext(ctx, s.q("SELECT name, base, hooks, created_at FROM templates WHERE name = ?"), name).
+	err := s.queryRow(ctx, ("SELECT name, base, hooks, created_at FROM templates WHERE name = ?"), name).
 		Scan(&t.Name, &t.Base, &t.Hooks, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, fmt.Errorf("template %s: %w", name, store.ErrNotFound)
@@ -146,7 +146,7 @@ func (s *DB) GetTemplate(ctx context.Context, name string) (store.Template, erro
 }
 
 func (s *DB) ListTemplates(ctx context.Context) ([]store.Template, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT name, base, hooks, created_at FROM templates ORDER BY name")
+	rows, err := s.query(ctx, "SELECT name, base, hooks, created_at FROM templates ORDER BY name")
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +165,7 @@ func (s *DB) ListTemplates(ctx context.Context) ([]store.Template, error) {
 }
 
 func (s *DB) DeleteTemplate(ctx context.Context, name string) error {
-	res, err := s.db.ExecContext(ctx, s.q("DELETE FROM templates WHERE name = ?"), name)
+	res, err := s.exec(ctx, ("DELETE FROM templates WHERE name = ?"), name)
 	if err != nil {
 		return err
 	}

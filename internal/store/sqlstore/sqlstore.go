@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -34,6 +35,54 @@ type Dialect struct {
 type DB struct {
 	db *sql.DB
 	d  Dialect
+	// stmts caches prepared statements by query text: parsing a
+	// statement costs more than running most of ours.
+	stmts sync.Map // string -> *sql.Stmt
+}
+
+// stmt returns the prepared statement for query (with ? placeholders).
+func (s *DB) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if st, ok := s.stmts.Load(query); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := s.db.PrepareContext(ctx, s.q(query))
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := s.stmts.LoadOrStore(query, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+func (s *DB) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := s.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+// errRow is a *sql.Row stand-in carrying a prepare error to Scan.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+func (s *DB) queryRow(ctx context.Context, query string, args ...any) scanner {
+	st, err := s.stmt(ctx, query)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+func (s *DB) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := s.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
 }
 
 var _ store.Store = (*DB)(nil)
@@ -68,7 +117,13 @@ func (s *DB) q(query string) string {
 	return b.String()
 }
 
-func (s *DB) Close() error { return s.db.Close() }
+func (s *DB) Close() error {
+	s.stmts.Range(func(_, st any) bool {
+		st.(*sql.Stmt).Close()
+		return true
+	})
+	return s.db.Close()
+}
 
 func nanos(t time.Time) int64 {
 	if t.IsZero() {
@@ -98,7 +153,7 @@ func (s *DB) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 	if sb.CreatedAt.IsZero() {
 		sb.CreatedAt = now
 	}
-	_, err = s.db.ExecContext(ctx, s.q("INSERT INTO sandboxes ("+sandboxCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+	_, err = s.exec(ctx, ("INSERT INTO sandboxes ("+sandboxCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
 		sb.ID, sb.Tenant, sb.Template, sb.Status, sb.Spec, string(meta), sb.Error, sb.Node, sb.Pool, sb.Uses, nanos(sb.CreatedAt), nanos(now))
 	if err != nil && s.d.IsUnique(err) {
 		return fmt.Errorf("sandbox %s: %w", sb.ID, store.ErrExists)
@@ -123,7 +178,7 @@ func scanSandbox(r scanner) (store.Sandbox, error) {
 }
 
 func (s *DB) GetSandbox(ctx context.Context, id string) (store.Sandbox, error) {
-	row := s.db.QueryRowContext(ctx, s.q("SELECT "+sandboxCols+" FROM sandboxes WHERE id = ?"), id)
+	row := s.queryRow(ctx, ("SELECT "+sandboxCols+" FROM sandboxes WHERE id = ?"), id)
 	sb, err := scanSandbox(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return sb, fmt.Errorf("sandbox %s: %w", id, store.ErrNotFound)
@@ -153,7 +208,7 @@ func (s *DB) ListSandboxes(ctx context.Context, f store.Filter) ([]store.Sandbox
 		}
 	}
 	query += " ORDER BY created_at, id"
-	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	rows, err := s.query(ctx, (query), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +233,7 @@ func (s *DB) SetStatus(ctx context.Context, id string, from []string, status, er
 			args = append(args, f)
 		}
 	}
-	res, err := s.db.ExecContext(ctx, s.q(query), args...)
+	res, err := s.exec(ctx, (query), args...)
 	if err != nil {
 		return err
 	}
@@ -197,7 +252,7 @@ func (s *DB) SetStatus(ctx context.Context, id string, from []string, status, er
 }
 
 func (s *DB) DeleteSandbox(ctx context.Context, id string) error {
-	res, err := s.db.ExecContext(ctx, s.q("DELETE FROM sandboxes WHERE id = ?"), id)
+	res, err := s.exec(ctx, ("DELETE FROM sandboxes WHERE id = ?"), id)
 	if err != nil {
 		return err
 	}
@@ -218,7 +273,7 @@ func (s *DB) CreateKey(ctx context.Context, k store.Key) error {
 	if k.CreatedAt.IsZero() {
 		k.CreatedAt = time.Now()
 	}
-	_, err := s.db.ExecContext(ctx, s.q("INSERT INTO api_keys (id, tenant, hash, admin, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, 0)"),
+	_, err := s.exec(ctx, ("INSERT INTO api_keys (id, tenant, hash, admin, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, 0)"),
 		k.ID, k.Tenant, k.Hash, boolInt(k.Admin), nanos(k.CreatedAt))
 	if err != nil && s.d.IsUnique(err) {
 		return fmt.Errorf("key %s: %w", k.ID, store.ErrExists)
@@ -238,7 +293,7 @@ func scanKey(r scanner) (store.Key, error) {
 }
 
 func (s *DB) KeyByHash(ctx context.Context, hash string) (store.Key, error) {
-	k, err := scanKey(s.db.QueryRowContext(ctx, s.q("SELECT "+keyCols+" FROM api_keys WHERE hash = ? AND revoked_at = 0"), hash))
+	k, err := scanKey(s.queryRow(ctx, ("SELECT "+keyCols+" FROM api_keys WHERE hash = ? AND revoked_at = 0"), hash))
 	if errors.Is(err, sql.ErrNoRows) {
 		return k, fmt.Errorf("key: %w", store.ErrNotFound)
 	}
@@ -246,7 +301,7 @@ func (s *DB) KeyByHash(ctx context.Context, hash string) (store.Key, error) {
 }
 
 func (s *DB) ListKeys(ctx context.Context) ([]store.Key, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT "+keyCols+" FROM api_keys ORDER BY created_at, id")
+	rows, err := s.query(ctx, "SELECT "+keyCols+" FROM api_keys ORDER BY created_at, id")
 	if err != nil {
 		return nil, err
 	}
@@ -263,7 +318,7 @@ func (s *DB) ListKeys(ctx context.Context) ([]store.Key, error) {
 }
 
 func (s *DB) RevokeKey(ctx context.Context, id string) error {
-	res, err := s.db.ExecContext(ctx, s.q("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at = 0"), time.Now().UnixNano(), id)
+	res, err := s.exec(ctx, ("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at = 0"), time.Now().UnixNano(), id)
 	if err != nil {
 		return err
 	}

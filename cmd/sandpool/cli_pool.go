@@ -1,0 +1,218 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sandpool/sandpool/client"
+)
+
+func (c *cli) poolCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "pool", Aliases: []string{"pools"}, Short: "Warm pools: ready sandboxes handed out in about a millisecond"}
+
+	var cfg client.PoolConfig
+	var memory string
+	create := &cobra.Command{
+		Use:   "create NAME --template T [--min-idle N] ...",
+		Short: "Create a pool; it starts filling at once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mem, err := parseSize(memory)
+			if err != nil {
+				return err
+			}
+			cfg.Name, cfg.Limits.MemoryBytes = args[0], mem
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			p, err := cl.CreatePool(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			return c.showPool(p)
+		},
+	}
+	f := create.Flags()
+	f.StringVarP(&cfg.Template, "template", "t", "base", "template of the pool's sandboxes")
+	f.IntVar(&cfg.MinIdle, "min-idle", 1, "idle sandboxes kept ready")
+	f.IntVar(&cfg.MaxIdle, "max-idle", 0, "most idle sandboxes kept (default twice --min-idle)")
+	f.IntVar(&cfg.MaxTotal, "max-total", 0, "most sandboxes, idle and in use (0: no limit)")
+	f.IntVar(&cfg.MaxUses, "max-uses", 0, "sessions per sandbox before it is destroyed (0: no limit)")
+	f.Float64Var(&cfg.MaxIdleTime, "max-idle-time", 0, "seconds an idle sandbox is kept above --min-idle (0: forever)")
+	f.StringVar(&cfg.AcquirePolicy, "policy", "fail_fast", "when no sandbox is idle: fail_fast, direct_create or wait")
+	f.Float64Var(&cfg.AcquireTimeout, "acquire-timeout", 0, "seconds the wait policy waits (default 30)")
+	f.Float64Var(&cfg.HealthCheckTimeout, "health-check-timeout", 0, "seconds for each acquire's health check (default 1)")
+	f.Float64Var(&cfg.Limits.CPUs, "cpus", 0, "CPU limit of each sandbox")
+	f.StringVar(&memory, "memory", "", "memory limit of each sandbox, e.g. 512M")
+
+	list := &cobra.Command{
+		Use: "list", Aliases: []string{"ls"}, Short: "List your pools", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			list, err := cl.ListPools(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if c.json {
+				if list == nil {
+					list = []client.Pool{}
+				}
+				return c.printJSON(list)
+			}
+			rows := make([][]string, 0, len(list))
+			for _, p := range list {
+				rows = append(rows, []string{p.Name, p.Template, p.Status, strconv.Itoa(p.Idle), strconv.Itoa(p.InUse),
+					strconv.Itoa(p.Creating), fmt.Sprintf("%d-%d", p.MinIdle, p.MaxIdle), p.AcquirePolicy})
+			}
+			c.table("NAME\tTEMPLATE\tSTATUS\tIDLE\tIN USE\tCREATING\tIDLE RANGE\tPOLICY", rows)
+			return nil
+		},
+	}
+
+	get := &cobra.Command{
+		Use: "get NAME", Short: "Show a pool with live counts", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			p, err := cl.GetPool(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return c.showPool(p)
+		},
+	}
+
+	var minIdle, maxIdle, maxTotal, maxUses int
+	var maxIdleTime float64
+	var policy string
+	update := &cobra.Command{
+		Use: "update NAME [--min-idle N] [--max-idle N] ...", Short: "Change a pool's settings (resize) without disturbing sessions",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var u client.PoolUpdate
+			fl := cmd.Flags()
+			if fl.Changed("min-idle") {
+				u.MinIdle = &minIdle
+			}
+			if fl.Changed("max-idle") {
+				u.MaxIdle = &maxIdle
+			}
+			if fl.Changed("max-total") {
+				u.MaxTotal = &maxTotal
+			}
+			if fl.Changed("max-uses") {
+				u.MaxUses = &maxUses
+			}
+			if fl.Changed("max-idle-time") {
+				u.MaxIdleTime = &maxIdleTime
+			}
+			if fl.Changed("policy") {
+				u.AcquirePolicy = &policy
+			}
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			p, err := cl.UpdatePool(cmd.Context(), args[0], u)
+			if err != nil {
+				return err
+			}
+			return c.showPool(p)
+		},
+	}
+	uf := update.Flags()
+	uf.IntVar(&minIdle, "min-idle", 0, "idle sandboxes kept ready")
+	uf.IntVar(&maxIdle, "max-idle", 0, "most idle sandboxes kept")
+	uf.IntVar(&maxTotal, "max-total", 0, "most sandboxes (0: no limit)")
+	uf.IntVar(&maxUses, "max-uses", 0, "sessions per sandbox (0: no limit)")
+	uf.Float64Var(&maxIdleTime, "max-idle-time", 0, "seconds an idle sandbox is kept above --min-idle")
+	uf.StringVar(&policy, "policy", "", "fail_fast, direct_create or wait")
+
+	rm := &cobra.Command{
+		Use: "rm NAME", Aliases: []string{"delete"}, Short: "Drain and delete a pool", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			return cl.DeletePool(cmd.Context(), args[0])
+		},
+	}
+
+	var wait time.Duration
+	acquire := &cobra.Command{
+		Use: "acquire NAME", Short: "Take a ready sandbox from a pool and print its id", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			sb, err := cl.Acquire(cmd.Context(), args[0], wait)
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return c.printJSON(sb)
+			}
+			fmt.Fprintln(c.stdout, sb.ID)
+			return nil
+		},
+	}
+	acquire.Flags().DurationVar(&wait, "wait", 0, "how long the wait policy may wait (default: the pool's)")
+
+	var fatal bool
+	release := &cobra.Command{
+		Use: "release ID", Short: "End your session: the sandbox is reset for the next one", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			sb, err := cl.Release(cmd.Context(), args[0], fatal)
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return c.printJSON(sb)
+			}
+			return nil
+		},
+	}
+	release.Flags().BoolVar(&fatal, "fatal", false, "the session broke the sandbox: destroy it")
+
+	cmd.AddCommand(create, list, get, update, rm, acquire, release)
+	return cmd
+}
+
+func (c *cli) showPool(p *client.Pool) error {
+	if c.json {
+		return c.printJSON(p)
+	}
+	rows := [][]string{{"name", p.Name}, {"template", p.Template}, {"status", p.Status},
+		{"idle", strconv.Itoa(p.Idle)}, {"in use", strconv.Itoa(p.InUse)}, {"creating", strconv.Itoa(p.Creating)},
+		{"resetting", strconv.Itoa(p.Resetting)},
+		{"min/max idle", fmt.Sprintf("%d/%d", p.MinIdle, p.MaxIdle)},
+		{"max total", limitText(p.MaxTotal)}, {"max uses", limitText(p.MaxUses)},
+		{"policy", p.AcquirePolicy}}
+	if p.LastError != "" {
+		rows = append(rows, []string{"last error", p.LastError})
+	}
+	c.table("FIELD\tVALUE", rows)
+	return nil
+}
+
+func limitText(n int) string {
+	if n == 0 {
+		return "none"
+	}
+	return strconv.Itoa(n)
+}
