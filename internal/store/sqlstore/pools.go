@@ -23,8 +23,8 @@ func (s *DB) TakeIdle(ctx context.Context, pool, node string) (store.Sandbox, er
 	}
 	// One statement: the pick and the update are atomic, and the status
 	// condition makes a lost race update nothing rather than the same row.
-	row := s.queryRow(ctx, ("UPDATE sandboxes SET status = 'running', uses = uses + 1, updated_at = ? "+
-		"WHERE id = ("+pick+") AND status = 'ready' RETURNING "+sandboxCols), args...)
+	row := s.queryRow(ctx, ("UPDATE sandboxes SET status = 'running', uses = uses + 1, updated_at = ? " +
+		"WHERE id = (" + pick + ") AND status = 'ready' RETURNING " + sandboxCols), args...)
 	sb, err := scanSandbox(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return sb, fmt.Errorf("pool %s has no idle sandbox: %w", pool, store.ErrNotFound)
@@ -65,7 +65,7 @@ func (s *DB) CreatePool(ctx context.Context, p store.Pool) error {
 	if p.CreatedAt.IsZero() {
 		p.CreatedAt = now
 	}
-	_, err := s.exec(ctx, ("INSERT INTO pools ("+poolCols+") VALUES (?, ?, ?, ?, ?, ?)"),
+	_, err := s.exec(ctx, ("INSERT INTO pools (" + poolCols + ") VALUES (?, ?, ?, ?, ?, ?)"),
 		p.Name, p.Tenant, p.Config, p.Status, nanos(p.CreatedAt), nanos(now))
 	if err != nil && s.d.IsUnique(err) {
 		return fmt.Errorf("pool %s: %w", p.Name, store.ErrExists)
@@ -74,7 +74,7 @@ func (s *DB) CreatePool(ctx context.Context, p store.Pool) error {
 }
 
 func (s *DB) GetPool(ctx context.Context, name string) (store.Pool, error) {
-	p, err := scanPool(s.queryRow(ctx, ("SELECT "+poolCols+" FROM pools WHERE name = ?"), name))
+	p, err := scanPool(s.queryRow(ctx, ("SELECT " + poolCols + " FROM pools WHERE name = ?"), name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, fmt.Errorf("pool %s: %w", name, store.ErrNotFound)
 	}

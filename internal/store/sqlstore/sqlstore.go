@@ -153,7 +153,7 @@ func (s *DB) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 	if sb.CreatedAt.IsZero() {
 		sb.CreatedAt = now
 	}
-	_, err = s.exec(ctx, ("INSERT INTO sandboxes ("+sandboxCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+	_, err = s.exec(ctx, ("INSERT INTO sandboxes (" + sandboxCols + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
 		sb.ID, sb.Tenant, sb.Template, sb.Status, sb.Spec, string(meta), sb.Error, sb.Node, sb.Pool, sb.Uses, nanos(sb.CreatedAt), nanos(now))
 	if err != nil && s.d.IsUnique(err) {
 		return fmt.Errorf("sandbox %s: %w", sb.ID, store.ErrExists)
@@ -178,7 +178,7 @@ func scanSandbox(r scanner) (store.Sandbox, error) {
 }
 
 func (s *DB) GetSandbox(ctx context.Context, id string) (store.Sandbox, error) {
-	row := s.queryRow(ctx, ("SELECT "+sandboxCols+" FROM sandboxes WHERE id = ?"), id)
+	row := s.queryRow(ctx, ("SELECT " + sandboxCols + " FROM sandboxes WHERE id = ?"), id)
 	sb, err := scanSandbox(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return sb, fmt.Errorf("sandbox %s: %w", id, store.ErrNotFound)
@@ -293,7 +293,7 @@ func scanKey(r scanner) (store.Key, error) {
 }
 
 func (s *DB) KeyByHash(ctx context.Context, hash string) (store.Key, error) {
-	k, err := scanKey(s.queryRow(ctx, ("SELECT "+keyCols+" FROM api_keys WHERE hash = ? AND revoked_at = 0"), hash))
+	k, err := scanKey(s.queryRow(ctx, ("SELECT " + keyCols + " FROM api_keys WHERE hash = ? AND revoked_at = 0"), hash))
 	if errors.Is(err, sql.ErrNoRows) {
 		return k, fmt.Errorf("key: %w", store.ErrNotFound)
 	}
