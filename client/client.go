@@ -29,10 +29,11 @@ import (
 
 // Client talks to one sandpool server. It is safe for concurrent use.
 type Client struct {
-	base   *url.URL
-	key    string
-	hc     *http.Client
-	budget time.Duration
+	base     *url.URL
+	key      string
+	hc       *http.Client
+	budget   time.Duration
+	noResume bool
 }
 
 // Option configures a Client.
@@ -40,6 +41,10 @@ type Option func(*Client)
 
 // WithHTTPClient uses hc instead of a default client.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
+
+// WithoutAutoResume makes calls on a paused sandbox fail with 409 instead
+// of resuming it first.
+func WithoutAutoResume() Option { return func(c *Client) { c.noResume = true } }
 
 // WithRetryBudget bounds the total time spent retrying one call (default
 // 15s; 0 disables retries).
@@ -97,6 +102,12 @@ type request struct {
 func (c *Client) newHTTPRequest(ctx context.Context, r request) (*http.Request, error) {
 	u := *c.base
 	u.Path += r.path
+	if c.noResume && strings.HasPrefix(r.path, "/v1/sandboxes/") {
+		if r.query == nil {
+			r.query = url.Values{}
+		}
+		r.query.Set("auto_resume", "false")
+	}
 	u.RawQuery = r.query.Encode()
 	var body io.Reader
 	switch {

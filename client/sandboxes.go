@@ -18,19 +18,30 @@ type Limits struct {
 
 // Sandbox is a sandbox as the server reports it.
 type Sandbox struct {
-	ID         string            `json:"id"`
-	Template   string            `json:"template"`
-	Status     string            `json:"status"`
-	Limits     Limits            `json:"limits"`
-	Env        map[string]string `json:"env,omitempty"`
-	Metadata   map[string]string `json:"metadata,omitempty"`
-	Timeout    int               `json:"timeout"`
-	Pool       string            `json:"pool,omitempty"`
-	Uses       int               `json:"uses,omitempty"`
-	Error      string            `json:"error,omitempty"`
-	CreatedAt  time.Time         `json:"created_at"`
-	UpdatedAt  time.Time         `json:"updated_at"`
-	TimesOutAt *time.Time        `json:"times_out_at,omitempty"`
+	ID       string            `json:"id"`
+	Template string            `json:"template"`
+	Status   string            `json:"status"`
+	Limits   Limits            `json:"limits"`
+	Env      map[string]string `json:"env,omitempty"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+	// Timeout is seconds of inactivity before OnTimeout ("pause" or
+	// "kill"); ArchiveAfter seconds paused before archived.
+	Timeout      int    `json:"timeout"`
+	OnTimeout    string `json:"on_timeout"`
+	ArchiveAfter int    `json:"archive_after"`
+	// TimesOutAt is when it will be paused or killed if nothing happens.
+	TimesOutAt   *time.Time `json:"times_out_at,omitempty"`
+	LastActivity *time.Time `json:"last_activity,omitempty"`
+	// PausedAt, Archived and TimeoutLeft (seconds) describe a paused
+	// sandbox.
+	PausedAt    *time.Time `json:"paused_at,omitempty"`
+	Archived    bool       `json:"archived,omitempty"`
+	TimeoutLeft *float64   `json:"timeout_left,omitempty"`
+	Pool        string     `json:"pool,omitempty"`
+	Uses        int        `json:"uses,omitempty"`
+	Error       string     `json:"error,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
 }
 
 // CreateSandboxRequest asks for a sandbox.
@@ -39,8 +50,13 @@ type CreateSandboxRequest struct {
 	Limits   Limits            `json:"limits,omitzero"`
 	Env      map[string]string `json:"env,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
-	// Timeout kills the sandbox after this many seconds without activity.
-	Timeout int `json:"timeout,omitempty"`
+	// Timeout pauses (or, with OnTimeout "kill", destroys) the sandbox
+	// after this many seconds without activity; 0 means never.
+	Timeout   int    `json:"timeout,omitempty"`
+	OnTimeout string `json:"on_timeout,omitempty"`
+	// ArchiveAfter is seconds a paused sandbox stays frozen before its
+	// processes are stopped to free memory (0: the server's default).
+	ArchiveAfter int `json:"archive_after,omitempty"`
 	// Pool, if set, acquires a sandbox from that pool instead (give no
 	// other settings; Template may name the pool's template).
 	Pool string `json:"pool,omitempty"`

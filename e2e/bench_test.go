@@ -134,3 +134,59 @@ func BenchmarkPoolAcquireRelease(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPauseResume pauses and resumes a sandbox with 100 MiB written
+// (in files and in a process's memory) over HTTP against the real binary:
+// frozen (memory kept) and archived (processes stopped, files kept).
+func BenchmarkPauseResume(b *testing.B) {
+	for _, archive := range []bool{false, true} {
+		name := "frozen"
+		if archive {
+			name = "archive"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := startServer(b, "")
+			c := s.client("")
+			ctx := context.Background()
+			sb, err := c.CreateSandbox(ctx, client.CreateSandboxRequest{Template: "base", Limits: client.Limits{MemoryBytes: 512 << 20}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := c.Exec(ctx, sb.ID, client.ExecRequest{Shell: "head -c 104857600 /dev/urandom > /home/user/data"}); err != nil {
+				b.Fatal(err)
+			}
+			hold := "python3 -c 'import time; b = bytearray(100 << 20); b[::4096] = b\"x\" * len(b[::4096]); time.sleep(100000)'"
+			var pause, resume, total latency.Recorder
+			for b.Loop() {
+				if _, err := c.StartProcess(ctx, sb.ID, client.ExecRequest{Shell: hold}); err != nil {
+					b.Fatal(err)
+				}
+				time.Sleep(300 * time.Millisecond) // its 100 MiB are touched
+				t0 := time.Now()
+				if _, err := c.Pause(ctx, sb.ID, archive); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				r, err := c.Resume(ctx, sb.ID)
+				if err != nil {
+					b.Fatal(err)
+				}
+				t2 := time.Now()
+				pause.Add(t1.Sub(t0))
+				resume.Add(t2.Sub(t1))
+				total.Add(t2.Sub(t0))
+				if r.ProcessesKept == archive {
+					b.Fatalf("processes kept %v after a pause with archive %v", r.ProcessesKept, archive)
+				}
+				if !archive {
+					if _, err := c.Exec(ctx, sb.ID, client.ExecRequest{Shell: "pkill -f bytearray; true"}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			total.Report(b, "pause_resume")
+			pause.Report(b, "pause")
+			resume.Report(b, "resume")
+		})
+	}
+}

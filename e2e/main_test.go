@@ -49,6 +49,7 @@ func TestMain(m *testing.M) {
 type server struct {
 	t        testing.TB
 	data     string
+	cgroup   string
 	url      string
 	adminKey string
 	cmd      *exec.Cmd
@@ -71,7 +72,12 @@ func startServer(tb testing.TB, data string, flags ...string) *server {
 	if data == "" {
 		data = tb.TempDir()
 	}
-	s := &server{t: tb, data: data, exited: make(chan struct{})}
+	s := &server{t: tb, data: data, cgroup: linuxtest.CgroupParent, exited: make(chan struct{})}
+	for i, f := range flags {
+		if f == "--cgroup-parent" && i+1 < len(flags) {
+			s.cgroup = flags[i+1]
+		}
+	}
 	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data", data,
 		"--cgroup-parent", linuxtest.CgroupParent, "--node", "e2e", "--shutdown-timeout", "5s"}, flags...)
 	s.cmd = exec.Command(binary, args...)
@@ -114,7 +120,7 @@ func startServer(tb testing.TB, data string, flags ...string) *server {
 	s.adminKey = strings.TrimSpace(string(key))
 	tb.Cleanup(func() {
 		s.stop()
-		cleanRuntime(tb, data)
+		cleanRuntime(tb, data, s.cgroup)
 	})
 	return s
 }
@@ -174,8 +180,8 @@ func (s *server) tenant(name string) *client.Client {
 
 // cleanRuntime destroys what a stopped server left running in data (sandboxes
 // outlive their server by design).
-func cleanRuntime(tb testing.TB, data string) {
-	rt, err := linux.Open(linux.Config{DataDir: data, CgroupParent: linuxtest.CgroupParent})
+func cleanRuntime(tb testing.TB, data, cgroup string) {
+	rt, err := linux.Open(linux.Config{DataDir: data, CgroupParent: cgroup})
 	if err != nil {
 		tb.Errorf("open runtime to clean up: %v", err)
 		return

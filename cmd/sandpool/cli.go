@@ -126,6 +126,8 @@ func (c *cli) sandboxCommand() *cobra.Command {
 		cpus             float64
 		pids             int64
 		timeout          int
+		onTimeout        string
+		archiveAfter     int
 		env, meta        []string
 	)
 	create := &cobra.Command{
@@ -150,7 +152,8 @@ func (c *cli) sandboxCommand() *cobra.Command {
 				return err
 			}
 			sb, err := cl.CreateSandbox(cmd.Context(), client.CreateSandboxRequest{Template: template, Env: envMap,
-				Metadata: metaMap, Timeout: timeout, Limits: client.Limits{CPUs: cpus, MemoryBytes: mem, Pids: pids}})
+				Metadata: metaMap, Timeout: timeout, OnTimeout: onTimeout, ArchiveAfter: archiveAfter,
+				Limits: client.Limits{CPUs: cpus, MemoryBytes: mem, Pids: pids}})
 			if err != nil {
 				return err
 			}
@@ -166,7 +169,9 @@ func (c *cli) sandboxCommand() *cobra.Command {
 	f.StringVar(&memory, "memory", "", "memory limit, e.g. 512M or 2G")
 	f.Float64Var(&cpus, "cpus", 0, "CPU limit in cores, e.g. 0.5")
 	f.Int64Var(&pids, "pids", 0, "process limit")
-	f.IntVar(&timeout, "timeout", 0, "kill after this many seconds without activity (0: never)")
+	f.IntVar(&timeout, "timeout", 0, "pause (or kill) after this many seconds without activity (0: never)")
+	f.StringVar(&onTimeout, "on-timeout", "", "what the timeout does: pause (default) or kill")
+	f.IntVar(&archiveAfter, "archive-after", 0, "seconds a paused sandbox stays frozen before it is archived (0: the server's default)")
 	f.StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE for every command (repeatable)")
 	f.StringArrayVar(&meta, "meta", nil, "metadata KEY=VALUE (repeatable)")
 
@@ -225,9 +230,7 @@ func (c *cli) sandboxCommand() *cobra.Command {
 			rows := [][]string{{"id", sb.ID}, {"status", sb.Status}, {"template", sb.Template},
 				{"created", sb.CreatedAt.Local().Format(time.DateTime)},
 				{"limits", fmt.Sprintf("cpus=%g memory=%d pids=%d", sb.Limits.CPUs, sb.Limits.MemoryBytes, sb.Limits.Pids)}}
-			if sb.Timeout > 0 {
-				rows = append(rows, []string{"timeout", fmt.Sprintf("%ds", sb.Timeout)})
-			}
+			rows = append(rows, sandboxTimeRows(sb)...)
 			if sb.Error != "" {
 				rows = append(rows, []string{"error", sb.Error})
 			}
@@ -255,6 +258,7 @@ func (c *cli) sandboxCommand() *cobra.Command {
 		},
 	}
 	cmd.AddCommand(create, list, get, rm)
+	cmd.AddCommand(c.pauseCommands()...)
 	return cmd
 }
 

@@ -50,6 +50,7 @@ type serveConfig struct {
 	cgroupParent    string
 	logLevel        string
 	cpuProfile      string
+	archiveAfter    time.Duration
 }
 
 func serveCommand(stderr io.Writer) *cobra.Command {
@@ -77,6 +78,7 @@ admin API key and writes it to <data>/admin.key.`,
 	f.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM")
 	f.StringVar(&cfg.cgroupParent, "cgroup-parent", envOr("SANDPOOL_CGROUP_PARENT", "sandpool"), "cgroup under which sandboxes get theirs")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.DurationVar(&cfg.archiveAfter, "archive-after", 10*time.Minute, "how long a paused sandbox stays frozen (memory kept) before it is archived (files kept), unless it says otherwise")
 	f.StringVar(&cfg.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for developers)")
 	_ = f.MarkHidden("cpu-profile")
 	return cmd
@@ -93,6 +95,9 @@ func preflight(cfg serveConfig) error {
 	}
 	if !filepath.IsAbs(cfg.data) {
 		return fmt.Errorf("--data %q must be an absolute path", cfg.data)
+	}
+	if cfg.archiveAfter <= 0 {
+		return fmt.Errorf("--archive-after %s must be positive", cfg.archiveAfter)
 	}
 	if cfg.maxSandboxes <= 0 {
 		return fmt.Errorf("--max-sandboxes %d must be positive", cfg.maxSandboxes)
@@ -151,7 +156,8 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	svc := sandbox.New(rt, st, events.NewBroker(), sandbox.Config{Node: cfg.node, MaxSandboxes: cfg.maxSandboxes, Log: log})
+	svc := sandbox.New(rt, st, events.NewBroker(), sandbox.Config{Node: cfg.node, MaxSandboxes: cfg.maxSandboxes,
+		ArchiveAfter: cfg.archiveAfter, Log: log, Registry: reg})
 	if err := svc.Start(ctx); err != nil {
 		return fmt.Errorf("recover sandboxes: %w", err)
 	}

@@ -115,6 +115,9 @@ func TestOpenAPIMatchesTypes(t *testing.T) {
 		"PoolUpdate":    pool.Update{},
 		"Acquire":       AcquireRequest{},
 		"Release":       ReleaseRequest{},
+		"Pause":         PauseRequest{},
+		"Resumed":       ResumeResult{},
+		"Timeout":       sandbox.TimeoutRequest{},
 		"Key":           KeyInfo{},
 		"Event":         events.Event{},
 	} {

@@ -128,6 +128,9 @@ func (s *Server) routes() []route {
 		{pattern: "DELETE /v1/sandboxes/{id}", h: s.deleteSandbox},
 		{pattern: "POST /v1/sandboxes/{id}/ping", h: s.ping},
 		{pattern: "POST /v1/sandboxes/{id}/release", h: s.release},
+		{pattern: "POST /v1/sandboxes/{id}/pause", h: s.pause},
+		{pattern: "POST /v1/sandboxes/{id}/resume", h: s.resume},
+		{pattern: "POST /v1/sandboxes/{id}/timeout", h: s.setTimeout},
 
 		{pattern: "POST /v1/pools", h: s.createPool},
 		{pattern: "GET /v1/pools", h: s.listPools},
@@ -211,6 +214,9 @@ func (s *Server) instrument(h http.Handler) http.Handler {
 		if s.draining.Load() && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
 			s.writeError(w, r, sandbox.ErrShuttingDown)
 			return
+		}
+		if r.URL.Query().Get("auto_resume") == "false" {
+			r = r.WithContext(sandbox.WithoutAutoResume(r.Context()))
 		}
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}

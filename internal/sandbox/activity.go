@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"time"
 
@@ -10,10 +9,21 @@ import (
 	"github.com/sandpool/sandpool/internal/store"
 )
 
-// touchNew starts tracking a sandbox's activity.
-func (s *Service) touchNew(id string, timeoutSec int) {
+// activity is what the reaper needs to know of a running sandbox. It is
+// kept in memory (every call touches it) and persisted by the reaper.
+type activity struct {
+	last      time.Time
+	streams   int // open process streams count as activity
+	timeout   time.Duration
+	onTimeout string
+	dirty     bool // last changed since it was persisted
+}
+
+// track starts tracking a running sandbox, as last active at last.
+func (s *Service) track(row store.Sandbox, last time.Time) {
 	s.mu.Lock()
-	s.activity[id] = &activity{last: time.Now(), timeout: time.Duration(timeoutSec) * time.Second}
+	s.activity[row.ID] = &activity{last: last, timeout: time.Duration(row.Timeout) * time.Second,
+		onTimeout: row.OnTimeout, dirty: true}
 	s.mu.Unlock()
 }
 
@@ -22,6 +32,7 @@ func (s *Service) touch(id string) {
 	s.mu.Lock()
 	if a := s.activity[id]; a != nil {
 		a.last = time.Now()
+		a.dirty = true
 	}
 	s.mu.Unlock()
 }
@@ -32,13 +43,75 @@ func (s *Service) forget(id string) {
 	s.mu.Unlock()
 }
 
-// Ping records activity and returns the sandbox.
+// Ping records activity (resuming a paused sandbox) and returns the
+// sandbox.
 func (s *Service) Ping(ctx context.Context, tenant, id string) (Sandbox, error) {
 	row, err := s.running(ctx, tenant, id)
 	if err != nil {
 		return Sandbox{}, err
 	}
 	return s.fromRow(row), nil
+}
+
+// OnTimeout actions.
+const (
+	OnTimeoutPause = "pause"
+	OnTimeoutKill  = "kill"
+)
+
+func checkTimeout(timeout int, onTimeout string, archiveAfter int) error {
+	if timeout < 0 || timeout > 30*24*3600 {
+		return runtime.Userf(runtime.ErrInvalid, "timeout %d out of range: 0 (none) to 2592000 seconds", timeout)
+	}
+	if onTimeout != "" && onTimeout != OnTimeoutPause && onTimeout != OnTimeoutKill {
+		return runtime.Userf(runtime.ErrInvalid, "on_timeout %q: want pause or kill", onTimeout)
+	}
+	if archiveAfter < 0 || archiveAfter > 365*24*3600 {
+		return runtime.Userf(runtime.ErrInvalid, "archive_after %d out of range: 0 (the server's default) to 31536000 seconds", archiveAfter)
+	}
+	return nil
+}
+
+// TimeoutRequest changes a sandbox's timeout settings; nil keeps one.
+type TimeoutRequest struct {
+	Timeout      *int    `json:"timeout,omitempty"`
+	OnTimeout    *string `json:"on_timeout,omitempty"`
+	ArchiveAfter *int    `json:"archive_after,omitempty"`
+}
+
+// SetTimeout changes a sandbox's timeout settings. It counts as activity:
+// a running sandbox's countdown starts again.
+func (s *Service) SetTimeout(ctx context.Context, tenant, id string, req TimeoutRequest) (Sandbox, error) {
+	row, err := s.row(ctx, tenant, id)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	timeout, onTimeout, archiveAfter := row.Timeout, row.OnTimeout, row.ArchiveAfter
+	if req.Timeout != nil {
+		timeout = *req.Timeout
+	}
+	if req.OnTimeout != nil {
+		onTimeout = *req.OnTimeout
+	}
+	if req.ArchiveAfter != nil {
+		archiveAfter = *req.ArchiveAfter
+	}
+	if err := checkTimeout(timeout, onTimeout, archiveAfter); err != nil {
+		return Sandbox{}, err
+	}
+	unlock := s.locks.lock(id)
+	defer unlock()
+	u := store.Update{Timeout: &timeout, OnTimeout: &onTimeout, ArchiveAfter: &archiveAfter}
+	if err := s.st.UpdateSandbox(ctx, id, []string{string(StatusRunning), string(StatusPaused), string(StatusReady)}, u); err != nil {
+		return Sandbox{}, s.storeErr(err)
+	}
+	s.mu.Lock()
+	if a := s.activity[id]; a != nil {
+		a.timeout, a.onTimeout = time.Duration(timeout)*time.Second, onTimeout
+		a.last, a.dirty = time.Now(), true
+	}
+	s.mu.Unlock()
+	return s.Get(ctx, tenant, id)
 }
 
 // tracked counts a process stream as activity while it is open.
@@ -66,6 +139,7 @@ func (p *trackedProcess) end() {
 		if a := p.s.activity[p.id]; a != nil {
 			a.streams--
 			a.last = time.Now()
+			a.dirty = true
 		}
 	}
 	p.s.mu.Unlock()
@@ -80,109 +154,6 @@ func (p *trackedProcess) Wait() (runtime.ExitStatus, error) {
 func (p *trackedProcess) Close() error {
 	p.end()
 	return p.Process.Close()
-}
-
-// Start recovers what a crash or restart left half done and starts the
-// reaper. Rows of this node that were creating or stopping are finished;
-// running rows whose sandbox is gone are marked stopped; sandboxes the
-// runtime has but the store does not know are destroyed.
-func (s *Service) Start(ctx context.Context) error {
-	rows, err := s.st.ListSandboxes(ctx, store.Filter{Node: s.cfg.Node, Statuses: statusStrings(Active)})
-	if err != nil {
-		return err
-	}
-	infos, err := s.rt.List(ctx)
-	if err != nil {
-		return err
-	}
-	have := map[string]runtime.Info{}
-	for _, in := range infos {
-		have[in.ID] = in
-	}
-	known := map[string]bool{}
-	for _, row := range rows {
-		known[row.ID] = true
-		info, exists := have[row.ID]
-		switch Status(row.Status) {
-		case StatusCreating:
-			_ = s.rt.Destroy(ctx, row.ID) // what the crash left of it, if anything
-			_ = s.transition(ctx, row, []Status{StatusCreating}, StatusFailed, "restart", "interrupted by a restart of sandpool")
-		case StatusStopping:
-			if err := s.rt.Destroy(ctx, row.ID); err == nil {
-				_ = s.transition(ctx, row, []Status{StatusStopping}, StatusStopped, "restart", "")
-			}
-		default:
-			if !exists || info.Status == runtime.StatusBroken || info.Status == runtime.StatusStopped {
-				_ = s.rt.Destroy(ctx, row.ID) // clear what is left
-				_ = s.transition(ctx, row, nil, StatusStopped, "lost", "its processes were gone when sandpool started")
-				continue
-			}
-			var sp spec
-			_ = json.Unmarshal([]byte(row.Spec), &sp) // written by us
-			s.touchNew(row.ID, sp.Timeout)
-		}
-	}
-	for id := range have {
-		if !known[id] {
-			row, err := s.st.GetSandbox(ctx, id)
-			if err == nil && row.Node != s.cfg.Node {
-				continue
-			}
-			s.cfg.Log.Warn("destroying a sandbox the store does not know", "sandbox", id)
-			if err := s.rt.Destroy(ctx, id); err != nil {
-				s.cfg.Log.Error("destroy unknown sandbox", "sandbox", id, "err", err)
-			}
-		}
-	}
-	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.mu.Lock()
-	s.stop = cancel
-	s.mu.Unlock()
-	s.bg.Add(1)
-	go func() {
-		defer s.bg.Done()
-		s.reapLoop(rctx)
-	}()
-	return nil
-}
-
-// reapLoop kills sandboxes idle past their timeout. Each round has its own
-// deadline; a failing round never ends the loop.
-func (s *Service) reapLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.ReapInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.reapOnce()
-		}
-	}
-}
-
-func (s *Service) reapOnce() {
-	now := time.Now()
-	var due []string
-	s.mu.Lock()
-	for id, a := range s.activity {
-		if a.timeout > 0 && a.streams == 0 && now.Sub(a.last) > a.timeout {
-			due = append(due, id)
-		}
-	}
-	s.mu.Unlock()
-	for _, id := range due {
-		// Destroys are work that must finish: not tied to shutdown.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		row, err := s.st.GetSandbox(ctx, id)
-		if err == nil {
-			err = s.destroy(ctx, row, "timeout")
-		}
-		if err != nil {
-			s.cfg.Log.Error("reap idle sandbox", "sandbox", id, "err", err)
-		}
-		cancel()
-	}
 }
 
 // checkedFiles retires the sandbox when a file operation finds it broken.

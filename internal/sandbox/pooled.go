@@ -51,7 +51,7 @@ func (s *Service) HealthCheck(ctx context.Context, id string, timeout time.Durat
 // Handed records that an acquired sandbox (already "running" in the store)
 // is now a caller's: its activity is tracked from here.
 func (s *Service) Handed(sb Sandbox) {
-	s.touchNew(sb.ID, sb.Timeout)
+	s.track(store.Sandbox{ID: sb.ID, Timeout: sb.Timeout, OnTimeout: sb.OnTimeout}, time.Now())
 	s.publish(store.Sandbox{ID: sb.ID, Tenant: sb.Tenant}, StatusRunning, "acquired", "")
 }
 

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/store"
@@ -55,7 +57,12 @@ type Sandbox struct {
 	Limits   runtime.Limits    `json:"limits"`
 	Env      map[string]string `json:"env,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
-	Timeout  int               `json:"timeout"` // seconds of inactivity before it is killed; 0 = never
+	// Timeout is seconds of inactivity before OnTimeout ("pause" or
+	// "kill"); 0 means never. ArchiveAfter is seconds a paused sandbox
+	// stays frozen before it is archived.
+	Timeout      int    `json:"timeout"`
+	OnTimeout    string `json:"on_timeout"`
+	ArchiveAfter int    `json:"archive_after"`
 	// Pool is the pool the sandbox belongs to, if any; Uses counts its
 	// sessions.
 	Pool      string    `json:"pool,omitempty"`
@@ -63,8 +70,17 @@ type Sandbox struct {
 	Error     string    `json:"error,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
-	// TimesOutAt is when the sandbox will be killed if nothing happens.
+	// TimesOutAt is when the sandbox will be paused (or killed) if
+	// nothing happens; absent while a process stream is open.
 	TimesOutAt *time.Time `json:"times_out_at,omitempty"`
+	// LastActivity is the last API call, ping or end of a stream.
+	LastActivity *time.Time `json:"last_activity,omitempty"`
+	// PausedAt, Archived and TimeoutLeft describe a paused sandbox: since
+	// when, whether its processes were stopped (files kept), and the
+	// inactivity timeout it will have again when resumed.
+	PausedAt    *time.Time `json:"paused_at,omitempty"`
+	Archived    bool       `json:"archived,omitempty"`
+	TimeoutLeft *float64   `json:"timeout_left,omitempty"`
 
 	spec string // the stored spec, for the service's own use
 }
@@ -75,7 +91,13 @@ type CreateRequest struct {
 	Limits   runtime.Limits    `json:"limits"`
 	Env      map[string]string `json:"env,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
-	Timeout  int               `json:"timeout,omitempty"`
+	// Timeout is seconds of inactivity before OnTimeout: "pause" (the
+	// default) or "kill"; 0 means never. ArchiveAfter is seconds a paused
+	// sandbox stays frozen before its processes are stopped to free
+	// memory (0: the server's default).
+	Timeout      int    `json:"timeout,omitempty"`
+	OnTimeout    string `json:"on_timeout,omitempty"`
+	ArchiveAfter int    `json:"archive_after,omitempty"`
 	// Pool, if set, acquires a sandbox from that pool instead (handled by
 	// the pool manager; Template and Limits then come from the pool).
 	Pool string `json:"pool,omitempty"`
@@ -83,9 +105,8 @@ type CreateRequest struct {
 
 // spec is what the store keeps of a create request.
 type spec struct {
-	Limits  runtime.Limits    `json:"limits"`
-	Env     map[string]string `json:"env,omitempty"`
-	Timeout int               `json:"timeout,omitempty"`
+	Limits runtime.Limits    `json:"limits"`
+	Env    map[string]string `json:"env,omitempty"`
 	// Rootfs is the runtime template the files come from (the template
 	// itself, or the one a defined template is based on).
 	Rootfs string `json:"rootfs,omitempty"`
@@ -96,8 +117,8 @@ func (r CreateRequest) Validate() error {
 	if r.Template == "" && r.Pool == "" {
 		return runtime.Userf(runtime.ErrInvalid, "template is required")
 	}
-	if r.Timeout < 0 || r.Timeout > 30*24*3600 {
-		return runtime.Userf(runtime.ErrInvalid, "timeout %d out of range: 0 (none) to 2592000 seconds", r.Timeout)
+	if err := checkTimeout(r.Timeout, r.OnTimeout, r.ArchiveAfter); err != nil {
+		return err
 	}
 	if len(r.Metadata) > 64 || len(r.Env) > 256 {
 		return runtime.Userf(runtime.ErrInvalid, "at most 64 metadata entries and 256 environment variables")
@@ -116,6 +137,8 @@ type Store interface {
 	GetSandbox(ctx context.Context, id string) (store.Sandbox, error)
 	ListSandboxes(ctx context.Context, f store.Filter) ([]store.Sandbox, error)
 	SetStatus(ctx context.Context, id string, from []string, status, errMsg string) error
+	UpdateSandbox(ctx context.Context, id string, from []string, u store.Update) error
+	TouchSandboxes(ctx context.Context, active map[string]time.Time) error
 
 	CreateTemplate(ctx context.Context, t store.Template) error
 	GetTemplate(ctx context.Context, name string) (store.Template, error)
@@ -132,7 +155,14 @@ type Config struct {
 	MaxSandboxes int
 	// ReapInterval is how often idle sandboxes are looked for; 0 means 1s.
 	ReapInterval time.Duration
+	// ReconcileInterval is how often the runtime and the store are
+	// compared; 0 means 5s.
+	ReconcileInterval time.Duration
+	// ArchiveAfter is how long a paused sandbox stays frozen before it is
+	// archived, unless it says otherwise; 0 means 10 minutes.
+	ArchiveAfter time.Duration
 	Log          *slog.Logger
+	Registry     prometheus.Registerer
 }
 
 // Service is the lifecycle service.
@@ -147,18 +177,14 @@ type Service struct {
 	tplMu    sync.Mutex
 	tplCache map[string]resolved
 
+	locks keyedMutex // one pause, resume, archive or reconcile of a sandbox at a time
+	m     *metrics
+
 	mu       sync.Mutex
 	activity map[string]*activity
 	closing  bool
 	bg       sync.WaitGroup // retirements and the reaper
 	stop     context.CancelFunc
-}
-
-// activity is what the reaper needs to know of a sandbox.
-type activity struct {
-	last    time.Time
-	streams int // running exec streams count as activity
-	timeout time.Duration
 }
 
 // New makes a service. Call Start to recover state and start the reaper.
@@ -169,10 +195,20 @@ func New(rt runtime.Runtime, st Store, ev *events.Broker, cfg Config) *Service {
 	if cfg.ReapInterval == 0 {
 		cfg.ReapInterval = time.Second
 	}
+	if cfg.ReconcileInterval == 0 {
+		cfg.ReconcileInterval = 5 * time.Second
+	}
+	if cfg.ArchiveAfter == 0 {
+		cfg.ArchiveAfter = 10 * time.Minute
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Service{rt: rt, st: st, events: ev, cfg: cfg, activity: map[string]*activity{}, tplCache: map[string]resolved{}}
+	return &Service{rt: rt, st: st, events: ev, cfg: cfg, activity: map[string]*activity{}, tplCache: map[string]resolved{},
+		m: newMetrics(cfg.Registry)}
 }
 
 // Events is the broker transitions are published on.
@@ -242,12 +278,16 @@ func (s *Service) create(ctx context.Context, n newSandbox) (store.Sandbox, erro
 	}
 	// Record the limits the sandbox will really have.
 	req.Limits = req.Limits.WithDefaults(s.rt.Capabilities().Defaults)
-	b, err := json.Marshal(spec{Limits: req.Limits, Env: req.Env, Timeout: req.Timeout, Rootfs: rootfs})
+	b, err := json.Marshal(spec{Limits: req.Limits, Env: req.Env, Rootfs: rootfs})
 	if err != nil {
 		return store.Sandbox{}, err
 	}
+	if req.OnTimeout == "" {
+		req.OnTimeout = OnTimeoutPause
+	}
 	row := store.Sandbox{ID: id, Tenant: n.tenant, Template: req.Template, Status: string(StatusCreating),
-		Spec: string(b), Metadata: req.Metadata, Node: s.cfg.Node, Pool: n.pool, Uses: n.uses, CreatedAt: time.Now().UTC()}
+		Spec: string(b), Metadata: req.Metadata, Node: s.cfg.Node, Pool: n.pool, Uses: n.uses,
+		Timeout: req.Timeout, OnTimeout: req.OnTimeout, ArchiveAfter: req.ArchiveAfter, CreatedAt: time.Now().UTC()}
 	if err := s.admit(ctx, row); err != nil {
 		return store.Sandbox{}, err
 	}
@@ -285,7 +325,7 @@ func (s *Service) create(ctx context.Context, n newSandbox) (store.Sandbox, erro
 	}
 	row.Status = string(n.final)
 	if n.final == StatusRunning {
-		s.touchNew(id, req.Timeout)
+		s.track(row, time.Now())
 	}
 	return s.st.GetSandbox(ctx, id)
 }
@@ -332,16 +372,37 @@ func (s *Service) fromRow(row store.Sandbox) Sandbox {
 	var sp spec
 	_ = json.Unmarshal([]byte(row.Spec), &sp) // written by us; an old row shows empty limits
 	sb := Sandbox{ID: row.ID, Tenant: row.Tenant, Template: row.Template, Status: Status(row.Status),
-		Limits: sp.Limits, Env: sp.Env, Metadata: row.Metadata, Timeout: sp.Timeout, Error: row.Error,
+		Limits: sp.Limits, Env: sp.Env, Metadata: row.Metadata, Error: row.Error,
+		Timeout: row.Timeout, OnTimeout: row.OnTimeout, ArchiveAfter: s.archiveAfter(row),
 		Pool: row.Pool, Uses: row.Uses, spec: row.Spec,
 		CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt}
-	if sb.Status == StatusRunning && sp.Timeout > 0 {
+	if !row.LastActive.IsZero() {
+		t := row.LastActive
+		sb.LastActivity = &t
+	}
+	switch sb.Status {
+	case StatusRunning:
 		s.mu.Lock()
-		if a := s.activity[row.ID]; a != nil && a.streams == 0 {
-			t := a.last.Add(a.timeout).UTC()
-			sb.TimesOutAt = &t
+		if a := s.activity[row.ID]; a != nil {
+			last := a.last.UTC()
+			sb.LastActivity = &last
+			if a.timeout > 0 && a.streams == 0 {
+				t := a.last.Add(a.timeout).UTC()
+				sb.TimesOutAt = &t
+			}
 		}
 		s.mu.Unlock()
+	case StatusPaused:
+		t := row.PausedAt
+		sb.PausedAt = &t
+		sb.Archived = row.Archived
+		if row.Timeout > 0 {
+			left := row.TimeoutLeft.Seconds()
+			if left <= 0 {
+				left = float64(row.Timeout)
+			}
+			sb.TimeoutLeft = &left
+		}
 	}
 	return sb
 }
@@ -406,6 +467,8 @@ func (s *Service) Delete(ctx context.Context, tenant, id string) error {
 	if err != nil {
 		return err
 	}
+	unlock := s.locks.lock(id) // not in the middle of a pause or resume
+	defer unlock()
 	return s.destroy(ctx, row, "deleted")
 }
 
@@ -441,6 +504,19 @@ func (s *Service) running(ctx context.Context, tenant, id string) (store.Sandbox
 	}
 	switch Status(row.Status) {
 	case StatusRunning:
+	case StatusPaused:
+		if !autoResume(ctx) {
+			return row, runtime.Userf(runtime.ErrConflict, "sandbox %s is paused (resume it, or allow calls to resume it)", id)
+		}
+		if _, err := s.resume(ctx, row, "traffic"); err != nil {
+			return row, err
+		}
+		if row, err = s.st.GetSandbox(ctx, id); err != nil {
+			return row, err
+		}
+		if Status(row.Status) != StatusRunning {
+			return row, runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", id, row.Status)
+		}
 	case StatusFailed:
 		return row, runtime.Userf(runtime.ErrConflict, "sandbox %s has failed: %s", id, row.Error)
 	default:

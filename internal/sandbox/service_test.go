@@ -323,32 +323,6 @@ func TestStartRecovers(t *testing.T) {
 	}
 }
 
-func TestIdleTimeout(t *testing.T) {
-	e := newEnv(t, sandbox.Config{ReapInterval: 100 * time.Millisecond})
-	ctx := context.Background()
-	idle := e.create(t, "a", sandbox.CreateRequest{Timeout: 1})
-	busy := e.create(t, "a", sandbox.CreateRequest{Timeout: 1})
-	forever := e.create(t, "a", sandbox.CreateRequest{})
-	if idle.TimesOutAt == nil || forever.TimesOutAt != nil {
-		t.Fatalf("times_out_at: %v %v", idle.TimesOutAt, forever.TimesOutAt)
-	}
-	// A command running longer than the timeout keeps its sandbox.
-	out, st := e.run(t, "a", busy.ID, "sleep 2.5; echo done")
-	if out != "done\n" || st.Code != 0 {
-		t.Fatalf("long command: %q %+v", out, st)
-	}
-	if got, _ := e.svc.Get(ctx, "a", busy.ID); got.Status != sandbox.StatusRunning {
-		t.Fatalf("busy sandbox %s during its command", got.Status)
-	}
-	eventually(t, 5*time.Second, "idle sandbox stopped", func() bool {
-		got, _ := e.svc.Get(ctx, "a", idle.ID)
-		return got.Status == sandbox.StatusStopped
-	})
-	if got, _ := e.svc.Get(ctx, "a", forever.ID); got.Status != sandbox.StatusRunning {
-		t.Fatalf("sandbox without timeout: %s", got.Status)
-	}
-}
-
 // Many goroutines create, use and delete sandboxes, and delete each other's
 // at the same time. Every sandbox ends stopped, none is left on the host.
 func TestConcurrentLifecycle(t *testing.T) {

@@ -35,9 +35,22 @@ type Sandbox struct {
 	Node     string
 	// Pool names the pool the sandbox belongs to ("" for none); Uses
 	// counts its sessions.
-	Pool      string
-	Uses      int
-	CreatedAt time.Time
+	Pool string
+	Uses int
+	// Timeout is seconds of inactivity before OnTimeout ("pause" or
+	// "kill"); 0 means never. ArchiveAfter is seconds a paused sandbox
+	// stays frozen before it is archived (0: the server's default).
+	Timeout      int
+	OnTimeout    string
+	ArchiveAfter int
+	// LastActive is the last activity persisted; PausedAt when it was
+	// paused; TimeoutLeft the inactivity timeout it had left then;
+	// Archived whether its processes were stopped (files kept).
+	LastActive  time.Time
+	PausedAt    time.Time
+	TimeoutLeft time.Duration
+	Archived    bool
+	CreatedAt   time.Time
 	// UpdatedAt is the time of the last status change (for an idle
 	// sandbox: since when it is idle).
 	UpdatedAt time.Time
@@ -49,6 +62,18 @@ type Filter struct {
 	Statuses []string
 	Node     string
 	Pool     string
+}
+
+// Update is a conditional change of a sandbox row; nil fields are kept.
+type Update struct {
+	Status       *string
+	Error        *string
+	Timeout      *int
+	OnTimeout    *string
+	ArchiveAfter *int
+	PausedAt     *time.Time
+	TimeoutLeft  *time.Duration
+	Archived     *bool
 }
 
 // Pool is a pool's record; Config is its settings as JSON.
@@ -99,6 +124,12 @@ type Store interface {
 	// status if from is empty), recording errMsg. ErrConflict otherwise.
 	SetStatus(ctx context.Context, id string, from []string, status, errMsg string) error
 	DeleteSandbox(ctx context.Context, id string) error
+	// UpdateSandbox applies u if the sandbox is in one of from (any status
+	// if from is empty); ErrConflict otherwise. A status change also sets
+	// updated_at.
+	UpdateSandbox(ctx context.Context, id string, from []string, u Update) error
+	// TouchSandboxes records last activity times.
+	TouchSandboxes(ctx context.Context, active map[string]time.Time) error
 	// TakeIdle atomically moves the longest-idle "ready" sandbox of pool
 	// (on node, if not empty) to "running" and counts a use. ErrNotFound
 	// if there is none. Two callers never get the same sandbox.

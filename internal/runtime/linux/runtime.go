@@ -219,6 +219,12 @@ func (sb *sandbox) setStatus(s runtime.Status) {
 func (sb *sandbox) info() runtime.Info {
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
+	// A PID 1 that died by itself (killed from outside, the OOM killer)
+	// leaves a broken sandbox; report it as such.
+	if (sb.status == runtime.StatusRunning || sb.status == runtime.StatusFrozen) && !sb.stopping &&
+		sb.st.Pid > 0 && !processAlive(sb.st.Pid, sb.st.PidStart) {
+		sb.status = runtime.StatusBroken
+	}
 	return runtime.Info{ID: sb.st.ID, Template: sb.st.Template, Status: sb.status, Limits: sb.st.Limits,
 		CreatedAt: sb.st.CreatedAt, Pid: sb.st.Pid}
 }

@@ -139,7 +139,8 @@ func fromNanos(n int64) time.Time {
 	return time.Unix(0, n).UTC()
 }
 
-const sandboxCols = "id, tenant, template, status, spec, metadata, error, node, pool, uses, created_at, updated_at"
+const sandboxCols = "id, tenant, template, status, spec, metadata, error, node, pool, uses, " +
+	"timeout_s, on_timeout, archive_after_s, last_active, paused_at, timeout_left_ms, archived, created_at, updated_at"
 
 func (s *DB) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 	meta, err := json.Marshal(sb.Metadata)
@@ -153,8 +154,10 @@ func (s *DB) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 	if sb.CreatedAt.IsZero() {
 		sb.CreatedAt = now
 	}
-	_, err = s.exec(ctx, ("INSERT INTO sandboxes (" + sandboxCols + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-		sb.ID, sb.Tenant, sb.Template, sb.Status, sb.Spec, string(meta), sb.Error, sb.Node, sb.Pool, sb.Uses, nanos(sb.CreatedAt), nanos(now))
+	_, err = s.exec(ctx, "INSERT INTO sandboxes ("+sandboxCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		sb.ID, sb.Tenant, sb.Template, sb.Status, sb.Spec, string(meta), sb.Error, sb.Node, sb.Pool, sb.Uses,
+		sb.Timeout, sb.OnTimeout, sb.ArchiveAfter, nanos(sb.LastActive), nanos(sb.PausedAt), sb.TimeoutLeft.Milliseconds(), boolInt(sb.Archived),
+		nanos(sb.CreatedAt), nanos(now))
 	if err != nil && s.d.IsUnique(err) {
 		return fmt.Errorf("sandbox %s: %w", sb.ID, store.ErrExists)
 	}
@@ -166,11 +169,15 @@ type scanner interface{ Scan(...any) error }
 func scanSandbox(r scanner) (store.Sandbox, error) {
 	var sb store.Sandbox
 	var meta string
-	var created, updated int64
-	if err := r.Scan(&sb.ID, &sb.Tenant, &sb.Template, &sb.Status, &sb.Spec, &meta, &sb.Error, &sb.Node, &sb.Pool, &sb.Uses, &created, &updated); err != nil {
+	var created, updated, lastActive, pausedAt, leftMs int64
+	var archived int
+	if err := r.Scan(&sb.ID, &sb.Tenant, &sb.Template, &sb.Status, &sb.Spec, &meta, &sb.Error, &sb.Node, &sb.Pool, &sb.Uses,
+		&sb.Timeout, &sb.OnTimeout, &sb.ArchiveAfter, &lastActive, &pausedAt, &leftMs, &archived, &created, &updated); err != nil {
 		return sb, err
 	}
 	sb.CreatedAt, sb.UpdatedAt = fromNanos(created), fromNanos(updated)
+	sb.LastActive, sb.PausedAt = fromNanos(lastActive), fromNanos(pausedAt)
+	sb.TimeoutLeft, sb.Archived = time.Duration(leftMs)*time.Millisecond, archived != 0
 	if err := json.Unmarshal([]byte(meta), &sb.Metadata); err != nil {
 		return sb, fmt.Errorf("sandbox %s: metadata: %w", sb.ID, err)
 	}
@@ -225,8 +232,46 @@ func (s *DB) ListSandboxes(ctx context.Context, f store.Filter) ([]store.Sandbox
 }
 
 func (s *DB) SetStatus(ctx context.Context, id string, from []string, status, errMsg string) error {
-	query := "UPDATE sandboxes SET status = ?, error = ?, updated_at = ? WHERE id = ?"
-	args := []any{status, errMsg, time.Now().UnixNano(), id}
+	return s.UpdateSandbox(ctx, id, from, store.Update{Status: &status, Error: &errMsg})
+}
+
+func (s *DB) UpdateSandbox(ctx context.Context, id string, from []string, u store.Update) error {
+	var sets []string
+	var args []any
+	set := func(col string, v any) {
+		sets = append(sets, col+" = ?")
+		args = append(args, v)
+	}
+	if u.Status != nil {
+		set("status", *u.Status)
+		set("updated_at", time.Now().UnixNano())
+	}
+	if u.Error != nil {
+		set("error", *u.Error)
+	}
+	if u.Timeout != nil {
+		set("timeout_s", *u.Timeout)
+	}
+	if u.OnTimeout != nil {
+		set("on_timeout", *u.OnTimeout)
+	}
+	if u.ArchiveAfter != nil {
+		set("archive_after_s", *u.ArchiveAfter)
+	}
+	if u.PausedAt != nil {
+		set("paused_at", nanos(*u.PausedAt))
+	}
+	if u.TimeoutLeft != nil {
+		set("timeout_left_ms", u.TimeoutLeft.Milliseconds())
+	}
+	if u.Archived != nil {
+		set("archived", boolInt(*u.Archived))
+	}
+	if len(sets) == 0 {
+		return nil
+	}
+	query := "UPDATE sandboxes SET " + strings.Join(sets, ", ") + " WHERE id = ?"
+	args = append(args, id)
 	if len(from) > 0 {
 		query += " AND status IN (?" + strings.Repeat(", ?", len(from)-1) + ")"
 		for _, f := range from {
@@ -249,6 +294,28 @@ func (s *DB) SetStatus(ctx context.Context, id string, from []string, status, er
 		return fmt.Errorf("sandbox %s is %s, not %s: %w", id, cur.Status, strings.Join(from, " or "), store.ErrConflict)
 	}
 	return nil
+}
+
+func (s *DB) TouchSandboxes(ctx context.Context, active map[string]time.Time) error {
+	if len(active) == 0 {
+		return nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() // after Commit this does nothing
+	st, err := tx.PrepareContext(ctx, s.q("UPDATE sandboxes SET last_active = ? WHERE id = ? AND last_active < ?"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for id, t := range active {
+		if _, err := st.ExecContext(ctx, nanos(t), id, nanos(t)); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }
 
 func (s *DB) DeleteSandbox(ctx context.Context, id string) error {

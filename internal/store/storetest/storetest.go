@@ -28,6 +28,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("TakeIdle", func(t *testing.T) { testTakeIdle(t, newStore(t)) })
 	t.Run("TakeIdleConcurrent", func(t *testing.T) { testTakeIdleConcurrent(t, newStore(t)) })
 	t.Run("Templates", func(t *testing.T) { testTemplates(t, newStore(t)) })
+	t.Run("UpdateAndTouch", func(t *testing.T) { testUpdate(t, newStore(t)) })
 }
 
 func testSandboxes(t *testing.T, s store.Store) {

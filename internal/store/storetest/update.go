@@ -1,0 +1,58 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/store"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+func testUpdate(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if err := s.CreateSandbox(ctx, store.Sandbox{ID: "sb_u", Tenant: "t", Template: "base", Status: "running", Spec: "{}",
+		Timeout: 30, OnTimeout: "pause", ArchiveAfter: 60}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.GetSandbox(ctx, "sb_u")
+	if got.Timeout != 30 || got.OnTimeout != "pause" || got.ArchiveAfter != 60 || got.Archived || !got.PausedAt.IsZero() {
+		t.Fatalf("created: %+v", got)
+	}
+	paused := time.Unix(1000, 0)
+	if err := s.UpdateSandbox(ctx, "sb_u", []string{"running"}, store.Update{Status: ptr("paused"), PausedAt: &paused,
+		TimeoutLeft: ptr(7 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.GetSandbox(ctx, "sb_u")
+	if got.Status != "paused" || !got.PausedAt.Equal(paused) || got.TimeoutLeft != 7*time.Second {
+		t.Fatalf("paused: %+v", got)
+	}
+	// Conditional: from the wrong status nothing changes.
+	if err := s.UpdateSandbox(ctx, "sb_u", []string{"running"}, store.Update{Archived: ptr(true)}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("update from a wrong status: %v", err)
+	}
+	if err := s.UpdateSandbox(ctx, "sb_u", nil, store.Update{Archived: ptr(true), Timeout: ptr(5), OnTimeout: ptr("kill")}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.GetSandbox(ctx, "sb_u")
+	if !got.Archived || got.Timeout != 5 || got.OnTimeout != "kill" || got.Status != "paused" {
+		t.Fatalf("after update: %+v", got)
+	}
+	if err := s.UpdateSandbox(ctx, "nope", nil, store.Update{Archived: ptr(true)}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("update missing: %v", err)
+	}
+	// Touch only moves forward.
+	t1, t2 := time.Unix(2000, 0), time.Unix(1500, 0)
+	if err := s.TouchSandboxes(ctx, map[string]time.Time{"sb_u": t1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TouchSandboxes(ctx, map[string]time.Time{"sb_u": t2, "gone": t2}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetSandbox(ctx, "sb_u"); !got.LastActive.Equal(t1) {
+		t.Fatalf("last active %v, want %v", got.LastActive, t1)
+	}
+}
