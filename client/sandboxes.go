@@ -229,3 +229,23 @@ func (c *Client) ListKeys(ctx context.Context) ([]Key, error) {
 func (c *Client) RevokeKey(ctx context.Context, id string) error {
 	return c.call(ctx, request{method: "DELETE", path: "/v1/keys/" + url.PathEscape(id)}, nil)
 }
+
+// NodeInfo is what a node reports of itself and its host.
+type NodeInfo struct {
+	Node               string `json:"node"`
+	Sandboxes          int    `json:"sandboxes"`
+	SandboxMemoryBytes int64  `json:"sandbox_memory_bytes"`
+	MemTotalBytes      int64  `json:"mem_total_bytes"`
+	MemAvailableBytes  int64  `json:"mem_available_bytes"`
+	ServerRSSBytes     int64  `json:"server_rss_bytes"`
+}
+
+// Node reports the node this client talks to and its host's memory
+// (admin key).
+func (c *Client) Node(ctx context.Context) (*NodeInfo, error) {
+	var n NodeInfo
+	if err := c.call(ctx, request{method: "GET", path: "/v1/node", retry: true}, &n); err != nil {
+		return nil, err
+	}
+	return &n, nil
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sandpool/sandpool/client"
+	"github.com/sandpool/sandpool/internal/bench"
 	"github.com/sandpool/sandpool/internal/latency"
 )
 
@@ -189,4 +190,33 @@ func BenchmarkPauseResume(b *testing.B) {
 			resume.Report(b, "resume")
 		})
 	}
+}
+
+// BenchmarkScenarios runs each `sandpool bench` scenario once against the
+// real binary and reports its figures (time per scenario:
+// SANDPOOL_BENCH_DURATION, default 5s; concurrency 4). Run with
+// -benchtime 1x.
+func BenchmarkScenarios(b *testing.B) {
+	for _, name := range bench.Scenarios {
+		b.Run(name, func(b *testing.B) {
+			s := startServer(b, "")
+			// One run per scenario: bench times itself (SANDPOOL_BENCH_DURATION).
+			res, err := bench.Run(context.Background(), bench.Config{Client: s.client(""), Scenarios: []string{name},
+				Duration: benchDuration(), Concurrency: 4, DensityMax: 100})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for k, v := range res {
+				b.ReportMetric(v, k)
+			}
+		})
+	}
+}
+
+// benchDuration is SANDPOOL_BENCH_DURATION, or 5s.
+func benchDuration() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("SANDPOOL_BENCH_DURATION")); err == nil && d > 0 {
+		return d
+	}
+	return 5 * time.Second
 }

@@ -42,7 +42,7 @@ func rootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	pf.BoolVar(&c.json, "json", false, "print JSON for scripts")
 
 	root.AddCommand(serveCommand(stderr), c.sandboxCommand(), c.poolCommand(), c.execCommand(), c.filesCommand(),
-		c.templateCommand(), c.keysCommand(),
+		c.templateCommand(), c.keysCommand(), c.benchCommand(),
 		&cobra.Command{Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 			Run: func(*cobra.Command, []string) { fmt.Fprintln(stdout, "sandpool", version) }})
 	return root

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -47,6 +48,10 @@ func startSpawner(setup func() error) (*spawner, error) {
 		reqs:    make(chan spawnReq),
 		waiters: make(map[int]func(syscall.WaitStatus)),
 	}
+	// Asked for before the first child can exist: a SIGCHLD that arrived
+	// before would be lost.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGCHLD)
 	ready := make(chan error, 1)
 	go func() {
 		// Never unlocked: the thread is hardened for good and must not
@@ -72,7 +77,7 @@ func startSpawner(setup func() error) (*spawner, error) {
 	if err := <-ready; err != nil {
 		return nil, err
 	}
-	go s.reap()
+	go s.reap(sigs)
 	return s, nil
 }
 
@@ -84,11 +89,16 @@ func (s *spawner) spawn(argv0 string, argv []string, attr *syscall.ProcAttr, onE
 }
 
 // reap collects every exited child, ours or orphaned, for the life of the
-// agent.
-func (s *spawner) reap() {
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, syscall.SIGCHLD)
-	for range sigs {
+// agent: at each SIGCHLD, and every second in case one was missed (a
+// zombie left unreaped would hang whoever waits for its exit).
+func (s *spawner) reap(sigs chan os.Signal) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-sigs:
+		case <-t.C:
+		}
 		s.reapAll()
 	}
 }

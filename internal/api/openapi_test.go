@@ -118,6 +118,7 @@ func TestOpenAPIMatchesTypes(t *testing.T) {
 		"Pause":         PauseRequest{},
 		"Resumed":       ResumeResult{},
 		"Timeout":       sandbox.TimeoutRequest{},
+		"Node":          sandbox.NodeInfo{},
 		"Key":           KeyInfo{},
 		"Event":         events.Event{},
 	} {

@@ -164,6 +164,7 @@ func (s *Server) routes() []route {
 		{pattern: "DELETE /v1/keys/{id}", h: s.revokeKey, admin: true},
 
 		{pattern: "GET /v1/events", h: s.events},
+		{pattern: "GET /v1/node", h: s.node, admin: true},
 	}
 }
 
@@ -276,4 +277,13 @@ func decodeBytes(body []byte, v any) error {
 		return fmt.Errorf("%w: request body: data after the JSON value", errBadRequest)
 	}
 	return nil
+}
+
+func (s *Server) node(w http.ResponseWriter, r *http.Request) {
+	in, err := s.svc.Node(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, in)
 }

@@ -48,6 +48,9 @@ type Runtime interface {
 	Seal(ctx context.Context, id string) error
 	// Ping is one round trip to the sandbox's agent: a health check.
 	Ping(ctx context.Context, id string) error
+	// MemoryUsage is the memory the sandbox's processes use themselves
+	// (anonymous memory), in bytes.
+	MemoryUsage(ctx context.Context, id string) (int64, error)
 	// Snapshot writes the sandbox's writable layer to w as a tar stream.
 	Snapshot(ctx context.Context, id string, w io.Writer) error
 

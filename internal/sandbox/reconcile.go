@@ -233,6 +233,11 @@ func (s *Service) reconcileRow(ctx context.Context, row store.Sandbox) {
 	if err != nil {
 		return
 	}
+	switch Status(row.Status) {
+	case StatusRunning, StatusReady, StatusPaused:
+	default:
+		return // deleted, or being reset, meanwhile
+	}
 	info, err := s.rt.Get(ctx, row.ID)
 	exists := err == nil
 	if err != nil && !errors.Is(err, runtime.ErrNotFound) {

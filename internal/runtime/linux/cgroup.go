@@ -274,6 +274,26 @@ func (g *cgroup) frozen() bool {
 	return strings.TrimSpace(string(b)) != "THAWED" && len(b) > 0
 }
 
+// memoryUsage is the anonymous memory of the group's processes (their
+// heaps and stacks), in bytes: what they use themselves, without page
+// cache shared with the host.
+func (g *cgroup) memoryUsage() (int64, error) {
+	file, key := filepath.Join(g.dir("memory"), "memory.stat"), "total_rss"
+	if g.d.version == 2 {
+		file, key = filepath.Join(g.dir(""), "memory.stat"), "anon"
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, key+" "); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("cgroups: no %s in %s", key, file)
+}
+
 // oomKills is how many processes the kernel has OOM-killed in the group.
 func (g *cgroup) oomKills() int64 {
 	var file, key string

@@ -325,3 +325,20 @@ func (r *Runtime) Start(ctx context.Context, id string) (_ runtime.Info, retErr 
 	}
 	return sb.info(), nil
 }
+
+// MemoryUsage is the anonymous memory a sandbox's processes use (heaps,
+// stacks; not page cache shared with the host), 0 when stopped.
+func (r *Runtime) MemoryUsage(ctx context.Context, id string) (int64, error) {
+	sb, err := r.lookup(id)
+	if err != nil {
+		return 0, err
+	}
+	if s := sb.getStatus(); s != runtime.StatusRunning && s != runtime.StatusFrozen {
+		return 0, nil
+	}
+	n, err := r.cg.group(id).memoryUsage()
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	return n, err
+}

@@ -1,0 +1,61 @@
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// NodeInfo is what a node reports of itself and its host.
+type NodeInfo struct {
+	Node      string `json:"node"`
+	Sandboxes int    `json:"sandboxes"`
+	// SandboxMemoryBytes is the memory this node's sandboxes' processes
+	// use themselves (anonymous memory).
+	SandboxMemoryBytes int64 `json:"sandbox_memory_bytes"`
+	MemTotalBytes      int64 `json:"mem_total_bytes"`
+	MemAvailableBytes  int64 `json:"mem_available_bytes"`
+	// ServerRSSBytes is this sandpool process's resident memory.
+	ServerRSSBytes int64 `json:"server_rss_bytes"`
+}
+
+// Node reports this node and its host's memory.
+func (s *Service) Node(ctx context.Context) (NodeInfo, error) {
+	in := NodeInfo{Node: s.cfg.Node}
+	infos, err := s.rt.List(ctx)
+	if err != nil {
+		return in, err
+	}
+	in.Sandboxes = len(infos)
+	for _, i := range infos {
+		n, err := s.rt.MemoryUsage(ctx, i.ID)
+		if err == nil {
+			in.SandboxMemoryBytes += n
+		}
+	}
+	mem := readKB("/proc/meminfo", "MemTotal:", "MemAvailable:")
+	in.MemTotalBytes, in.MemAvailableBytes = mem[0]*1024, mem[1]*1024
+	in.ServerRSSBytes = readKB("/proc/self/status", "VmRSS:")[0] * 1024
+	return in, nil
+}
+
+// readKB reads "Key: N kB" lines of a /proc file.
+func readKB(path string, keys ...string) []int64 {
+	out := make([]int64, len(keys))
+	f, err := os.Open(path)
+	if err != nil {
+		return out
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		for i, k := range keys {
+			if v, ok := strings.CutPrefix(sc.Text(), k); ok {
+				out[i], _ = strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			}
+		}
+	}
+	return out
+}
