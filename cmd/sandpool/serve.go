@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sandpool/sandpool/internal/api"
+	"github.com/sandpool/sandpool/internal/cluster"
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/pool"
 	"github.com/sandpool/sandpool/internal/runtime/linux"
@@ -51,6 +52,10 @@ type serveConfig struct {
 	logLevel        string
 	cpuProfile      string
 	archiveAfter    time.Duration
+	store           string
+	advertise       string
+	leaseTTL        time.Duration
+	nodeTimeout     time.Duration
 }
 
 func serveCommand(stderr io.Writer) *cobra.Command {
@@ -78,6 +83,10 @@ admin API key and writes it to <data>/admin.key.`,
 	f.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long in-flight requests may take to finish on SIGTERM")
 	f.StringVar(&cfg.cgroupParent, "cgroup-parent", envOr("SANDPOOL_CGROUP_PARENT", "sandpool"), "cgroup under which sandboxes get theirs")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&cfg.store, "store", envOr("SANDPOOL_STORE", ""), "database: empty for SQLite in the data directory, or postgres://... shared by several nodes (env SANDPOOL_STORE)")
+	f.StringVar(&cfg.advertise, "advertise", envOr("SANDPOOL_ADVERTISE", ""), "URL other nodes reach this one at (default: http://<listen address>) (env SANDPOOL_ADVERTISE)")
+	f.DurationVar(&cfg.leaseTTL, "lease-ttl", 10*time.Second, "how long a pool leader's lease lasts unrenewed")
+	f.DurationVar(&cfg.nodeTimeout, "node-timeout", 10*time.Second, "how long a node may be silent before others mark it down and its sandboxes lost")
 	f.DurationVar(&cfg.archiveAfter, "archive-after", 10*time.Minute, "how long a paused sandbox stays frozen (memory kept) before it is archived (files kept), unless it says otherwise")
 	f.StringVar(&cfg.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for developers)")
 	_ = f.MarkHidden("cpu-profile")
@@ -95,6 +104,12 @@ func preflight(cfg serveConfig) error {
 	}
 	if !filepath.IsAbs(cfg.data) {
 		return fmt.Errorf("--data %q must be an absolute path", cfg.data)
+	}
+	if cfg.store != "" && !strings.HasPrefix(cfg.store, "postgres://") && !strings.HasPrefix(cfg.store, "postgresql://") {
+		return fmt.Errorf("--store %q: want postgres://... (or nothing, for SQLite)", cfg.store)
+	}
+	if cfg.leaseTTL < 300*time.Millisecond || cfg.nodeTimeout < time.Second {
+		return fmt.Errorf("--lease-ttl must be at least 300ms and --node-timeout at least 1s")
 	}
 	if cfg.archiveAfter <= 0 {
 		return fmt.Errorf("--archive-after %s must be positive", cfg.archiveAfter)
@@ -145,7 +160,12 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		return err
 	}
 	defer rt.Close()
-	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(cfg.data, "sandpool.db"))
+	var st *sqlstore.DB
+	if cfg.store == "" {
+		st, err = sqlstore.OpenSQLite(ctx, filepath.Join(cfg.data, "sandpool.db"))
+	} else {
+		st, err = sqlstore.OpenPostgres(ctx, cfg.store)
+	}
 	if err != nil {
 		return err
 	}
@@ -156,18 +176,30 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	svc := sandbox.New(rt, st, events.NewBroker(), sandbox.Config{Node: cfg.node, MaxSandboxes: cfg.maxSandboxes,
+	broker := events.NewBroker()
+	advertise := cfg.advertise
+	if advertise == "" {
+		advertise = "http://" + ln.Addr().String()
+	}
+	cl := cluster.New(st, broker, cluster.Options{Node: cfg.node, Address: advertise, Capacity: cfg.maxSandboxes,
+		NodeTimeout: cfg.nodeTimeout, Active: []string{"creating", "ready", "running", "resetting", "paused", "stopping"}, Log: log})
+	if err := cl.Start(ctx); err != nil {
+		return fmt.Errorf("register node: %w", err)
+	}
+	defer cl.Close()
+	svc := sandbox.New(rt, st, broker, sandbox.Config{Node: cfg.node, MaxSandboxes: cfg.maxSandboxes,
 		ArchiveAfter: cfg.archiveAfter, Log: log, Registry: reg})
 	if err := svc.Start(ctx); err != nil {
 		return fmt.Errorf("recover sandboxes: %w", err)
 	}
 	defer svc.Close()
-	pools := pool.NewManager(svc, st, svc.Events(), pool.Options{Node: cfg.node, Log: log, Registry: reg})
+	pools := pool.NewManager(svc, st, broker, pool.Options{Node: cfg.node, Log: log, Registry: reg,
+		LeaseTTL: cfg.leaseTTL, Remote: cl})
 	if err := pools.Start(ctx); err != nil {
 		return fmt.Errorf("start pools: %w", err)
 	}
 	defer pools.Close()
-	apiSrv := api.New(svc, pools, rt, st, api.Config{Log: log, Registry: reg})
+	apiSrv := api.New(svc, pools, rt, st, api.Config{Log: log, Registry: reg, Cluster: cl})
 	srv := &http.Server{
 		Handler:           apiSrv,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -176,7 +208,11 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	fmt.Fprintf(stderr, "sandpool: serving on http://%s (data %s, node %s)\n", ln.Addr(), cfg.data, cfg.node)
+	storeName := "SQLite"
+	if cfg.store != "" {
+		storeName = "PostgreSQL"
+	}
+	fmt.Fprintf(stderr, "sandpool: serving on http://%s (data %s, node %s, store %s)\n", ln.Addr(), cfg.data, cfg.node, storeName)
 
 	select {
 	case err := <-serveErr:

@@ -45,6 +45,8 @@ type principal struct {
 	KeyID  string
 	Tenant string
 	Admin  bool
+	// Cluster: another sandpool node, acting for Tenant.
+	Cluster bool
 }
 
 type principalKey struct{}
@@ -60,6 +62,10 @@ func (s *Server) authenticated(h http.HandlerFunc, admin bool) http.HandlerFunc 
 		secret, ok := strings.CutPrefix(auth, "Bearer ")
 		if !ok || secret == "" {
 			s.writeError(w, r, fmt.Errorf("%w: send an API key as Authorization: Bearer <key>", errUnauthorized))
+			return
+		}
+		if p, ok := s.clusterPrincipal(r, strings.TrimSpace(secret)); ok {
+			h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 			return
 		}
 		k, err := s.keys.lookup(r.Context(), s.st, HashKey(strings.TrimSpace(secret)))

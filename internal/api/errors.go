@@ -18,6 +18,7 @@ var (
 	errBadRequest   = errors.New("bad request")
 	errTooLarge     = errors.New("too large")
 	errIdemMismatch = errors.New("idempotency key reused with a different request")
+	errNodeDown     = errors.New("node unavailable")
 )
 
 // apiError is the body of every error response.
@@ -49,6 +50,8 @@ func statusFor(err error) (int, string) {
 		return http.StatusTooManyRequests, "pool_empty"
 	case errors.Is(err, sandbox.ErrShuttingDown):
 		return http.StatusServiceUnavailable, "shutting_down"
+	case errors.Is(err, sandbox.ErrElsewhere), errors.Is(err, errNodeDown):
+		return http.StatusServiceUnavailable, "node_unavailable"
 	case runtime.IsStateError(err):
 		return http.StatusConflict, "sandbox_failed"
 	case errors.Is(err, runtime.ErrNotFound):

@@ -29,6 +29,9 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if req.Pool == "" && s.placeCreate(w, r, body) {
+		return // made on a node with room
+	}
 	tenant := who(r).Tenant
 	id := ""
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
@@ -81,12 +84,13 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
 	for _, st := range q["status"] {
 		for _, one := range strings.Split(st, ",") {
 			switch sandbox.Status(one) {
-			case sandbox.StatusCreating, sandbox.StatusReady, sandbox.StatusRunning, sandbox.StatusPaused,
-				sandbox.StatusStopping, sandbox.StatusStopped, sandbox.StatusFailed:
+			case sandbox.StatusCreating, sandbox.StatusReady, sandbox.StatusRunning, sandbox.StatusResetting, sandbox.StatusPaused,
+				sandbox.StatusStopping, sandbox.StatusStopped, sandbox.StatusFailed, sandbox.StatusLost:
 				opts.Statuses = append(opts.Statuses, sandbox.Status(one))
 			case "all":
 				opts.Statuses = append(opts.Statuses, sandbox.StatusCreating, sandbox.StatusReady, sandbox.StatusRunning,
-					sandbox.StatusPaused, sandbox.StatusStopping, sandbox.StatusStopped, sandbox.StatusFailed)
+					sandbox.StatusResetting, sandbox.StatusPaused, sandbox.StatusStopping, sandbox.StatusStopped,
+					sandbox.StatusFailed, sandbox.StatusLost)
 			default:
 				s.writeError(w, r, runtime.Userf(runtime.ErrInvalid, "unknown status %q", one))
 				return

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,8 @@ type Store interface {
 	ListKeys(ctx context.Context) ([]store.Key, error)
 	RevokeKey(ctx context.Context, id string) error
 	PutIdempotency(ctx context.Context, idem store.Idempotency) (store.Idempotency, error)
+	GetSandbox(ctx context.Context, id string) (store.Sandbox, error)
+	ListSandboxes(ctx context.Context, f store.Filter) ([]store.Sandbox, error)
 }
 
 // Config configures a Server.
@@ -48,8 +51,10 @@ type Config struct {
 	// MaxOutputBytes bounds each of stdout and stderr in a buffered exec
 	// reply; 0 means 16 MiB. Streams are not bounded.
 	MaxOutputBytes int
-	Log            *slog.Logger
-	Registry       *prometheus.Registry
+	// Cluster, if set, forwards requests for sandboxes on other nodes.
+	Cluster  Cluster
+	Log      *slog.Logger
+	Registry *prometheus.Registry
 }
 
 // Server is the HTTP API.
@@ -58,6 +63,8 @@ type Server struct {
 	pools     *pool.Manager
 	templates Templates
 	st        Store
+	cluster   Cluster
+	fwd       forwarders
 	keys      keyCache
 	cfg       Config
 	log       *slog.Logger
@@ -85,7 +92,7 @@ func New(svc *sandbox.Service, pools *pool.Manager, tpl Templates, st Store, cfg
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	f := promauto.With(cfg.Registry)
-	s := &Server{svc: svc, pools: pools, templates: tpl, st: st, cfg: cfg, log: cfg.Log, drained: make(chan struct{}),
+	s := &Server{svc: svc, pools: pools, templates: tpl, st: st, cluster: cfg.Cluster, cfg: cfg, log: cfg.Log, drained: make(chan struct{}),
 		requests: f.NewCounterVec(prometheus.CounterOpts{Name: "sandpool_http_requests_total",
 			Help: "HTTP requests by route and status code."}, []string{"route", "code"}),
 		latency: f.NewHistogramVec(prometheus.HistogramOpts{Name: "sandpool_http_request_duration_seconds",
@@ -95,6 +102,9 @@ func New(svc *sandbox.Service, pools *pool.Manager, tpl Templates, st Store, cfg
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
 		h := rt.h
+		if strings.Contains(rt.pattern, "/v1/sandboxes/{id}") && !strings.Contains(rt.pattern, "/internal/") {
+			h = s.forwarded(h)
+		}
 		if !rt.public {
 			h = s.authenticated(h, rt.admin)
 		}
@@ -165,6 +175,10 @@ func (s *Server) routes() []route {
 
 		{pattern: "GET /v1/events", h: s.events},
 		{pattern: "GET /v1/node", h: s.node, admin: true},
+
+		{pattern: "POST /v1/internal/sandboxes/{id}/ping", h: s.internalPing, admin: true},
+		{pattern: "POST /v1/internal/sandboxes/{id}/retire", h: s.internalRetire, admin: true},
+		{pattern: "POST /v1/internal/sandboxes/{id}/destroy", h: s.internalDestroy, admin: true},
 	}
 }
 

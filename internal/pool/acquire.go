@@ -56,7 +56,9 @@ func (m *Manager) acquire(ctx context.Context, p *pool, wait time.Duration) (san
 		ready := p.readyChan() // before looking: a sandbox readied after the look wakes us
 		sb, err := m.takeHealthy(ctx, p, cfg)
 		if err == nil {
-			m.svc.Handed(sb)
+			if sb.Node() == m.opts.Node {
+				m.svc.Handed(sb) // its node tracks its activity
+			}
 			p.nudge() // one fewer idle: replenish
 			return sb, OutcomeReused, nil
 		}
@@ -94,29 +96,45 @@ func (m *Manager) acquire(ctx context.Context, p *pool, wait time.Duration) (san
 	}
 }
 
-// takeHealthy takes idle sandboxes until one passes its health check.
-// Those that fail are destroyed (in the background: the caller is waiting).
+// takeHealthy takes idle sandboxes until one passes its health check:
+// this node's first, then (with other nodes) any node's. Those that fail
+// are destroyed (in the background: the caller is waiting).
 func (m *Manager) takeHealthy(ctx context.Context, p *pool, cfg Config) (sandbox.Sandbox, error) {
+	node := m.opts.Node
 	for {
-		row, err := m.st.TakeIdle(ctx, p.name, m.opts.Node)
+		row, err := m.st.TakeIdle(ctx, p.name, node)
+		if errors.Is(err, store.ErrNotFound) && node != "" && m.opts.Remote != nil {
+			node = "" // none here: any node's
+			continue
+		}
 		if errors.Is(err, store.ErrNotFound) {
 			return sandbox.Sandbox{}, ErrEmpty
 		}
 		if err != nil {
 			return sandbox.Sandbox{}, err
 		}
-		herr := m.svc.HealthCheck(ctx, row.ID, seconds(cfg.HealthCheckTimeout))
+		herr := m.healthCheck(ctx, p, row, seconds(cfg.HealthCheckTimeout))
 		if herr == nil {
 			return m.svc.FromRow(row), nil
 		}
 		if ctx.Err() != nil {
 			// The caller left; the sandbox is fine as far as we know.
-			m.destroy(p, row.ID, "health")
+			m.destroy(p, row, "health")
 			return sandbox.Sandbox{}, ctx.Err()
 		}
-		m.opts.Log.Warn("idle sandbox failed its health check; trying the next", "pool", p.name, "sandbox", row.ID, "err", herr)
-		m.destroy(p, row.ID, "health")
+		m.opts.Log.Warn("idle sandbox failed its health check; trying the next", "pool", p.name, "sandbox", row.ID, "node", row.Node, "err", herr)
+		m.destroy(p, row, "health")
 	}
+}
+
+// healthCheck is one agent round trip, on the sandbox's node.
+func (m *Manager) healthCheck(ctx context.Context, p *pool, row store.Sandbox, timeout time.Duration) error {
+	if row.Node == m.opts.Node || m.opts.Remote == nil {
+		return m.svc.HealthCheck(ctx, row.ID, timeout)
+	}
+	hctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return m.opts.Remote.Call(hctx, row.Node, p.tenant, "POST", "/v1/internal/sandboxes/"+row.ID+"/ping")
 }
 
 // createInUse makes a sandbox for a caller (direct_create), within max_total.
@@ -253,14 +271,20 @@ func (m *Manager) recycle(p *pool, sb sandbox.Sandbox) {
 	})
 }
 
-// destroy destroys a sandbox of p in the background.
-func (m *Manager) destroy(p *pool, id, reason string) {
+// destroy destroys a sandbox of p, on its node, in the background.
+func (m *Manager) destroy(p *pool, row store.Sandbox, reason string) {
 	m.m.destroyed.WithLabelValues(p.name, reason).Inc()
 	m.bg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if err := m.svc.DestroyPooled(ctx, id, reason); err != nil {
-			m.opts.Log.Error("destroy pool sandbox", "pool", p.name, "sandbox", id, "err", err)
+		var err error
+		if row.Node == m.opts.Node || m.opts.Remote == nil {
+			err = m.svc.DestroyPooled(ctx, row.ID, reason)
+		} else {
+			err = m.opts.Remote.Call(ctx, row.Node, p.tenant, "POST", "/v1/internal/sandboxes/"+row.ID+"/destroy?reason="+reason)
+		}
+		if err != nil {
+			m.opts.Log.Error("destroy pool sandbox", "pool", p.name, "sandbox", row.ID, "err", err)
 		}
 		p.nudge()
 	})

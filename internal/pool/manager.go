@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/leader"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/sandbox"
 	"github.com/sandpool/sandpool/internal/store"
@@ -30,6 +32,13 @@ type Store interface {
 	ListPools(ctx context.Context) ([]store.Pool, error)
 	UpdatePool(ctx context.Context, name, config, status string) error
 	DeletePool(ctx context.Context, name string) error
+	leader.Leases
+}
+
+// Remote reaches the node a pool's sandbox lives on, when it is not this
+// one.
+type Remote interface {
+	Call(ctx context.Context, node, tenant, method, path string) error
 }
 
 // Options configure a Manager.
@@ -44,8 +53,13 @@ type Options struct {
 	DrainTimeout time.Duration
 	// MaxParallelCreates per pool and tick (default 4).
 	MaxParallelCreates int
-	Log                *slog.Logger
-	Registry           prometheus.Registerer
+	// LeaseTTL is how long a pool leader's lease lasts unrenewed (default
+	// 10s); only the leader of a pool fills and sheds it.
+	LeaseTTL time.Duration
+	// Remote reaches other nodes (nil: this node is alone).
+	Remote   Remote
+	Log      *slog.Logger
+	Registry prometheus.Registerer
 }
 
 // Manager runs every pool of this node.
@@ -74,6 +88,9 @@ func NewManager(svc *sandbox.Service, st Store, ev *events.Broker, opts Options)
 	}
 	if opts.MaxParallelCreates == 0 {
 		opts.MaxParallelCreates = 4
+	}
+	if opts.LeaseTTL == 0 {
+		opts.LeaseTTL = 10 * time.Second
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
@@ -108,6 +125,7 @@ type pool struct {
 	claims int
 
 	wake     chan struct{} // nudges the replenish loop
+	leading  atomic.Bool   // this node holds the pool's lease
 	inflight sync.WaitGroup
 	stop     context.CancelFunc
 	done     chan struct{}
@@ -170,7 +188,33 @@ func (m *Manager) Start(ctx context.Context) error {
 			m.recycle(p, sandbox.Sandbox{ID: row.ID})
 		}
 	}
+	m.bg.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-t.C:
+			}
+			sctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
+			if err := m.sync(sctx); err != nil && m.ctx.Err() == nil {
+				m.opts.Log.Warn("sync pools from the store", "err", err)
+			}
+			cancel()
+		}
+	})
 	return nil
+}
+
+// retireIdle destroys an idle sandbox of p for reason, on whichever node it
+// lives, unless it was handed out meanwhile.
+func (m *Manager) retireIdle(ctx context.Context, p *pool, sb store.Sandbox, reason string) (bool, error) {
+	if sb.Node == m.opts.Node || m.opts.Remote == nil {
+		return m.svc.RetireIdle(ctx, sb.ID, reason)
+	}
+	err := m.opts.Remote.Call(ctx, sb.Node, p.tenant, "POST", "/v1/internal/sandboxes/"+sb.ID+"/retire?reason="+reason)
+	return err == nil, err
 }
 
 // Close stops every loop and waits for background work. Sandboxes stay.
@@ -193,9 +237,66 @@ func (m *Manager) add(name, tenant string, cfg Config, status string) *pool {
 	}
 	m.bg.Go(func() {
 		defer close(p.done)
-		m.loop(ctx, p)
+		leader.Run(ctx, m.st, "pool/"+name, m.opts.Node, leader.Options{TTL: m.opts.LeaseTTL, Log: m.opts.Log},
+			func(lctx context.Context, fence store.Fence) {
+				p.leading.Store(true)
+				defer p.leading.Store(false)
+				m.loop(lctx, p, &fence)
+			})
 	})
 	return p
+}
+
+// sync brings the pools in memory in line with the store: pools made,
+// changed or deleted through another node.
+func (m *Manager) sync(ctx context.Context) error {
+	rows, err := m.st.ListPools(ctx)
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, row := range rows {
+		seen[row.Name] = true
+		var cfg Config
+		if err := json.Unmarshal([]byte(row.Config), &cfg); err != nil {
+			continue
+		}
+		m.mu.Lock()
+		p := m.pools[row.Name]
+		m.mu.Unlock()
+		if p == nil {
+			if row.Status != StatusDraining {
+				m.add(row.Name, row.Tenant, cfg, row.Status)
+			}
+			continue
+		}
+		p.mu.Lock()
+		p.cfg = cfg
+		draining := row.Status == StatusDraining && p.status != StatusDraining
+		if draining {
+			p.status = StatusDraining
+		}
+		p.mu.Unlock()
+		if draining {
+			p.stop() // the node deleting it drains it
+			p.readied()
+		}
+	}
+	m.mu.Lock()
+	var gone []*pool
+	for name, p := range m.pools {
+		if !seen[name] {
+			gone = append(gone, p)
+			delete(m.pools, name)
+		}
+	}
+	m.mu.Unlock()
+	for _, p := range gone {
+		p.stop()
+		p.readied()
+		m.m.forget(p.name)
+	}
+	return nil
 }
 
 // get finds tenant's pool; another tenant's pool is not found.
@@ -219,6 +320,9 @@ type Info struct {
 	Creating  int       `json:"creating"`
 	Resetting int       `json:"resetting"`
 	CreatedAt time.Time `json:"created_at,omitzero"`
+	// Leader is this node's name if it holds the pool's lease (it alone
+	// fills and sheds the pool); empty otherwise.
+	Leader string `json:"leader,omitempty"`
 }
 
 func (m *Manager) info(ctx context.Context, p *pool) (Info, error) {
@@ -229,6 +333,9 @@ func (m *Manager) info(ctx context.Context, p *pool) (Info, error) {
 	p.mu.Lock()
 	in := Info{Config: p.cfg, Status: p.status, LastError: p.lastErr}
 	p.mu.Unlock()
+	if p.leading.Load() {
+		in.Leader = m.opts.Node
+	}
 	in.Idle = counts[string(sandbox.StatusReady)]
 	in.InUse = counts[string(sandbox.StatusRunning)] + counts[string(sandbox.StatusPaused)]
 	in.Creating = counts[string(sandbox.StatusCreating)]
@@ -404,7 +511,7 @@ func (m *Manager) drain(ctx context.Context, p *pool) error {
 	// destroyed, so look again until none is left.
 	deadline := time.Now().Add(m.opts.DrainTimeout)
 	for {
-		rows, err := m.st.ListSandboxes(ctx, store.Filter{Pool: p.name, Node: m.opts.Node,
+		rows, err := m.st.ListSandboxes(ctx, store.Filter{Pool: p.name,
 			Statuses: []string{string(sandbox.StatusReady), string(sandbox.StatusResetting), string(sandbox.StatusCreating)}})
 		if err != nil {
 			return err
@@ -415,7 +522,7 @@ func (m *Manager) drain(ctx context.Context, p *pool) error {
 				pending++
 				continue
 			}
-			if ok, err := m.svc.RetireIdle(ctx, sb.ID, "drain"); err != nil {
+			if ok, err := m.retireIdle(ctx, p, sb, "drain"); err != nil {
 				m.opts.Log.Error("drain: destroy idle sandbox", "pool", p.name, "sandbox", sb.ID, "err", err)
 			} else if ok {
 				m.m.destroyed.WithLabelValues(p.name, "drain").Inc()

@@ -304,6 +304,13 @@ func (f *failingStore) SetStatus(ctx context.Context, id string, from []string, 
 	return f.Store.SetStatus(ctx, id, from, status, errMsg)
 }
 
+func (f *failingStore) UpdateSandbox(ctx context.Context, id string, from []string, u store.Update) error {
+	if f.fail.Load() && u.Status != nil && *u.Status == string(sandbox.StatusReady) {
+		return errors.New("injected: database unavailable")
+	}
+	return f.Store.UpdateSandbox(ctx, id, from, u)
+}
+
 // Regression (seed 000, second review bug): a sandbox created but not
 // recorded in the store is destroyed at once; the pool goes degraded and
 // reports why, then recovers.

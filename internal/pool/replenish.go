@@ -13,11 +13,11 @@ import (
 
 // loop keeps one pool filled until ctx ends. Each round has its own
 // deadline, and a failing (or panicking) round never ends the loop.
-func (m *Manager) loop(ctx context.Context, p *pool) {
+func (m *Manager) loop(ctx context.Context, p *pool, fence *store.Fence) {
 	t := time.NewTicker(m.opts.Tick)
 	defer t.Stop()
 	for {
-		m.round(ctx, p)
+		m.round(ctx, p, fence)
 		select {
 		case <-ctx.Done():
 			return
@@ -27,7 +27,7 @@ func (m *Manager) loop(ctx context.Context, p *pool) {
 	}
 }
 
-func (m *Manager) round(ctx context.Context, p *pool) {
+func (m *Manager) round(ctx context.Context, p *pool, fence *store.Fence) {
 	rctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer cancel()
 	defer func() {
@@ -35,7 +35,7 @@ func (m *Manager) round(ctx context.Context, p *pool) {
 			m.opts.Log.Error("pool round panicked; the loop goes on", "pool", p.name, "panic", r)
 		}
 	}()
-	if err := m.replenish(rctx, p); err != nil && ctx.Err() == nil {
+	if err := m.replenish(rctx, p, fence); err != nil && ctx.Err() == nil {
 		m.opts.Log.Warn("pool round failed", "pool", p.name, "err", err)
 	}
 }
@@ -43,7 +43,7 @@ func (m *Manager) round(ctx context.Context, p *pool) {
 // replenish is one round: shed idle sandboxes above max_idle or idle
 // longer than max_idle_time (keeping min_idle), then create up to min_idle
 // within max_total, backing off while creates fail.
-func (m *Manager) replenish(ctx context.Context, p *pool) error {
+func (m *Manager) replenish(ctx context.Context, p *pool, fence *store.Fence) error {
 	cfg := p.config()
 	in, err := m.info(ctx, p)
 	if err != nil {
@@ -51,7 +51,7 @@ func (m *Manager) replenish(ctx context.Context, p *pool) error {
 	}
 	idle := in.Idle
 	if idle > cfg.MinIdle {
-		rows, err := m.st.ListSandboxes(ctx, store.Filter{Pool: p.name, Node: m.opts.Node, Statuses: []string{string(sandbox.StatusReady)}})
+		rows, err := m.st.ListSandboxes(ctx, store.Filter{Pool: p.name, Statuses: []string{string(sandbox.StatusReady)}})
 		if err != nil {
 			return err
 		}
@@ -71,7 +71,7 @@ func (m *Manager) replenish(ctx context.Context, p *pool) error {
 			default:
 				continue
 			}
-			ok, err := m.svc.RetireIdle(ctx, sb.ID, reason)
+			ok, err := m.retireIdle(ctx, p, sb, reason)
 			if err != nil {
 				m.opts.Log.Error("destroy idle sandbox", "pool", p.name, "sandbox", sb.ID, "err", err)
 				continue
@@ -106,7 +106,7 @@ func (m *Manager) replenish(ctx context.Context, p *pool) error {
 	for i := range want {
 		wg.Go(func() {
 			_, errs[i] = m.svc.CreateForPool(ctx, sandbox.PoolSandbox{Tenant: p.tenant, Pool: p.name,
-				Template: cfg.Template, Limits: cfg.Limits, Env: cfg.Env})
+				Template: cfg.Template, Limits: cfg.Limits, Env: cfg.Env, Fence: fence})
 		})
 	}
 	wg.Wait()

@@ -24,12 +24,15 @@ type PoolSandbox struct {
 	// InUse hands the sandbox straight to a caller (counted as its first
 	// use) instead of leaving it idle in the pool.
 	InUse bool
+	// Fence is the pool leader's lease: the sandbox is recorded, and made
+	// ready, only while it is held.
+	Fence *store.Fence
 }
 
 // CreateForPool makes a sandbox of a pool: idle ("ready", its session set
 // up) or, with InUse, running for a caller.
 func (s *Service) CreateForPool(ctx context.Context, p PoolSandbox) (Sandbox, error) {
-	n := newSandbox{tenant: p.Tenant, pool: p.Pool, final: StatusReady,
+	n := newSandbox{tenant: p.Tenant, pool: p.Pool, final: StatusReady, fence: p.Fence,
 		req: CreateRequest{Template: p.Template, Limits: p.Limits, Env: p.Env}}
 	if p.InUse {
 		n.final, n.uses = StatusRunning, 1
@@ -125,7 +128,7 @@ func (s *Service) rowOf(ctx context.Context, sb Sandbox) (store.Sandbox, error) 
 		return s.st.GetSandbox(ctx, sb.ID)
 	}
 	return store.Sandbox{ID: sb.ID, Tenant: sb.Tenant, Template: sb.Template, Status: string(sb.Status), Spec: sb.spec,
-		Metadata: sb.Metadata, Error: sb.Error, Node: s.cfg.Node, Pool: sb.Pool, Uses: sb.Uses,
+		Metadata: sb.Metadata, Error: sb.Error, Node: sb.node, Pool: sb.Pool, Uses: sb.Uses,
 		CreatedAt: sb.CreatedAt, UpdatedAt: sb.UpdatedAt}, nil
 }
 

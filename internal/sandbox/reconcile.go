@@ -178,7 +178,7 @@ func (s *Service) reconcile(ctx context.Context, startup bool) error {
 		switch {
 		case err == nil && row.Node != s.cfg.Node:
 			continue // another node's (sharing a data directory is not supported, but do no harm)
-		case err == nil && Status(row.Status) != StatusStopped && Status(row.Status) != StatusFailed:
+		case err == nil && Status(row.Status) != StatusStopped && Status(row.Status) != StatusFailed && Status(row.Status) != StatusLost:
 			continue // active: its row was written after the list
 		case err != nil && !errors.Is(err, store.ErrNotFound):
 			return err

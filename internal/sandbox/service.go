@@ -36,6 +36,8 @@ const (
 	StatusStopping  Status = "stopping"
 	StatusStopped   Status = "stopped"
 	StatusFailed    Status = "failed"
+	// StatusLost: its node stopped answering; what it had is gone.
+	StatusLost Status = "lost"
 )
 
 // Active lists the statuses of sandboxes that exist in a runtime.
@@ -46,6 +48,9 @@ var (
 	ErrCapacity = errors.New("at capacity")
 	// ErrShuttingDown: the service is stopping.
 	ErrShuttingDown = errors.New("shutting down")
+	// ErrElsewhere: the sandbox lives on another node (a request reached
+	// this one without being forwarded; retry).
+	ErrElsewhere = errors.New("on another node")
 )
 
 // Sandbox is what callers see of a sandbox.
@@ -83,7 +88,11 @@ type Sandbox struct {
 	TimeoutLeft *float64   `json:"timeout_left,omitempty"`
 
 	spec string // the stored spec, for the service's own use
+	node string // the node it lives on
 }
+
+// Node is the node the sandbox lives on.
+func (sb Sandbox) Node() string { return sb.node }
 
 // CreateRequest is what a caller asks for.
 type CreateRequest struct {
@@ -253,6 +262,9 @@ type newSandbox struct {
 	// final is the status once made: running for a caller, ready for a
 	// pool's idle buffer.
 	final Status
+	// fence, if set, makes the row's creation and its final status depend
+	// on a pool leader's lease.
+	fence *store.Fence
 }
 
 // create makes a sandbox: checks, writes the row, has the runtime make
@@ -287,9 +299,9 @@ func (s *Service) create(ctx context.Context, n newSandbox) (store.Sandbox, erro
 	}
 	row := store.Sandbox{ID: id, Tenant: n.tenant, Template: req.Template, Status: string(StatusCreating),
 		Spec: string(b), Metadata: req.Metadata, Node: s.cfg.Node, Pool: n.pool, Uses: n.uses,
-		Timeout: req.Timeout, OnTimeout: req.OnTimeout, ArchiveAfter: req.ArchiveAfter, CreatedAt: time.Now().UTC()}
+		Timeout: req.Timeout, OnTimeout: req.OnTimeout, ArchiveAfter: req.ArchiveAfter, Fence: n.fence, CreatedAt: time.Now().UTC()}
 	if err := s.admit(ctx, row); err != nil {
-		return store.Sandbox{}, err
+		return store.Sandbox{}, s.storeErr(err)
 	}
 	s.publish(row, StatusCreating, "", "")
 	// The sandbox must not be half made if the caller goes away.
@@ -317,17 +329,28 @@ func (s *Service) create(ctx context.Context, n newSandbox) (store.Sandbox, erro
 			return fail(err)
 		}
 	}
-	if err := s.transition(cctx, row, []Status{StatusCreating}, n.final, "created", ""); err != nil {
-		// Not recorded (deleted meanwhile, or the store failed): a
-		// sandbox nobody knows of must not run on.
+	final := string(n.final)
+	if err := s.st.UpdateSandbox(cctx, id, []string{string(StatusCreating)}, store.Update{Status: &final, Fence: n.fence}); err != nil {
+		// Not recorded (deleted meanwhile, the store failed, or the pool
+		// leader's lease lapsed): a sandbox nobody may hand out must not
+		// run on.
 		_ = s.rt.Destroy(cctx, id) // best effort; the reconciler catches the rest
-		return store.Sandbox{}, err
+		failed := string(StatusFailed)
+		_ = s.st.UpdateSandbox(cctx, id, []string{string(StatusCreating)}, store.Update{Status: &failed, Error: new(err.Error())}) // best effort
+		return store.Sandbox{}, s.storeErr(err)
 	}
+	s.publish(row, n.final, "created", "")
 	row.Status = string(n.final)
 	if n.final == StatusRunning {
 		s.track(row, time.Now())
 	}
 	return s.st.GetSandbox(ctx, id)
+}
+
+// HasRoom reports whether this node may start another sandbox.
+func (s *Service) HasRoom(ctx context.Context) bool {
+	active, err := s.st.ListSandboxes(ctx, store.Filter{Node: s.cfg.Node, Statuses: statusStrings(Active)})
+	return err == nil && len(active) < s.cfg.MaxSandboxes
 }
 
 // admit checks capacity and writes the new sandbox's row, before the
@@ -374,7 +397,7 @@ func (s *Service) fromRow(row store.Sandbox) Sandbox {
 	sb := Sandbox{ID: row.ID, Tenant: row.Tenant, Template: row.Template, Status: Status(row.Status),
 		Limits: sp.Limits, Env: sp.Env, Metadata: row.Metadata, Error: row.Error,
 		Timeout: row.Timeout, OnTimeout: row.OnTimeout, ArchiveAfter: s.archiveAfter(row),
-		Pool: row.Pool, Uses: row.Uses, spec: row.Spec,
+		Pool: row.Pool, Uses: row.Uses, spec: row.Spec, node: row.Node,
 		CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt}
 	if !row.LastActive.IsZero() {
 		t := row.LastActive
@@ -474,7 +497,7 @@ func (s *Service) Delete(ctx context.Context, tenant, id string) error {
 
 func (s *Service) destroy(ctx context.Context, row store.Sandbox, reason string) error {
 	switch Status(row.Status) {
-	case StatusStopped, StatusFailed:
+	case StatusStopped, StatusFailed, StatusLost:
 		// Nothing runs; make sure of it (a failed create may have left
 		// part of a sandbox when its cleanup failed).
 		return s.rt.Destroy(context.WithoutCancel(ctx), row.ID)
@@ -501,6 +524,9 @@ func (s *Service) running(ctx context.Context, tenant, id string) (store.Sandbox
 	row, err := s.row(ctx, tenant, id)
 	if err != nil {
 		return row, err
+	}
+	if row.Node != s.cfg.Node {
+		return row, fmt.Errorf("%w: sandbox %s lives on node %s", ErrElsewhere, id, row.Node)
 	}
 	switch Status(row.Status) {
 	case StatusRunning:

@@ -50,7 +50,9 @@ type Sandbox struct {
 	PausedAt    time.Time
 	TimeoutLeft time.Duration
 	Archived    bool
-	CreatedAt   time.Time
+	// Fence, on a create, makes it happen only while the lease is held.
+	Fence     *Fence
+	CreatedAt time.Time
 	// UpdatedAt is the time of the last status change (for an idle
 	// sandbox: since when it is idle).
 	UpdatedAt time.Time
@@ -74,6 +76,36 @@ type Update struct {
 	PausedAt     *time.Time
 	TimeoutLeft  *time.Duration
 	Archived     *bool
+	// Fence makes the update happen only while the lease is held.
+	Fence *Fence
+}
+
+// Fence is a lease a write depends on: the write is made only if holder
+// still holds the lease in term, unexpired. A deposed leader's late writes
+// change nothing.
+type Fence struct {
+	Lease  string
+	Holder string
+	Term   int64
+}
+
+// Node is a sandpool node's record.
+type Node struct {
+	ID          string
+	Address     string // where other nodes reach its API
+	Capacity    int
+	Status      string // "up" or "down"
+	HeartbeatAt time.Time
+	StartedAt   time.Time
+}
+
+// Lease is a named lease: its holder, term (raised at each change of
+// holder) and deadline.
+type Lease struct {
+	Name      string
+	Holder    string
+	Term      int64
+	ExpiresAt time.Time
 }
 
 // Pool is a pool's record; Config is its settings as JSON.
@@ -146,6 +178,28 @@ type Store interface {
 	DeletePool(ctx context.Context, name string) error
 
 	// CreateTemplate fails with ErrExists if the name is taken.
+	// Heartbeat records that node is up, creating its record if needed.
+	Heartbeat(ctx context.Context, n Node) error
+	ListNodes(ctx context.Context) ([]Node, error)
+	// MarkNodeDown marks node down if it is up and its last heartbeat is
+	// older than before; true if this call did it (and so owns cleaning
+	// up after it).
+	MarkNodeDown(ctx context.Context, node string, before time.Time) (bool, error)
+	// MarkSandboxesLost moves node's sandboxes in an active status to
+	// "lost" with errMsg and returns them.
+	MarkSandboxesLost(ctx context.Context, node string, active []string, errMsg string) ([]Sandbox, error)
+
+	// ClusterSecret returns the secret nodes share, storing candidate if
+	// there is none yet.
+	ClusterSecret(ctx context.Context, candidate string) (string, error)
+
+	// AcquireLease takes or renews the lease for holder until now+ttl if it
+	// is free, expired or already holder's, and returns the lease as it now
+	// is (held by someone else if it was not free).
+	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (Lease, error)
+	// ReleaseLease gives up a lease holder holds in term.
+	ReleaseLease(ctx context.Context, name, holder string, term int64) error
+
 	CreateTemplate(ctx context.Context, t Template) error
 	GetTemplate(ctx context.Context, name string) (Template, error)
 	ListTemplates(ctx context.Context) ([]Template, error)

@@ -33,7 +33,7 @@ func (s *DB) TakeIdle(ctx context.Context, pool, node string) (store.Sandbox, er
 }
 
 func (s *DB) CountPool(ctx context.Context, pool string) (map[string]int, error) {
-	rows, err := s.query(ctx, ("SELECT status, COUNT(*) FROM sandboxes WHERE pool = ? AND status NOT IN ('stopped', 'failed') GROUP BY status"), pool)
+	rows, err := s.query(ctx, ("SELECT status, COUNT(*) FROM sandboxes WHERE pool = ? AND status NOT IN ('stopped', 'failed', 'lost') GROUP BY status"), pool)
 	if err != nil {
 		return nil, err
 	}

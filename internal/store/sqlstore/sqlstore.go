@@ -154,10 +154,21 @@ func (s *DB) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 	if sb.CreatedAt.IsZero() {
 		sb.CreatedAt = now
 	}
-	_, err = s.exec(ctx, "INSERT INTO sandboxes ("+sandboxCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-		sb.ID, sb.Tenant, sb.Template, sb.Status, sb.Spec, string(meta), sb.Error, sb.Node, sb.Pool, sb.Uses,
+	args := []any{sb.ID, sb.Tenant, sb.Template, sb.Status, sb.Spec, string(meta), sb.Error, sb.Node, sb.Pool, sb.Uses,
 		sb.Timeout, sb.OnTimeout, sb.ArchiveAfter, nanos(sb.LastActive), nanos(sb.PausedAt), sb.TimeoutLeft.Milliseconds(), boolInt(sb.Archived),
-		nanos(sb.CreatedAt), nanos(now))
+		nanos(sb.CreatedAt), nanos(now)}
+	query := "INSERT INTO sandboxes (" + sandboxCols + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+	if sb.Fence != nil {
+		cond, fargs := fenceCond(sb.Fence)
+		query = "INSERT INTO sandboxes (" + sandboxCols + ") SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE " + cond
+		args = append(args, fargs...)
+	}
+	res, err := s.exec(ctx, query, args...)
+	if err == nil && sb.Fence != nil {
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("sandbox %s: lease %s lost: %w", sb.ID, sb.Fence.Lease, store.ErrConflict)
+		}
+	}
 	if err != nil && s.d.IsUnique(err) {
 		return fmt.Errorf("sandbox %s: %w", sb.ID, store.ErrExists)
 	}
@@ -272,6 +283,11 @@ func (s *DB) UpdateSandbox(ctx context.Context, id string, from []string, u stor
 	}
 	query := "UPDATE sandboxes SET " + strings.Join(sets, ", ") + " WHERE id = ?"
 	args = append(args, id)
+	if u.Fence != nil {
+		cond, fargs := fenceCond(u.Fence)
+		query += " AND " + cond
+		args = append(args, fargs...)
+	}
 	if len(from) > 0 {
 		query += " AND status IN (?" + strings.Repeat(", ?", len(from)-1) + ")"
 		for _, f := range from {
@@ -290,6 +306,9 @@ func (s *DB) UpdateSandbox(ctx context.Context, id string, from []string, u stor
 		cur, err := s.GetSandbox(ctx, id)
 		if err != nil {
 			return err
+		}
+		if u.Fence != nil {
+			return fmt.Errorf("sandbox %s (%s): lease %s lost or status changed: %w", id, cur.Status, u.Fence.Lease, store.ErrConflict)
 		}
 		return fmt.Errorf("sandbox %s is %s, not %s: %w", id, cur.Status, strings.Join(from, " or "), store.ErrConflict)
 	}

@@ -29,6 +29,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("TakeIdleConcurrent", func(t *testing.T) { testTakeIdleConcurrent(t, newStore(t)) })
 	t.Run("Templates", func(t *testing.T) { testTemplates(t, newStore(t)) })
 	t.Run("UpdateAndTouch", func(t *testing.T) { testUpdate(t, newStore(t)) })
+	t.Run("Nodes", func(t *testing.T) { testNodes(t, newStore(t)) })
+	t.Run("Leases", func(t *testing.T) { testLeases(t, newStore(t)) })
+	t.Run("LeaseContention", func(t *testing.T) { testLeaseContention(t, newStore(t)) })
 }
 
 func testSandboxes(t *testing.T, s store.Store) {

@@ -1,0 +1,192 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/cluster"
+	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/sandbox"
+	"github.com/sandpool/sandpool/internal/store"
+)
+
+// Cluster is what the API needs to know of the other nodes.
+type Cluster interface {
+	Self() string
+	Secret() string
+	// Multi reports whether other nodes are up.
+	Multi() bool
+	Address(node string) (*url.URL, error)
+	Others() []store.Node
+}
+
+// clusterPrincipal authenticates a call from another node: the cluster
+// secret, acting for the tenant it names.
+func (s *Server) clusterPrincipal(r *http.Request, secret string) (principal, bool) {
+	if s.cluster == nil || s.cluster.Secret() == "" ||
+		subtle.ConstantTimeCompare([]byte(secret), []byte(s.cluster.Secret())) != 1 {
+		return principal{}, false
+	}
+	return principal{KeyID: "cluster", Tenant: r.Header.Get(cluster.HeaderTenant), Admin: true, Cluster: true}, true
+}
+
+// forwarders are reverse proxies to other nodes, by address.
+type forwarders struct {
+	mu sync.Mutex
+	m  map[string]*httputil.ReverseProxy
+}
+
+func (s *Server) proxyTo(u *url.URL) *httputil.ReverseProxy {
+	s.fwd.mu.Lock()
+	defer s.fwd.mu.Unlock()
+	if s.fwd.m == nil {
+		s.fwd.m = map[string]*httputil.ReverseProxy{}
+	}
+	key := u.String()
+	if p := s.fwd.m[key]; p != nil {
+		return p
+	}
+	target := *u
+	p := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(&target)
+			pr.Out.Header.Set(cluster.HeaderForwarded, s.cluster.Self())
+		},
+		// Streams (exec, attach, files, events) go through as they come.
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			s.writeError(w, r, fmt.Errorf("%w: forwarding to %s: %v", errNodeDown, target.Host, err))
+		},
+	}
+	s.fwd.m[key] = p
+	return p
+}
+
+// forwarded wraps a handler of /v1/sandboxes/{id}/...: a request for a
+// sandbox that lives on another node is passed to that node, as it came
+// (the caller's key is valid there too), streams included.
+func (s *Server) forwarded(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cluster == nil || r.Header.Get(cluster.HeaderForwarded) != "" || !s.cluster.Multi() {
+			h(w, r)
+			return
+		}
+		row, err := s.st.GetSandbox(r.Context(), r.PathValue("id"))
+		if err != nil || row.Node == s.cluster.Self() || row.Node == "" {
+			h(w, r) // not found, or ours: answered here
+			return
+		}
+		u, err := s.cluster.Address(row.Node)
+		if err != nil {
+			s.writeError(w, r, fmt.Errorf("%w: sandbox %s lives on node %s: %v", errNodeDown, row.ID, row.Node, err))
+			return
+		}
+		s.proxyTo(u).ServeHTTP(w, r)
+	}
+}
+
+// placeCreate passes a create to another node when this one is full: the
+// live node with the most room. It reports whether it answered.
+func (s *Server) placeCreate(w http.ResponseWriter, r *http.Request, body []byte) bool {
+	if s.cluster == nil || r.Header.Get(cluster.HeaderForwarded) != "" || !s.cluster.Multi() || s.svc.HasRoom(r.Context()) {
+		return false
+	}
+	best, room := "", 0
+	for _, n := range s.cluster.Others() {
+		active, err := s.st.ListSandboxes(r.Context(), store.Filter{Node: n.ID, Statuses: activeStrings()})
+		if err != nil {
+			continue
+		}
+		if free := n.Capacity - len(active); free > room {
+			best, room = n.ID, free
+		}
+	}
+	if best == "" {
+		return false // everyone is full: this node answers 429
+	}
+	u, err := s.cluster.Address(best)
+	if err != nil {
+		return false
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	s.proxyTo(u).ServeHTTP(w, r)
+	return true
+}
+
+func activeStrings() []string {
+	out := make([]string, len(sandbox.Active))
+	for i, st := range sandbox.Active {
+		out[i] = string(st)
+	}
+	return out
+}
+
+// Internal routes: other nodes check, retire and destroy the pool
+// sandboxes that live here.
+
+func (s *Server) internalOnly(w http.ResponseWriter, r *http.Request) bool {
+	if !who(r).Cluster {
+		s.writeError(w, r, fmt.Errorf("%w: for other sandpool nodes only", errForbidden))
+		return false
+	}
+	return true
+}
+
+func (s *Server) internalPing(w http.ResponseWriter, r *http.Request) {
+	if !s.internalOnly(w, r) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	if err := s.svc.HealthCheck(ctx, r.PathValue("id"), 10*time.Second); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) internalRetire(w http.ResponseWriter, r *http.Request) {
+	if !s.internalOnly(w, r) {
+		return
+	}
+	ok, err := s.svc.RetireIdle(r.Context(), r.PathValue("id"), reasonParam(r))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if !ok {
+		s.writeError(w, r, runtime.Userf(runtime.ErrConflict, "sandbox %s is no longer idle", r.PathValue("id")))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) internalDestroy(w http.ResponseWriter, r *http.Request) {
+	if !s.internalOnly(w, r) {
+		return
+	}
+	if err := s.svc.DestroyPooled(r.Context(), r.PathValue("id"), reasonParam(r)); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func reasonParam(r *http.Request) string {
+	reason := r.URL.Query().Get("reason")
+	if reason == "" || len(reason) > 32 || strings.ContainsAny(reason, " \\n") {
+		return "requested"
+	}
+	return reason
+}
+

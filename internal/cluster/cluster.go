@@ -1,0 +1,261 @@
+// Package cluster lets several sandpool nodes share one database: each
+// node registers itself and beats its heart; a node whose heart stops is
+// marked down by one of the others, which marks its sandboxes lost; and
+// nodes reach each other (to forward requests, to check or retire a pool's
+// sandbox that lives elsewhere) with a secret they share through the store.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/store"
+)
+
+// Store is what the cluster needs of the store.
+type Store interface {
+	Heartbeat(ctx context.Context, n store.Node) error
+	ListNodes(ctx context.Context) ([]store.Node, error)
+	MarkNodeDown(ctx context.Context, node string, before time.Time) (bool, error)
+	MarkSandboxesLost(ctx context.Context, node string, active []string, errMsg string) ([]store.Sandbox, error)
+	ClusterSecret(ctx context.Context, candidate string) (string, error)
+}
+
+// Options configure a Cluster.
+type Options struct {
+	Node string
+	// Address is where other nodes reach this node's API (http://host:port).
+	Address  string
+	Capacity int
+	// Heartbeat is how often the node says it is up (default 1s);
+	// NodeTimeout how long a silent node is given before it is marked down
+	// (default 10s).
+	Heartbeat   time.Duration
+	NodeTimeout time.Duration
+	// Active lists the statuses of sandboxes a lost node had running.
+	Active []string
+	Log    *slog.Logger
+}
+
+// Cluster is this node's view of the others.
+type Cluster struct {
+	st     Store
+	events *events.Broker
+	opts   Options
+	hc     *http.Client
+	secret string
+
+	mu    sync.Mutex
+	nodes map[string]store.Node
+
+	stop context.CancelFunc
+	bg   sync.WaitGroup
+}
+
+// Header names used between nodes.
+const (
+	// HeaderTenant says on whose behalf a node calls another.
+	HeaderTenant = "X-Sandpool-Tenant"
+	// HeaderForwarded marks a request one node forwarded to another.
+	HeaderForwarded = "X-Sandpool-Forwarded-By"
+)
+
+// New makes the cluster view; Start registers the node.
+func New(st Store, ev *events.Broker, opts Options) *Cluster {
+	if opts.Heartbeat == 0 {
+		opts.Heartbeat = time.Second
+	}
+	if opts.NodeTimeout == 0 {
+		opts.NodeTimeout = 10 * time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	return &Cluster{st: st, events: ev, opts: opts, nodes: map[string]store.Node{},
+		hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}}}
+}
+
+// Start registers this node and starts its heartbeat and its watch over
+// the others.
+func (c *Cluster) Start(ctx context.Context) error {
+	var b [24]byte
+	_, _ = rand.Read(b[:]) // crypto/rand does not fail on Linux
+	secret, err := c.st.ClusterSecret(ctx, "spc_"+hex.EncodeToString(b[:]))
+	if err != nil {
+		return fmt.Errorf("cluster secret: %w", err)
+	}
+	c.secret = secret
+	if err := c.beat(ctx); err != nil {
+		return err
+	}
+	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.stop = cancel
+	c.bg.Go(func() {
+		t := time.NewTicker(c.opts.Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-lctx.Done():
+				return
+			case <-t.C:
+			}
+			rctx, rcancel := context.WithTimeout(lctx, c.opts.NodeTimeout)
+			if err := c.beat(rctx); err != nil {
+				c.opts.Log.Warn("heartbeat failed", "err", err)
+			}
+			c.watch(rctx)
+			rcancel()
+		}
+	})
+	return nil
+}
+
+// Close stops the heartbeat. The node's record stays; others mark it down
+// when its heart has been silent for NodeTimeout.
+func (c *Cluster) Close() {
+	if c.stop != nil {
+		c.stop()
+	}
+	c.bg.Wait()
+}
+
+func (c *Cluster) beat(ctx context.Context) error {
+	if err := c.st.Heartbeat(ctx, store.Node{ID: c.opts.Node, Address: c.opts.Address, Capacity: c.opts.Capacity}); err != nil {
+		return err
+	}
+	nodes, err := c.st.ListNodes(ctx)
+	if err != nil {
+		return err
+	}
+	m := make(map[string]store.Node, len(nodes))
+	for _, n := range nodes {
+		m[n.ID] = n
+	}
+	c.mu.Lock()
+	c.nodes = m
+	c.mu.Unlock()
+	return nil
+}
+
+// watch marks silent nodes down and their sandboxes lost. Several nodes
+// may watch; the store lets one of them do it.
+func (c *Cluster) watch(ctx context.Context) {
+	before := time.Now().Add(-c.opts.NodeTimeout)
+	for _, n := range c.Nodes() {
+		if n.ID == c.opts.Node || n.Status != "up" || n.HeartbeatAt.After(before) {
+			continue
+		}
+		won, err := c.st.MarkNodeDown(ctx, n.ID, before)
+		if err != nil || !won {
+			continue
+		}
+		c.opts.Log.Warn("node down: its heart stopped", "node", n.ID, "last_heartbeat", n.HeartbeatAt)
+		lost, err := c.st.MarkSandboxesLost(ctx, n.ID, c.opts.Active, "node "+n.ID+" stopped answering")
+		if err != nil {
+			c.opts.Log.Error("mark a lost node's sandboxes", "node", n.ID, "err", err)
+			continue
+		}
+		for _, sb := range lost {
+			c.events.Publish(events.Event{Type: "sandbox", Sandbox: sb.ID, Tenant: sb.Tenant, Pool: sb.Pool,
+				Status: "lost", Reason: "node_lost", Error: sb.Error})
+		}
+		c.events.Publish(events.Event{Type: "node", Status: "down", Reason: fmt.Sprintf("%s: %d sandboxes lost", n.ID, len(lost))})
+	}
+}
+
+// Self is this node's name.
+func (c *Cluster) Self() string { return c.opts.Node }
+
+// Secret is the secret nodes authenticate to each other with.
+func (c *Cluster) Secret() string { return c.secret }
+
+// Nodes lists the nodes as last seen.
+func (c *Cluster) Nodes() []store.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]store.Node, 0, len(c.nodes))
+	for _, n := range c.nodes {
+		out = append(out, n)
+	}
+	return out
+}
+
+// live reports whether n has beaten its heart recently.
+func (c *Cluster) live(n store.Node) bool {
+	return n.Status == "up" && time.Since(n.HeartbeatAt) < c.opts.NodeTimeout
+}
+
+// Multi reports whether other nodes are up: then requests may have to go
+// elsewhere.
+func (c *Cluster) Multi() bool {
+	for _, n := range c.Nodes() {
+		if n.ID != c.opts.Node && c.live(n) {
+			return true
+		}
+	}
+	return false
+}
+
+// ErrNodeDown: the node a request must go to is not up.
+var ErrNodeDown = errors.New("node unavailable")
+
+// Address is where node's API is, if it is up.
+func (c *Cluster) Address(node string) (*url.URL, error) {
+	c.mu.Lock()
+	n, ok := c.nodes[node]
+	c.mu.Unlock()
+	if !ok || !c.live(n) {
+		return nil, fmt.Errorf("%w: node %s is not up", ErrNodeDown, node)
+	}
+	u, err := url.Parse(n.Address)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("%w: node %s has no usable address %q", ErrNodeDown, node, n.Address)
+	}
+	return u, nil
+}
+
+// Others lists the live nodes other than this one.
+func (c *Cluster) Others() []store.Node {
+	var out []store.Node
+	for _, n := range c.Nodes() {
+		if n.ID != c.opts.Node && c.live(n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Call makes a request to another node's API on behalf of tenant.
+func (c *Cluster) Call(ctx context.Context, node, tenant, method, path string) error {
+	u, err := c.Address(node)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.JoinPath(path).String(), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.secret)
+	req.Header.Set(HeaderTenant, tenant)
+	req.Header.Set(HeaderForwarded, c.opts.Node)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNodeDown, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096)) // enough to report
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("node %s: %s %s: %d %s", node, method, path, resp.StatusCode, body)
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package leader_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/leader"
+	"github.com/sandpool/sandpool/internal/store"
+	"github.com/sandpool/sandpool/internal/store/sqlstore"
+)
+
+func openStore(t *testing.T) *sqlstore.DB {
+	t.Helper()
+	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// Several contenders: at most one works at a time, and when it stops (its
+// context ends), another takes over.
+func TestOneLeaderAtATime(t *testing.T) {
+	st := openStore(t)
+	const ttl = 300 * time.Millisecond
+	var working, maxWorking, terms atomic.Int64
+	var holder atomic.Value
+	var wg sync.WaitGroup
+	cancels := make([]context.CancelFunc, 3)
+	for i := range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancels[i] = cancel
+		name := string(rune('a' + i))
+		wg.Go(func() {
+			leader.Run(ctx, st, "pool/p", name, leader.Options{TTL: ttl},
+				func(ctx context.Context, fence store.Fence) {
+					n := working.Add(1)
+					if n > maxWorking.Load() {
+						maxWorking.Store(n)
+					}
+					terms.Add(1)
+					holder.Store(name)
+					<-ctx.Done()
+					working.Add(-1)
+				})
+		})
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for holder.Load() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("nobody leads")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Stop the holder's node: another takes over within two lease periods.
+	first := holder.Load().(string)
+	stoppedAt := time.Now()
+	cancels[first[0]-'a']()
+	for holder.Load().(string) == first {
+		if time.Since(stoppedAt) > 2*ttl {
+			t.Fatalf("no takeover within two lease periods (%v)", 2*ttl)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, c := range cancels {
+		c()
+	}
+	wg.Wait()
+	if maxWorking.Load() != 1 {
+		t.Fatalf("%d leaders at once", maxWorking.Load())
+	}
+	if terms.Load() < 2 {
+		t.Fatalf("%d terms", terms.Load())
+	}
+}
+
+// failing is a store whose renewals start failing.
+type failing struct {
+	leader.Leases
+	fail atomic.Bool
+}
+
+func (f *failing) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (store.Lease, error) {
+	if f.fail.Load() {
+		return store.Lease{}, errors.New("injected: database unreachable")
+	}
+	return f.Leases.AcquireLease(ctx, name, holder, ttl)
+}
+
+// A holder that cannot renew stops working before its lease's deadline.
+func TestStopsBeforeTheDeadline(t *testing.T) {
+	f := &failing{Leases: openStore(t)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const ttl = 500 * time.Millisecond
+	stopped := make(chan time.Time, 1)
+	var expires time.Time
+	go leader.Run(ctx, f, "pool/p", "a", leader.Options{TTL: ttl}, func(ctx context.Context, fence store.Fence) {
+		l, _ := f.Leases.AcquireLease(context.Background(), "pool/p", "a", ttl) // renew once, and learn the deadline
+		expires = l.ExpiresAt
+		f.fail.Store(true)
+		<-ctx.Done()
+		stopped <- time.Now()
+	})
+	select {
+	case at := <-stopped:
+		if !at.Before(expires) {
+			t.Fatalf("stopped at %v, after the lease's deadline %v", at, expires)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("work not stopped although the lease could not be renewed")
+	}
+}

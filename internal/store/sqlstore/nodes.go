@@ -1,0 +1,115 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/store"
+)
+
+func (s *DB) Heartbeat(ctx context.Context, n store.Node) error {
+	now := time.Now().UnixNano()
+	_, err := s.exec(ctx, "INSERT INTO nodes (id, address, capacity, status, heartbeat_at, started_at) VALUES (?, ?, ?, 'up', ?, ?) "+
+		"ON CONFLICT (id) DO UPDATE SET address = excluded.address, capacity = excluded.capacity, status = 'up', heartbeat_at = excluded.heartbeat_at",
+		n.ID, n.Address, n.Capacity, now, now)
+	return err
+}
+
+func (s *DB) ListNodes(ctx context.Context) ([]store.Node, error) {
+	rows, err := s.query(ctx, "SELECT id, address, capacity, status, heartbeat_at, started_at FROM nodes ORDER BY id")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Node
+	for rows.Next() {
+		var n store.Node
+		var hb, st int64
+		if err := rows.Scan(&n.ID, &n.Address, &n.Capacity, &n.Status, &hb, &st); err != nil {
+			return nil, err
+		}
+		n.HeartbeatAt, n.StartedAt = fromNanos(hb), fromNanos(st)
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+func (s *DB) MarkNodeDown(ctx context.Context, node string, before time.Time) (bool, error) {
+	res, err := s.exec(ctx, "UPDATE nodes SET status = 'down' WHERE id = ? AND status = 'up' AND heartbeat_at < ?", node, before.UnixNano())
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+func (s *DB) MarkSandboxesLost(ctx context.Context, node string, active []string, errMsg string) ([]store.Sandbox, error) {
+	if len(active) == 0 {
+		return nil, nil
+	}
+	args := []any{errMsg, time.Now().UnixNano(), node}
+	for _, a := range active {
+		args = append(args, a)
+	}
+	rows, err := s.query(ctx, "UPDATE sandboxes SET status = 'lost', error = ?, updated_at = ? WHERE node = ? AND status IN (?"+
+		strings.Repeat(", ?", len(active)-1)+") RETURNING "+sandboxCols, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Sandbox
+	for rows.Next() {
+		sb, err := scanSandbox(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sb)
+	}
+	return out, rows.Err()
+}
+
+func (s *DB) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (store.Lease, error) {
+	now := time.Now()
+	exp := now.Add(ttl).UnixNano()
+	// Free, expired or ours: take it (a new holder gets a new term).
+	_, err := s.exec(ctx, "INSERT INTO leases (name, holder, term, expires_at) VALUES (?, ?, 1, ?) "+
+		"ON CONFLICT (name) DO UPDATE SET "+
+		"term = CASE WHEN leases.holder = excluded.holder THEN leases.term ELSE leases.term + 1 END, "+
+		"holder = excluded.holder, expires_at = excluded.expires_at "+
+		"WHERE leases.holder = excluded.holder OR leases.expires_at < ?",
+		name, holder, exp, now.UnixNano())
+	if err != nil {
+		return store.Lease{}, err
+	}
+	var l store.Lease
+	var e int64
+	err = s.queryRow(ctx, "SELECT name, holder, term, expires_at FROM leases WHERE name = ?", name).Scan(&l.Name, &l.Holder, &l.Term, &e)
+	if errors.Is(err, sql.ErrNoRows) {
+		return l, store.ErrNotFound
+	}
+	l.ExpiresAt = fromNanos(e)
+	return l, err
+}
+
+func (s *DB) ReleaseLease(ctx context.Context, name, holder string, term int64) error {
+	_, err := s.exec(ctx, "DELETE FROM leases WHERE name = ? AND holder = ? AND term = ?", name, holder, term)
+	return err
+}
+
+// fenceCond is the condition a fenced write adds, and its arguments.
+func fenceCond(f *store.Fence) (string, []any) {
+	return "EXISTS (SELECT 1 FROM leases WHERE name = ? AND holder = ? AND term = ? AND expires_at > ?)",
+		[]any{f.Lease, f.Holder, f.Term, time.Now().UnixNano()}
+}
+
+func (s *DB) ClusterSecret(ctx context.Context, candidate string) (string, error) {
+	if _, err := s.exec(ctx, "INSERT INTO cluster (id, secret) VALUES (1, ?) ON CONFLICT (id) DO NOTHING", candidate); err != nil {
+		return "", err
+	}
+	var secret string
+	err := s.queryRow(ctx, "SELECT secret FROM cluster WHERE id = 1").Scan(&secret)
+	return secret, err
+}

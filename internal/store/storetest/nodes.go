@@ -1,0 +1,142 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/store"
+)
+
+func testNodes(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	for _, n := range []store.Node{{ID: "n1", Address: "http://a:1", Capacity: 10}, {ID: "n2", Address: "http://b:1", Capacity: 20}} {
+		if err := s.Heartbeat(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nodes, err := s.ListNodes(ctx)
+	if err != nil || len(nodes) != 2 || nodes[0].ID != "n1" || nodes[0].Status != "up" || nodes[1].Capacity != 20 || nodes[0].HeartbeatAt.IsZero() {
+		t.Fatalf("nodes: %+v %v", nodes, err)
+	}
+	// A node seen recently is not marked down; one silent long enough is,
+	// once.
+	if down, err := s.MarkNodeDown(ctx, "n1", time.Now().Add(-time.Minute)); err != nil || down {
+		t.Fatalf("recent node marked down: %v %v", down, err)
+	}
+	later := time.Now().Add(time.Minute)
+	if down, err := s.MarkNodeDown(ctx, "n1", later); err != nil || !down {
+		t.Fatalf("silent node: %v %v", down, err)
+	}
+	if down, _ := s.MarkNodeDown(ctx, "n1", later); down {
+		t.Fatal("marked down twice")
+	}
+	// Its sandboxes become lost; other nodes' are untouched.
+	for i, node := range []string{"n1", "n1", "n2"} {
+		status := []string{"running", "stopped", "running"}[i]
+		if err := s.CreateSandbox(ctx, store.Sandbox{ID: "sb_" + string(rune('a'+i)), Tenant: "t", Template: "base", Status: status, Spec: "{}", Node: node}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lost, err := s.MarkSandboxesLost(ctx, "n1", []string{"running", "paused"}, "node n1 lost")
+	if err != nil || len(lost) != 1 || lost[0].ID != "sb_a" || lost[0].Status != "lost" || lost[0].Error != "node n1 lost" {
+		t.Fatalf("lost: %+v %v", lost, err)
+	}
+	if sb, _ := s.GetSandbox(ctx, "sb_c"); sb.Status != "running" {
+		t.Fatalf("another node's sandbox: %s", sb.Status)
+	}
+	// The cluster secret is made once.
+	if sec, err := s.ClusterSecret(ctx, "first"); err != nil || sec != "first" {
+		t.Fatalf("secret: %q %v", sec, err)
+	}
+	if sec, _ := s.ClusterSecret(ctx, "second"); sec != "first" {
+		t.Fatalf("secret changed to %q", sec)
+	}
+	// A heartbeat brings it back up.
+	if err := s.Heartbeat(ctx, store.Node{ID: "n1", Address: "http://a:2", Capacity: 10}); err != nil {
+		t.Fatal(err)
+	}
+	nodes, _ = s.ListNodes(ctx)
+	if nodes[0].Status != "up" || nodes[0].Address != "http://a:2" {
+		t.Fatalf("after heartbeat: %+v", nodes[0])
+	}
+}
+
+func testLeases(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	l, err := s.AcquireLease(ctx, "pool/p", "n1", time.Second)
+	if err != nil || l.Holder != "n1" || l.Term != 1 {
+		t.Fatalf("first acquire: %+v %v", l, err)
+	}
+	// Held: another holder does not get it; renewal keeps the term.
+	if l, _ := s.AcquireLease(ctx, "pool/p", "n2", time.Second); l.Holder != "n1" {
+		t.Fatalf("n2 took a held lease: %+v", l)
+	}
+	if l, _ := s.AcquireLease(ctx, "pool/p", "n1", time.Second); l.Holder != "n1" || l.Term != 1 {
+		t.Fatalf("renewal: %+v", l)
+	}
+	// A fenced write passes while held.
+	fence := &store.Fence{Lease: "pool/p", Holder: "n1", Term: 1}
+	if err := s.CreateSandbox(ctx, store.Sandbox{ID: "sb_f1", Tenant: "t", Template: "base", Status: "creating", Spec: "{}", Fence: fence}); err != nil {
+		t.Fatal(err)
+	}
+	ready := "ready"
+	if err := s.UpdateSandbox(ctx, "sb_f1", []string{"creating"}, store.Update{Status: &ready, Fence: fence}); err != nil {
+		t.Fatal(err)
+	}
+	// Expired: another holder takes it with a new term, and the old
+	// holder's fenced writes change nothing.
+	if _, err := s.AcquireLease(ctx, "pool/p", "n1", -time.Second); err != nil { // expire it
+		t.Fatal(err)
+	}
+	l, err = s.AcquireLease(ctx, "pool/p", "n2", time.Second)
+	if err != nil || l.Holder != "n2" || l.Term != 2 {
+		t.Fatalf("takeover: %+v %v", l, err)
+	}
+	if err := s.CreateSandbox(ctx, store.Sandbox{ID: "sb_f2", Tenant: "t", Template: "base", Status: "creating", Spec: "{}", Fence: fence}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("deposed leader's create: %v", err)
+	}
+	if _, err := s.GetSandbox(ctx, "sb_f2"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deposed leader's create left a row: %v", err)
+	}
+	stopped := "stopped"
+	if err := s.UpdateSandbox(ctx, "sb_f1", nil, store.Update{Status: &stopped, Fence: fence}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("deposed leader's update: %v", err)
+	}
+	if sb, _ := s.GetSandbox(ctx, "sb_f1"); sb.Status != "ready" {
+		t.Fatalf("deposed leader's update changed %s", sb.Status)
+	}
+	// Released: free for anyone.
+	if err := s.ReleaseLease(ctx, "pool/p", "n2", 2); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := s.AcquireLease(ctx, "pool/p", "n3", time.Second); l.Holder != "n3" {
+		t.Fatalf("after release: %+v", l)
+	}
+}
+
+// Many contenders at once: one holder per term.
+func testLeaseContention(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	holders := map[string]bool{}
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			l, err := s.AcquireLease(ctx, "pool/c", string(rune('a'+i)), time.Minute)
+			if err != nil {
+				t.Errorf("acquire: %v", err)
+				return
+			}
+			mu.Lock()
+			holders[l.Holder] = true
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if len(holders) != 1 {
+		t.Fatalf("holders seen: %v", holders)
+	}
+}
