@@ -151,6 +151,7 @@ func retryableErr(err error) bool {
 // 2xx status (the caller closes its body) or an error.
 func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 	retrying := r.retry && c.budget > 0
+	var lastAnswer error // the server's last error answer
 	op := func() (*http.Response, error) {
 		req, err := c.newHTTPRequest(ctx, r)
 		if err != nil {
@@ -167,6 +168,7 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 			return resp, nil
 		}
 		apiErr := readError(resp)
+		lastAnswer = apiErr
 		if retrying && retryableStatus(resp.StatusCode) {
 			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 {
 				return nil, backoff.RetryAfter(s)
@@ -186,17 +188,10 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 	b := &backoff.ExponentialBackOff{InitialInterval: 200 * time.Millisecond, RandomizationFactor: 0.5,
 		Multiplier: 2, MaxInterval: 2 * time.Second}
 	b.Reset()
-	var last error
-	resp, err := backoff.Retry(ctx, func() (*http.Response, error) {
-		resp, err := op()
-		if err != nil {
-			last = err
-		}
-		return resp, err
-	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(c.budget))
+	resp, err := backoff.Retry(ctx, op, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(c.budget))
 	var ra *backoff.RetryAfterError
-	if errors.As(err, &ra) && last != nil {
-		err = last // out of budget while told to wait: report the answer
+	if errors.As(err, &ra) && lastAnswer != nil {
+		err = lastAnswer // out of budget while told to wait: report the answer
 	}
 	return resp, err
 }

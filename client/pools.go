@@ -39,6 +39,9 @@ type Pool struct {
 	Creating  int       `json:"creating"`
 	Resetting int       `json:"resetting"`
 	CreatedAt time.Time `json:"created_at,omitzero"`
+	// Leader is the name of the node answering if it holds the pool's
+	// lease (it alone fills and sheds the pool).
+	Leader string `json:"leader,omitempty"`
 }
 
 // PoolUpdate changes a pool's settings; nil fields keep their value.

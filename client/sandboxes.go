@@ -39,9 +39,11 @@ type Sandbox struct {
 	TimeoutLeft *float64   `json:"timeout_left,omitempty"`
 	Pool        string     `json:"pool,omitempty"`
 	Uses        int        `json:"uses,omitempty"`
-	Error       string     `json:"error,omitempty"`
-	CreatedAt   time.Time  `json:"created_at"`
-	UpdatedAt   time.Time  `json:"updated_at"`
+	// Node is the node it lives on; any node answers for it.
+	Node      string    `json:"node"`
+	Error     string    `json:"error,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // CreateSandboxRequest asks for a sandbox.

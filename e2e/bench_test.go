@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -219,4 +220,57 @@ func benchDuration() time.Duration {
 		return d
 	}
 	return 5 * time.Second
+}
+
+// BenchmarkClusterAcquireRelease is acquire+release over HTTP with the
+// store on PostgreSQL: one node, and three nodes with the callers spread
+// over them (a pool of 20 base sandboxes, 6 callers).
+func BenchmarkClusterAcquireRelease(b *testing.B) {
+	for _, n := range []int{1, 3} {
+		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
+			nodes := startCluster(b, n)
+			ctx := context.Background()
+			cs := make([]*client.Client, n)
+			for i, s := range nodes {
+				cs[i] = s.client("")
+			}
+			if _, err := cs[0].CreatePool(ctx, client.PoolConfig{Name: "bench", Template: "base", MinIdle: 20, MaxIdle: 40,
+				AcquirePolicy: "wait"}); err != nil {
+				b.Fatal(err)
+			}
+			waitPool(b, cs[0], "bench", 20)
+			var rec latency.Recorder
+			work := make(chan struct{})
+			var wg sync.WaitGroup
+			for w := range 6 {
+				c := cs[w%n]
+				wg.Go(func() {
+					for range work {
+						start := time.Now()
+						sb, err := c.Acquire(ctx, "bench", 0)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						if _, err := c.Release(ctx, sb.ID, false); err != nil {
+							b.Error(err)
+							return
+						}
+						rec.Since(start)
+					}
+				})
+			}
+			start := time.Now()
+			for b.Loop() {
+				work <- struct{}{}
+			}
+			close(work)
+			wg.Wait()
+			rec.Report(b, "acquire_release")
+			b.ReportMetric(float64(rec.Count())/time.Since(start).Seconds(), "acquire_release_per_sec")
+			if err := cs[0].DeletePool(ctx, "bench"); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
 }

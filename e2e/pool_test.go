@@ -16,7 +16,7 @@ func waitPool(t testing.TB, c *client.Client, name string, idle int) *client.Poo
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p.Idle >= idle && p.Creating == 0 && p.Resetting == 0 {
+		if p.Idle >= idle && p.Creating == 0 {
 			return p
 		}
 		if time.Now().After(deadline) {

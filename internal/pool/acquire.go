@@ -11,6 +11,10 @@ import (
 	"github.com/sandpool/sandpool/internal/store"
 )
 
+// waitPoll is how often a waiting acquire looks for a sandbox readied on
+// another node.
+const waitPoll = 25 * time.Millisecond
+
 // Acquire outcomes, as counted in metrics.
 const (
 	OutcomeReused  = "reused"
@@ -26,7 +30,7 @@ const (
 // acquire_timeout for the wait policy.
 func (m *Manager) Acquire(ctx context.Context, tenant, name string, wait time.Duration) (sandbox.Sandbox, error) {
 	start := time.Now()
-	p, err := m.get(tenant, name)
+	p, err := m.get(ctx, tenant, name)
 	if err != nil {
 		return sandbox.Sandbox{}, err
 	}
@@ -78,17 +82,26 @@ func (m *Manager) acquire(ctx context.Context, p *pool, wait time.Duration) (san
 			return sb, OutcomeCreated, nil
 		case Wait:
 			p.nudge()
-			timer := time.NewTimer(time.Until(deadline))
+			left := time.Until(deadline)
+			if left <= 0 {
+				return sandbox.Sandbox{}, OutcomeEmpty, fmt.Errorf("%w: pool %s had no idle sandbox within %s", ErrEmpty, p.name, wait)
+			}
+			// Woken when a sandbox becomes ready on this node; with
+			// other nodes (where releases and creates happen too), look
+			// again every waitPoll as well.
+			poll := left
+			if m.opts.Remote != nil {
+				poll = min(left, waitPoll)
+			}
+			timer := time.NewTimer(poll)
 			select {
 			case <-ready:
-				timer.Stop()
-				continue
 			case <-timer.C:
 			case <-ctx.Done():
 				timer.Stop()
 				return sandbox.Sandbox{}, OutcomeFailed, ctx.Err()
 			}
-			return sandbox.Sandbox{}, OutcomeEmpty, fmt.Errorf("%w: pool %s had no idle sandbox within %s", ErrEmpty, p.name, wait)
+			timer.Stop()
 		default:
 			p.nudge()
 			return sandbox.Sandbox{}, OutcomeEmpty, fmt.Errorf("%w: pool %s has no idle sandbox", ErrEmpty, p.name)

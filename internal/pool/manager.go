@@ -74,8 +74,9 @@ type Manager struct {
 	cancel context.CancelFunc
 	bg     sync.WaitGroup // loops and recycles
 
-	mu    sync.Mutex
-	pools map[string]*pool
+	mu     sync.Mutex
+	pools  map[string]*pool
+	syncMu sync.Mutex // one sync at a time
 }
 
 // NewManager makes a manager; Start loads the pools.
@@ -229,6 +230,11 @@ func (m *Manager) add(name, tenant string, cfg Config, status string) *pool {
 	p := &pool{name: name, tenant: tenant, cfg: cfg, status: status, readyCh: make(chan struct{}),
 		wake: make(chan struct{}, 1), stop: stop, done: make(chan struct{})}
 	m.mu.Lock()
+	if have := m.pools[name]; have != nil {
+		m.mu.Unlock()
+		stop()
+		return have // added meanwhile (by a sync, or the create)
+	}
 	m.pools[name] = p
 	m.mu.Unlock()
 	if status == StatusDraining {
@@ -250,6 +256,8 @@ func (m *Manager) add(name, tenant string, cfg Config, status string) *pool {
 // sync brings the pools in memory in line with the store: pools made,
 // changed or deleted through another node.
 func (m *Manager) sync(ctx context.Context) error {
+	m.syncMu.Lock()
+	defer m.syncMu.Unlock()
 	rows, err := m.st.ListPools(ctx)
 	if err != nil {
 		return err
@@ -299,11 +307,20 @@ func (m *Manager) sync(ctx context.Context) error {
 	return nil
 }
 
-// get finds tenant's pool; another tenant's pool is not found.
-func (m *Manager) get(tenant, name string) (*pool, error) {
+// get finds tenant's pool; another tenant's pool is not found. A pool
+// made through another node moments ago is looked up in the store.
+func (m *Manager) get(ctx context.Context, tenant, name string) (*pool, error) {
 	m.mu.Lock()
 	p := m.pools[name]
 	m.mu.Unlock()
+	if p == nil {
+		if err := m.sync(ctx); err != nil {
+			return nil, err
+		}
+		m.mu.Lock()
+		p = m.pools[name]
+		m.mu.Unlock()
+	}
 	if p == nil || (tenant != "" && p.tenant != tenant) {
 		return nil, runtime.Userf(runtime.ErrNotFound, "no pool %q", name)
 	}
@@ -373,7 +390,7 @@ func (m *Manager) Create(ctx context.Context, tenant string, cfg Config) (Info, 
 
 // Get returns one pool.
 func (m *Manager) Get(ctx context.Context, tenant, name string) (Info, error) {
-	p, err := m.get(tenant, name)
+	p, err := m.get(ctx, tenant, name)
 	if err != nil {
 		return Info{}, err
 	}
@@ -418,7 +435,7 @@ type Update struct {
 // smaller pool sheds idle sandboxes only, and in-use ones over the new
 // limits are destroyed when released.
 func (m *Manager) Update(ctx context.Context, tenant, name string, u Update) (Info, error) {
-	p, err := m.get(tenant, name)
+	p, err := m.get(ctx, tenant, name)
 	if err != nil {
 		return Info{}, err
 	}
@@ -476,7 +493,7 @@ func (m *Manager) Update(ctx context.Context, tenant, name string, u Update) (In
 // destroyed, and the pool is gone. Sandboxes in use stay with their
 // callers and are destroyed when released.
 func (m *Manager) Delete(ctx context.Context, tenant, name string) error {
-	p, err := m.get(tenant, name)
+	p, err := m.get(ctx, tenant, name)
 	if err != nil {
 		return err
 	}

@@ -128,7 +128,7 @@ func (s *Service) rowOf(ctx context.Context, sb Sandbox) (store.Sandbox, error) 
 		return s.st.GetSandbox(ctx, sb.ID)
 	}
 	return store.Sandbox{ID: sb.ID, Tenant: sb.Tenant, Template: sb.Template, Status: string(sb.Status), Spec: sb.spec,
-		Metadata: sb.Metadata, Error: sb.Error, Node: sb.node, Pool: sb.Pool, Uses: sb.Uses,
+		Metadata: sb.Metadata, Error: sb.Error, Node: sb.NodeName, Pool: sb.Pool, Uses: sb.Uses,
 		CreatedAt: sb.CreatedAt, UpdatedAt: sb.UpdatedAt}, nil
 }
 

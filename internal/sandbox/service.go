@@ -87,12 +87,14 @@ type Sandbox struct {
 	Archived    bool       `json:"archived,omitempty"`
 	TimeoutLeft *float64   `json:"timeout_left,omitempty"`
 
+	// NodeName is the node the sandbox lives on.
+	NodeName string `json:"node"`
+
 	spec string // the stored spec, for the service's own use
-	node string // the node it lives on
 }
 
 // Node is the node the sandbox lives on.
-func (sb Sandbox) Node() string { return sb.node }
+func (sb Sandbox) Node() string { return sb.NodeName }
 
 // CreateRequest is what a caller asks for.
 type CreateRequest struct {
@@ -397,7 +399,7 @@ func (s *Service) fromRow(row store.Sandbox) Sandbox {
 	sb := Sandbox{ID: row.ID, Tenant: row.Tenant, Template: row.Template, Status: Status(row.Status),
 		Limits: sp.Limits, Env: sp.Env, Metadata: row.Metadata, Error: row.Error,
 		Timeout: row.Timeout, OnTimeout: row.OnTimeout, ArchiveAfter: s.archiveAfter(row),
-		Pool: row.Pool, Uses: row.Uses, spec: row.Spec, node: row.Node,
+		Pool: row.Pool, Uses: row.Uses, spec: row.Spec, NodeName: row.Node,
 		CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt}
 	if !row.LastActive.IsZero() {
 		t := row.LastActive
