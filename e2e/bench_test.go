@@ -101,35 +101,7 @@ func BenchmarkPoolAcquireRelease(b *testing.B) {
 				b.Fatal(err)
 			}
 			waitPool(b, c, "bench", 20)
-			var rec latency.Recorder
-			work := make(chan struct{})
-			var wg sync.WaitGroup
-			for range tc.workers {
-				wg.Go(func() {
-					for range work {
-						start := time.Now()
-						sb, err := c.Acquire(ctx, "bench", 0)
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						if _, err := c.Release(ctx, sb.ID, false); err != nil {
-							b.Error(err)
-							return
-						}
-						rec.Since(start)
-					}
-				})
-			}
-			start := time.Now()
-			for b.Loop() {
-				work <- struct{}{}
-			}
-			close(work)
-			wg.Wait()
-			elapsed := time.Since(start)
-			rec.Report(b, "acquire_release")
-			b.ReportMetric(float64(rec.Count())/elapsed.Seconds(), "acquire_release_per_sec")
+			acquireReleaseLoop(b, []*client.Client{c}, tc.workers)
 			if err := c.DeletePool(ctx, "bench"); err != nil {
 				b.Fatal(err)
 			}
@@ -239,38 +211,45 @@ func BenchmarkClusterAcquireRelease(b *testing.B) {
 				b.Fatal(err)
 			}
 			waitPool(b, cs[0], "bench", 20)
-			var rec latency.Recorder
-			work := make(chan struct{})
-			var wg sync.WaitGroup
-			for w := range 6 {
-				c := cs[w%n]
-				wg.Go(func() {
-					for range work {
-						start := time.Now()
-						sb, err := c.Acquire(ctx, "bench", 0)
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						if _, err := c.Release(ctx, sb.ID, false); err != nil {
-							b.Error(err)
-							return
-						}
-						rec.Since(start)
-					}
-				})
-			}
-			start := time.Now()
-			for b.Loop() {
-				work <- struct{}{}
-			}
-			close(work)
-			wg.Wait()
-			rec.Report(b, "acquire_release")
-			b.ReportMetric(float64(rec.Count())/time.Since(start).Seconds(), "acquire_release_per_sec")
+			acquireReleaseLoop(b, cs, 6)
 			if err := cs[0].DeletePool(ctx, "bench"); err != nil {
 				b.Fatal(err)
 			}
 		})
 	}
+}
+
+// acquireReleaseLoop runs b.N acquire+release of pool "bench" on workers
+// spread over the clients, and reports latency and throughput.
+func acquireReleaseLoop(b *testing.B, cs []*client.Client, workers int) {
+	ctx := context.Background()
+	var rec latency.Recorder
+	work := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range workers {
+		c := cs[w%len(cs)]
+		wg.Go(func() {
+			for range work {
+				start := time.Now()
+				sb, err := c.Acquire(ctx, "bench", 0)
+				if err != nil {
+					b.Error(err)
+					continue // keep taking work, or the loop would wait forever
+				}
+				if _, err := c.Release(ctx, sb.ID, false); err != nil {
+					b.Error(err)
+					continue
+				}
+				rec.Since(start)
+			}
+		})
+	}
+	start := time.Now()
+	for b.Loop() {
+		work <- struct{}{}
+	}
+	close(work)
+	wg.Wait()
+	rec.Report(b, "acquire_release")
+	b.ReportMetric(float64(rec.Count())/time.Since(start).Seconds(), "acquire_release_per_sec")
 }

@@ -22,6 +22,7 @@ type ledger struct {
 }
 
 type entry struct {
+	busy      bool   // a worker is calling on it (one at a time, so outcomes are ordered)
 	deleted   bool   // a delete was confirmed
 	uncertain bool   // an operation on it was cut off by the crash
 	file      string // confirmed content of /home/user/f
@@ -107,7 +108,7 @@ func work(c *client.Client, l *ledger, rng *rand.Rand, stop chan struct{}) {
 			return
 		default:
 		}
-		alive := l.ids(func(e *entry) bool { return !e.deleted })
+		alive := l.ids(func(e *entry) bool { return !e.deleted && !e.busy })
 		op := rng.IntN(100)
 		if len(alive) == 0 || op < 25 {
 			sb, err := c.CreateSandbox(ctx, client.CreateSandboxRequest{Template: "base"})
@@ -117,6 +118,15 @@ func work(c *client.Client, l *ledger, rng *rand.Rand, stop chan struct{}) {
 			continue
 		}
 		id := alive[rng.IntN(len(alive))]
+		claimed := false
+		l.update(id, func(e *entry) {
+			if !e.busy {
+				e.busy, claimed = true, true
+			}
+		})
+		if !claimed {
+			continue
+		}
 		var err error
 		var token string
 		switch {
@@ -141,6 +151,7 @@ func work(c *client.Client, l *ledger, rng *rand.Rand, stop chan struct{}) {
 			// Cut off by the crash: its outcome is unknown.
 			l.update(id, func(e *entry) { e.uncertain = true })
 		}
+		l.update(id, func(e *entry) { e.busy = false })
 	}
 }
 
