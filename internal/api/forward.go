@@ -39,6 +39,13 @@ func (s *Server) clusterPrincipal(r *http.Request, secret string) (principal, bo
 	return principal{KeyID: "cluster", Tenant: r.Header.Get(cluster.HeaderTenant), Admin: true, Cluster: true}, true
 }
 
+// wasForwarded reports whether another node forwarded r (and so it must be
+// answered here). Only nodes know the value that says so.
+func (s *Server) wasForwarded(r *http.Request) bool {
+	v := r.Header.Get(cluster.HeaderForwarded)
+	return v != "" && s.cluster.Secret() != "" && subtle.ConstantTimeCompare([]byte(v), []byte(s.cluster.Secret())) == 1
+}
+
 // forwarders are reverse proxies to other nodes, by address.
 type forwarders struct {
 	mu sync.Mutex
@@ -59,7 +66,7 @@ func (s *Server) proxyTo(u *url.URL) *httputil.ReverseProxy {
 	p := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(&target)
-			pr.Out.Header.Set(cluster.HeaderForwarded, s.cluster.Self())
+			pr.Out.Header.Set(cluster.HeaderForwarded, s.cluster.Secret())
 		},
 		// Streams (exec, attach, files, events) go through as they come.
 		FlushInterval: -1,
@@ -76,7 +83,7 @@ func (s *Server) proxyTo(u *url.URL) *httputil.ReverseProxy {
 // (the caller's key is valid there too), streams included.
 func (s *Server) forwarded(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if s.cluster == nil || r.Header.Get(cluster.HeaderForwarded) != "" || !s.cluster.Multi() {
+		if s.cluster == nil || s.wasForwarded(r) || !s.cluster.Multi() {
 			h(w, r)
 			return
 		}
@@ -101,7 +108,7 @@ func (s *Server) forwarded(h http.HandlerFunc) http.HandlerFunc {
 // placeCreate passes a create to another node when this one is full: the
 // live node with the most room. It reports whether it answered.
 func (s *Server) placeCreate(w http.ResponseWriter, r *http.Request, body []byte) bool {
-	if s.cluster == nil || r.Header.Get(cluster.HeaderForwarded) != "" || !s.cluster.Multi() || s.svc.HasRoom(r.Context()) {
+	if s.cluster == nil || s.wasForwarded(r) || !s.cluster.Multi() || s.svc.HasRoom(r.Context()) {
 		return false
 	}
 	best, room := "", 0

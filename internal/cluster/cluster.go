@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,8 +27,7 @@ import (
 type Store interface {
 	Heartbeat(ctx context.Context, n store.Node) error
 	ListNodes(ctx context.Context) ([]store.Node, error)
-	MarkNodeDown(ctx context.Context, node string, before time.Time) (bool, error)
-	MarkSandboxesLost(ctx context.Context, node string, active []string, errMsg string) ([]store.Sandbox, error)
+	MarkNodeLost(ctx context.Context, node string, before time.Time, active []string, errMsg string) ([]store.Sandbox, bool, error)
 	ClusterSecret(ctx context.Context, candidate string) (string, error)
 }
 
@@ -66,8 +66,9 @@ type Cluster struct {
 const (
 	// HeaderTenant says on whose behalf a node calls another.
 	HeaderTenant = "X-Sandpool-Tenant"
-	// HeaderForwarded marks a request one node forwarded to another.
-	HeaderForwarded = "X-Sandpool-Forwarded-By"
+	// HeaderForwarded marks a request one node forwarded to another; its
+	// value is the cluster secret, so a client cannot claim it.
+	HeaderForwarded = "X-Sandpool-Forwarded"
 )
 
 // New makes the cluster view; Start registers the node.
@@ -155,16 +156,16 @@ func (c *Cluster) watch(ctx context.Context) {
 		if n.ID == c.opts.Node || n.Status != "up" || n.HeartbeatAt.After(before) {
 			continue
 		}
-		won, err := c.st.MarkNodeDown(ctx, n.ID, before)
-		if err != nil || !won {
-			continue
-		}
-		c.opts.Log.Warn("node down: its heart stopped", "node", n.ID, "last_heartbeat", n.HeartbeatAt)
-		lost, err := c.st.MarkSandboxesLost(ctx, n.ID, c.opts.Active, "node "+n.ID+" stopped answering")
+		// One transaction: the node down and its sandboxes lost, or neither.
+		lost, won, err := c.st.MarkNodeLost(ctx, n.ID, before, c.opts.Active, "node "+n.ID+" stopped answering")
 		if err != nil {
-			c.opts.Log.Error("mark a lost node's sandboxes", "node", n.ID, "err", err)
+			c.opts.Log.Error("mark a silent node down", "node", n.ID, "err", err)
 			continue
 		}
+		if !won {
+			continue
+		}
+		c.opts.Log.Warn("node down: its heart stopped", "node", n.ID, "last_heartbeat", n.HeartbeatAt, "sandboxes_lost", len(lost))
 		for _, sb := range lost {
 			c.events.Publish(events.Event{Type: "sandbox", Sandbox: sb.ID, Tenant: sb.Tenant, Pool: sb.Pool,
 				Status: "lost", Reason: "node_lost", Error: sb.Error})
@@ -241,13 +242,16 @@ func (c *Cluster) Call(ctx context.Context, node, tenant, method, path string) e
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u.JoinPath(path).String(), nil)
+	p, query, _ := strings.Cut(path, "?")
+	target := u.JoinPath(p)
+	target.RawQuery = query
+	req, err := http.NewRequestWithContext(ctx, method, target.String(), nil)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.secret)
 	req.Header.Set(HeaderTenant, tenant)
-	req.Header.Set(HeaderForwarded, c.opts.Node)
+	req.Header.Set(HeaderForwarded, c.secret)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrNodeDown, err)

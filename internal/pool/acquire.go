@@ -34,8 +34,8 @@ func (m *Manager) Acquire(ctx context.Context, tenant, name string, wait time.Du
 	if err != nil {
 		return sandbox.Sandbox{}, err
 	}
-	p.inflight.Add(1)
-	defer p.inflight.Done()
+	p.inflight.add()
+	defer p.inflight.done()
 	sb, outcome, err := m.acquire(ctx, p, wait)
 	m.m.acquires.WithLabelValues(p.name, outcome).Inc()
 	if err == nil {
@@ -156,8 +156,12 @@ func (m *Manager) createInUse(ctx context.Context, p *pool, cfg Config) (sandbox
 		return sandbox.Sandbox{}, err
 	}
 	defer m.unreserve(p, 1)
-	return m.svc.CreateForPool(ctx, sandbox.PoolSandbox{Tenant: p.tenant, Pool: p.name, Template: cfg.Template,
-		Limits: cfg.Limits, Env: cfg.Env, InUse: true})
+	sb, err := m.svc.CreateForPool(ctx, sandbox.PoolSandbox{Tenant: p.tenant, Pool: p.name, Template: cfg.Template,
+		Limits: cfg.Limits, Env: cfg.Env, InUse: true, Fence: &store.Fence{Pool: p.name, MaxInPool: cfg.MaxTotal}})
+	if errors.Is(err, runtime.ErrConflict) {
+		return sb, fmt.Errorf("%w: pool %s is at max_total %d or being deleted", ErrEmpty, p.name, cfg.MaxTotal)
+	}
+	return sb, err
 }
 
 // reserve claims room for n creates within max_total. Creates under way are
@@ -260,9 +264,9 @@ func (m *Manager) keep(ctx context.Context, p *pool, sb sandbox.Sandbox) string 
 // recycle resets a released sandbox in the background and makes it idle.
 func (m *Manager) recycle(p *pool, sb sandbox.Sandbox) {
 	id := sb.ID
-	p.inflight.Add(1)
-	m.bg.Go(func() {
-		defer p.inflight.Done()
+	p.inflight.add()
+	m.goBG(func() {
+		defer p.inflight.done()
 		// Not tied to the request or to shutdown: a reset is finished.
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 		defer cancel()
@@ -287,7 +291,7 @@ func (m *Manager) recycle(p *pool, sb sandbox.Sandbox) {
 // destroy destroys a sandbox of p, on its node, in the background.
 func (m *Manager) destroy(p *pool, row store.Sandbox, reason string) {
 	m.m.destroyed.WithLabelValues(p.name, reason).Inc()
-	m.bg.Go(func() {
+	m.goBG(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		var err error

@@ -72,6 +72,8 @@ type Manager struct {
 
 	ctx    context.Context // ends when the manager closes
 	cancel context.CancelFunc
+	bgMu   sync.Mutex // guards closed and the start of background work
+	closed bool
 	bg     sync.WaitGroup // loops and recycles
 
 	mu     sync.Mutex
@@ -125,11 +127,13 @@ type pool struct {
 	decide sync.Mutex
 	claims int
 
-	wake     chan struct{} // nudges the replenish loop
-	leading  atomic.Bool   // this node holds the pool's lease
-	inflight sync.WaitGroup
-	stop     context.CancelFunc
-	done     chan struct{}
+	createdAt time.Time     // of the pool's record: tells a re-made pool of the same name
+	updateMu  sync.Mutex    // one Update at a time
+	wake      chan struct{} // nudges the replenish loop
+	leading   atomic.Bool   // this node holds the pool's lease
+	inflight  tracker       // acquires and releases under way
+	stop      context.CancelFunc
+	done      chan struct{}
 }
 
 func (p *pool) config() Config {
@@ -172,10 +176,10 @@ func (m *Manager) Start(ctx context.Context) error {
 		if err := json.Unmarshal([]byte(row.Config), &cfg); err != nil {
 			return fmt.Errorf("pool %s: config: %w", row.Name, err)
 		}
-		p := m.add(row.Name, row.Tenant, cfg, row.Status)
+		p := m.add(row.Name, row.Tenant, cfg, row.Status, row.CreatedAt)
 		if row.Status == StatusDraining {
 			// A delete was cut short: finish it.
-			m.bg.Go(func() {
+			m.goBG(func() {
 				if err := m.drain(m.ctx, p); err != nil {
 					m.opts.Log.Error("finish draining pool", "pool", p.name, "err", err)
 				}
@@ -189,7 +193,7 @@ func (m *Manager) Start(ctx context.Context) error {
 			m.recycle(p, sandbox.Sandbox{ID: row.ID})
 		}
 	}
-	m.bg.Go(func() {
+	m.goBG(func() {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
 		for {
@@ -220,14 +224,34 @@ func (m *Manager) retireIdle(ctx context.Context, p *pool, sb store.Sandbox, rea
 
 // Close stops every loop and waits for background work. Sandboxes stay.
 func (m *Manager) Close() {
+	m.bgMu.Lock()
+	m.closed = true
+	m.bgMu.Unlock()
 	m.cancel()
 	m.bg.Wait()
 }
 
+// goBG runs f in the background unless the manager is closing (then it
+// runs f at once: it is work that must be done, such as a reset).
+func (m *Manager) goBG(f func()) {
+	m.bgMu.Lock()
+	if m.closed {
+		m.bgMu.Unlock()
+		f()
+		return
+	}
+	m.bg.Add(1)
+	m.bgMu.Unlock()
+	go func() {
+		defer m.bg.Done()
+		f()
+	}()
+}
+
 // add registers a pool in memory and starts its loop (unless draining).
-func (m *Manager) add(name, tenant string, cfg Config, status string) *pool {
+func (m *Manager) add(name, tenant string, cfg Config, status string, createdAt time.Time) *pool {
 	ctx, stop := context.WithCancel(m.ctx)
-	p := &pool{name: name, tenant: tenant, cfg: cfg, status: status, readyCh: make(chan struct{}),
+	p := &pool{name: name, tenant: tenant, cfg: cfg, status: status, createdAt: createdAt, readyCh: make(chan struct{}),
 		wake: make(chan struct{}, 1), stop: stop, done: make(chan struct{})}
 	m.mu.Lock()
 	if have := m.pools[name]; have != nil {
@@ -241,7 +265,7 @@ func (m *Manager) add(name, tenant string, cfg Config, status string) *pool {
 		close(p.done)
 		return p
 	}
-	m.bg.Go(func() {
+	m.goBG(func() {
 		defer close(p.done)
 		leader.Run(ctx, m.st, "pool/"+name, m.opts.Node, leader.Options{TTL: m.opts.LeaseTTL, Log: m.opts.Log},
 			func(lctx context.Context, fence store.Fence) {
@@ -271,10 +295,18 @@ func (m *Manager) sync(ctx context.Context) error {
 		}
 		m.mu.Lock()
 		p := m.pools[row.Name]
+		if p != nil && (p.tenant != row.Tenant || !p.createdAt.Equal(row.CreatedAt) ||
+			(p.status == StatusDraining && row.Status != StatusDraining)) {
+			// Deleted and made again under the same name: a new pool.
+			delete(m.pools, row.Name)
+			p.stop()
+			p.readied()
+			p = nil
+		}
 		m.mu.Unlock()
 		if p == nil {
 			if row.Status != StatusDraining {
-				m.add(row.Name, row.Tenant, cfg, row.Status)
+				m.add(row.Name, row.Tenant, cfg, row.Status, row.CreatedAt)
 			}
 			continue
 		}
@@ -381,7 +413,10 @@ func (m *Manager) Create(ctx context.Context, tenant string, cfg Config) (Info, 
 		}
 		return Info{}, err
 	}
-	p := m.add(cfg.Name, tenant, cfg, StatusActive)
+	if got, err := m.st.GetPool(ctx, cfg.Name); err == nil {
+		row.CreatedAt = got.CreatedAt // as the store keeps it (its precision)
+	}
+	p := m.add(cfg.Name, tenant, cfg, StatusActive, row.CreatedAt)
 	m.publish(p, StatusActive, "created", "")
 	in, err := m.info(ctx, p)
 	in.CreatedAt = row.CreatedAt
@@ -439,6 +474,8 @@ func (m *Manager) Update(ctx context.Context, tenant, name string, u Update) (In
 	if err != nil {
 		return Info{}, err
 	}
+	p.updateMu.Lock() // one change of settings at a time
+	defer p.updateMu.Unlock()
 	p.mu.Lock()
 	cfg, status := p.cfg, p.status
 	p.mu.Unlock()
@@ -478,6 +515,9 @@ func (m *Manager) Update(ctx context.Context, tenant, name string, u Update) (In
 		return Info{}, err
 	}
 	if err := m.st.UpdatePool(ctx, name, string(b), status); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return Info{}, runtime.Userf(runtime.ErrConflict, "pool %s is being deleted", name)
+		}
 		return Info{}, err
 	}
 	p.mu.Lock()
@@ -498,7 +538,7 @@ func (m *Manager) Delete(ctx context.Context, tenant, name string) error {
 		return err
 	}
 	p.mu.Lock()
-	already := p.status == StatusDraining
+	already, was := p.status == StatusDraining, p.status
 	p.status = StatusDraining
 	cfg := p.cfg
 	p.mu.Unlock()
@@ -506,6 +546,9 @@ func (m *Manager) Delete(ctx context.Context, tenant, name string) error {
 		b, _ := json.Marshal(cfg) // marshalled before; cannot fail
 		// Recorded first: a crash mid-drain is finished at the next start.
 		if err := m.st.UpdatePool(ctx, name, string(b), StatusDraining); err != nil {
+			p.mu.Lock()
+			p.status = was
+			p.mu.Unlock()
 			return err
 		}
 		m.publish(p, StatusDraining, "deleted", "")
@@ -517,11 +560,7 @@ func (m *Manager) Delete(ctx context.Context, tenant, name string) error {
 func (m *Manager) drain(ctx context.Context, p *pool) error {
 	p.stop()
 	<-p.done
-	waited := make(chan struct{})
-	go func() { p.inflight.Wait(); close(waited) }()
-	select {
-	case <-waited:
-	case <-time.After(m.opts.DrainTimeout):
+	if !p.inflight.wait(m.opts.DrainTimeout) {
 		m.opts.Log.Warn("drain: acquires or releases still under way at the drain timeout", "pool", p.name)
 	}
 	// Idle and resetting sandboxes go; resets under way end as ready or

@@ -106,7 +106,8 @@ func (m *Manager) replenish(ctx context.Context, p *pool, fence *store.Fence) er
 	for i := range want {
 		wg.Go(func() {
 			_, errs[i] = m.svc.CreateForPool(ctx, sandbox.PoolSandbox{Tenant: p.tenant, Pool: p.name,
-				Template: cfg.Template, Limits: cfg.Limits, Env: cfg.Env, Fence: fence})
+				Template: cfg.Template, Limits: cfg.Limits, Env: cfg.Env,
+				Fence: &store.Fence{Lease: fence.Lease, Holder: fence.Holder, Term: fence.Term, Pool: p.name, MaxInPool: cfg.MaxTotal}})
 		})
 	}
 	wg.Wait()

@@ -110,10 +110,19 @@ func (s *Service) Recycle(ctx context.Context, sb Sandbox) error {
 		err = s.runHook(ctx, row, "session_setup", hooks.SessionSetup, hooks.setupTimeout())
 	}
 	if err == nil {
-		err = s.transition(ctx, row, []Status{StatusResetting}, StatusReady, "reset", "")
+		// Back to the pool only if the pool is still there.
+		ready := string(StatusReady)
+		err = s.st.UpdateSandbox(ctx, row.ID, []string{string(StatusResetting)}, store.Update{Status: &ready, Fence: &store.Fence{Pool: row.Pool}})
+		if err == nil {
+			s.publish(row, StatusReady, "reset", "")
+		}
 	}
 	if err != nil {
-		if derr := s.destroy(context.WithoutCancel(ctx), row, "reset_failed"); derr != nil {
+		reason := "reset_failed"
+		if errors.Is(err, store.ErrConflict) {
+			reason = "drain"
+		}
+		if derr := s.destroy(context.WithoutCancel(ctx), row, reason); derr != nil {
 			s.cfg.Log.Error("destroy sandbox after a failed reset", "sandbox", id, "err", derr)
 		}
 		return fmt.Errorf("reset sandbox %s: %w", id, err)

@@ -80,13 +80,17 @@ type Update struct {
 	Fence *Fence
 }
 
-// Fence is a lease a write depends on: the write is made only if holder
-// still holds the lease in term, unexpired. A deposed leader's late writes
-// change nothing.
+// Fence is what a write depends on, checked in the same statement: if
+// Lease is set, that holder still holds the lease in term, unexpired (a
+// deposed leader's late writes change nothing); if Pool is set, the pool
+// exists and is not being deleted; if MaxInPool is set (creates only),
+// the pool has fewer active sandboxes than that.
 type Fence struct {
-	Lease  string
-	Holder string
-	Term   int64
+	Lease     string
+	Holder    string
+	Term      int64
+	Pool      string
+	MaxInPool int
 }
 
 // Node is a sandpool node's record.
@@ -173,7 +177,8 @@ type Store interface {
 	CreatePool(ctx context.Context, p Pool) error
 	GetPool(ctx context.Context, name string) (Pool, error)
 	ListPools(ctx context.Context) ([]Pool, error)
-	// UpdatePool replaces a pool's config and status.
+	// UpdatePool replaces a pool's config and status; a draining pool
+	// stays draining (ErrConflict).
 	UpdatePool(ctx context.Context, name, config, status string) error
 	DeletePool(ctx context.Context, name string) error
 
@@ -181,13 +186,11 @@ type Store interface {
 	// Heartbeat records that node is up, creating its record if needed.
 	Heartbeat(ctx context.Context, n Node) error
 	ListNodes(ctx context.Context) ([]Node, error)
-	// MarkNodeDown marks node down if it is up and its last heartbeat is
-	// older than before; true if this call did it (and so owns cleaning
-	// up after it).
-	MarkNodeDown(ctx context.Context, node string, before time.Time) (bool, error)
-	// MarkSandboxesLost moves node's sandboxes in an active status to
-	// "lost" with errMsg and returns them.
-	MarkSandboxesLost(ctx context.Context, node string, active []string, errMsg string) ([]Sandbox, error)
+	// MarkNodeLost, in one transaction, marks node down if it is up and
+	// its last heartbeat is older than before, and moves its sandboxes in
+	// an active status to "lost" with errMsg. It returns those, and true
+	// if this call did it (several nodes may try; one does).
+	MarkNodeLost(ctx context.Context, node string, before time.Time, active []string, errMsg string) ([]Sandbox, bool, error)
 
 	// ClusterSecret returns the secret nodes share, storing candidate if
 	// there is none yet.

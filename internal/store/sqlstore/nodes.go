@@ -37,38 +37,44 @@ func (s *DB) ListNodes(ctx context.Context) ([]store.Node, error) {
 	return out, rows.Err()
 }
 
-func (s *DB) MarkNodeDown(ctx context.Context, node string, before time.Time) (bool, error) {
-	res, err := s.exec(ctx, "UPDATE nodes SET status = 'down' WHERE id = ? AND status = 'up' AND heartbeat_at < ?", node, before.UnixNano())
+func (s *DB) MarkNodeLost(ctx context.Context, node string, before time.Time, active []string, errMsg string) ([]store.Sandbox, bool, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
-	n, err := res.RowsAffected()
-	return n == 1, err
-}
-
-func (s *DB) MarkSandboxesLost(ctx context.Context, node string, active []string, errMsg string) ([]store.Sandbox, error) {
-	if len(active) == 0 {
-		return nil, nil
-	}
-	args := []any{errMsg, time.Now().UnixNano(), node}
-	for _, a := range active {
-		args = append(args, a)
-	}
-	rows, err := s.query(ctx, "UPDATE sandboxes SET status = 'lost', error = ?, updated_at = ? WHERE node = ? AND status IN (?"+
-		strings.Repeat(", ?", len(active)-1)+") RETURNING "+sandboxCols, args...)
+	defer tx.Rollback() // after Commit this does nothing
+	res, err := tx.ExecContext(ctx, s.q("UPDATE nodes SET status = 'down' WHERE id = ? AND status = 'up' AND heartbeat_at < ?"), node, before.UnixNano())
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	defer rows.Close()
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return nil, false, err
+	}
 	var out []store.Sandbox
-	for rows.Next() {
-		sb, err := scanSandbox(rows)
-		if err != nil {
-			return nil, err
+	if len(active) > 0 {
+		args := []any{errMsg, time.Now().UnixNano(), node}
+		for _, a := range active {
+			args = append(args, a)
 		}
-		out = append(out, sb)
+		rows, err := tx.QueryContext(ctx, s.q("UPDATE sandboxes SET status = 'lost', error = ?, updated_at = ? WHERE node = ? AND status IN (?"+
+			strings.Repeat(", ?", len(active)-1)+") RETURNING "+sandboxCols), args...)
+		if err != nil {
+			return nil, false, err
+		}
+		for rows.Next() {
+			sb, err := scanSandbox(rows)
+			if err != nil {
+				rows.Close()
+				return nil, false, err
+			}
+			out = append(out, sb)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, false, err
+		}
 	}
-	return out, rows.Err()
+	return out, true, tx.Commit()
 }
 
 func (s *DB) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (store.Lease, error) {
@@ -101,8 +107,21 @@ func (s *DB) ReleaseLease(ctx context.Context, name, holder string, term int64) 
 
 // fenceCond is the condition a fenced write adds, and its arguments.
 func fenceCond(f *store.Fence) (string, []any) {
-	return "EXISTS (SELECT 1 FROM leases WHERE name = ? AND holder = ? AND term = ? AND expires_at > ?)",
-		[]any{f.Lease, f.Holder, f.Term, time.Now().UnixNano()}
+	conds := []string{"1 = 1"}
+	var args []any
+	if f.Lease != "" {
+		conds = append(conds, "EXISTS (SELECT 1 FROM leases WHERE name = ? AND holder = ? AND term = ? AND expires_at > ?)")
+		args = append(args, f.Lease, f.Holder, f.Term, time.Now().UnixNano())
+	}
+	if f.Pool != "" {
+		conds = append(conds, "EXISTS (SELECT 1 FROM pools WHERE name = ? AND status <> 'draining')")
+		args = append(args, f.Pool)
+	}
+	if f.Pool != "" && f.MaxInPool > 0 {
+		conds = append(conds, "(SELECT COUNT(*) FROM sandboxes WHERE pool = ? AND status NOT IN ('stopped', 'failed', 'lost')) < ?")
+		args = append(args, f.Pool, f.MaxInPool)
+	}
+	return strings.Join(conds, " AND "), args
 }
 
 func (s *DB) ClusterSecret(ctx context.Context, candidate string) (string, error) {

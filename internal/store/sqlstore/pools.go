@@ -99,13 +99,19 @@ func (s *DB) ListPools(ctx context.Context) ([]store.Pool, error) {
 }
 
 func (s *DB) UpdatePool(ctx context.Context, name, config, status string) error {
-	res, err := s.exec(ctx, ("UPDATE pools SET config = ?, status = ?, updated_at = ? WHERE name = ?"),
-		config, status, time.Now().UnixNano(), name)
+	query := "UPDATE pools SET config = ?, status = ?, updated_at = ? WHERE name = ?"
+	if status != "draining" {
+		query += " AND status <> 'draining'" // an update never undoes a delete
+	}
+	res, err := s.exec(ctx, query, config, status, time.Now().UnixNano(), name)
 	if err != nil {
 		return err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("pool %s: %w", name, store.ErrNotFound)
+		if _, err := s.GetPool(ctx, name); err != nil {
+			return err
+		}
+		return fmt.Errorf("pool %s is being deleted: %w", name, store.ErrConflict)
 	}
 	return nil
 }

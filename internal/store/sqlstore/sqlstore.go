@@ -56,6 +56,20 @@ func (s *DB) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	return st, nil
 }
 
+// inTx runs f in a transaction, committed if f succeeds.
+func (s *DB) inTx(ctx context.Context, f func(tx *sql.Tx) (sql.Result, error)) (sql.Result, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback() // after Commit this does nothing
+	res, err := f(tx)
+	if err != nil {
+		return nil, err
+	}
+	return res, tx.Commit()
+}
+
 func (s *DB) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	st, err := s.stmt(ctx, query)
 	if err != nil {
@@ -163,10 +177,22 @@ func (s *DB) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 		query = "INSERT INTO sandboxes (" + sandboxCols + ") SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE " + cond
 		args = append(args, fargs...)
 	}
-	res, err := s.exec(ctx, query, args...)
+	var res sql.Result
+	if sb.Fence != nil && sb.Fence.Pool != "" && s.d.SkipLocked {
+		// With row locks, lock the pool's row first: creates for one pool
+		// are then counted one at a time (SQLite has one writer anyway).
+		res, err = s.inTx(ctx, func(tx *sql.Tx) (sql.Result, error) {
+			if _, err := tx.ExecContext(ctx, s.q("SELECT 1 FROM pools WHERE name = ? FOR UPDATE"), sb.Fence.Pool); err != nil {
+				return nil, err
+			}
+			return tx.ExecContext(ctx, s.q(query), args...)
+		})
+	} else {
+		res, err = s.exec(ctx, query, args...)
+	}
 	if err == nil && sb.Fence != nil {
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("sandbox %s: lease %s lost: %w", sb.ID, sb.Fence.Lease, store.ErrConflict)
+			return fmt.Errorf("sandbox %s: lease lost, pool gone or full: %w", sb.ID, store.ErrConflict)
 		}
 	}
 	if err != nil && s.d.IsUnique(err) {
@@ -284,7 +310,9 @@ func (s *DB) UpdateSandbox(ctx context.Context, id string, from []string, u stor
 	query := "UPDATE sandboxes SET " + strings.Join(sets, ", ") + " WHERE id = ?"
 	args = append(args, id)
 	if u.Fence != nil {
-		cond, fargs := fenceCond(u.Fence)
+		f := *u.Fence
+		f.MaxInPool = 0 // a create's condition: this row counts itself
+		cond, fargs := fenceCond(&f)
 		query += " AND " + cond
 		args = append(args, fargs...)
 	}
@@ -308,7 +336,7 @@ func (s *DB) UpdateSandbox(ctx context.Context, id string, from []string, u stor
 			return err
 		}
 		if u.Fence != nil {
-			return fmt.Errorf("sandbox %s (%s): lease %s lost or status changed: %w", id, cur.Status, u.Fence.Lease, store.ErrConflict)
+			return fmt.Errorf("sandbox %s (%s): lease lost, pool gone, or status changed: %w", id, cur.Status, store.ErrConflict)
 		}
 		return fmt.Errorf("sandbox %s is %s, not %s: %w", id, cur.Status, strings.Join(from, " or "), store.ErrConflict)
 	}

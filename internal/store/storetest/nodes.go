@@ -21,28 +21,25 @@ func testNodes(t *testing.T, s store.Store) {
 	if err != nil || len(nodes) != 2 || nodes[0].ID != "n1" || nodes[0].Status != "up" || nodes[1].Capacity != 20 || nodes[0].HeartbeatAt.IsZero() {
 		t.Fatalf("nodes: %+v %v", nodes, err)
 	}
-	// A node seen recently is not marked down; one silent long enough is,
-	// once.
-	if down, err := s.MarkNodeDown(ctx, "n1", time.Now().Add(-time.Minute)); err != nil || down {
-		t.Fatalf("recent node marked down: %v %v", down, err)
-	}
-	later := time.Now().Add(time.Minute)
-	if down, err := s.MarkNodeDown(ctx, "n1", later); err != nil || !down {
-		t.Fatalf("silent node: %v %v", down, err)
-	}
-	if down, _ := s.MarkNodeDown(ctx, "n1", later); down {
-		t.Fatal("marked down twice")
-	}
-	// Its sandboxes become lost; other nodes' are untouched.
+	// Its sandboxes become lost with it; other nodes' are untouched.
 	for i, node := range []string{"n1", "n1", "n2"} {
 		status := []string{"running", "stopped", "running"}[i]
 		if err := s.CreateSandbox(ctx, store.Sandbox{ID: "sb_" + string(rune('a'+i)), Tenant: "t", Template: "base", Status: status, Spec: "{}", Node: node}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	lost, err := s.MarkSandboxesLost(ctx, "n1", []string{"running", "paused"}, "node n1 lost")
-	if err != nil || len(lost) != 1 || lost[0].ID != "sb_a" || lost[0].Status != "lost" || lost[0].Error != "node n1 lost" {
-		t.Fatalf("lost: %+v %v", lost, err)
+	// A node seen recently is not marked down; one silent long enough is,
+	// once.
+	if _, down, err := s.MarkNodeLost(ctx, "n1", time.Now().Add(-time.Minute), []string{"running"}, "x"); err != nil || down {
+		t.Fatalf("recent node marked down: %v %v", down, err)
+	}
+	later := time.Now().Add(time.Minute)
+	lost, down, err := s.MarkNodeLost(ctx, "n1", later, []string{"running", "paused"}, "node n1 lost")
+	if err != nil || !down || len(lost) != 1 || lost[0].ID != "sb_a" || lost[0].Status != "lost" || lost[0].Error != "node n1 lost" {
+		t.Fatalf("lost: %+v %v %v", lost, down, err)
+	}
+	if _, down, _ := s.MarkNodeLost(ctx, "n1", later, []string{"running"}, "x"); down {
+		t.Fatal("marked down twice")
 	}
 	if sb, _ := s.GetSandbox(ctx, "sb_c"); sb.Status != "running" {
 		t.Fatalf("another node's sandbox: %s", sb.Status)

@@ -30,6 +30,9 @@ func testPools(t *testing.T, s store.Store) {
 	if got, _ := s.GetPool(ctx, "py"); got.Config != `{"min_idle":5}` || got.Status != "draining" {
 		t.Fatalf("after update: %+v", got)
 	}
+	if err := s.UpdatePool(ctx, "py", `{"min_idle":9}`, "active"); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("update of a draining pool: %v", err)
+	}
 	if err := s.UpdatePool(ctx, "nope", "{}", "active"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("update missing: %v", err)
 	}
