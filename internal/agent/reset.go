@@ -53,7 +53,13 @@ func (s *Server) reset(c *conn) error {
 			return replyErr(c, codeInternal, "reset: empty %s: %v", d, err)
 		}
 	}
-	return c.sendJSON(frameReply, reply{Dirty: leftovers()})
+	dirty := leftovers()
+	// A process started while this ran (a call that slipped in) would
+	// outlive the session: then only a restart will do.
+	if others, err := otherPids(); err != nil || len(others) > 0 {
+		dirty = "a process started during the reset"
+	}
+	return c.sendJSON(frameReply, reply{Dirty: dirty})
 }
 
 // killOthers kills every process of the PID namespace but PID 1 and waits
@@ -124,6 +130,21 @@ func leftovers() string {
 	ents, err := os.ReadDir("/dev")
 	if err != nil {
 		return "cannot read /dev: " + err.Error()
+	}
+	if len(ents) != len(devEntries) {
+		return "/dev lost or gained entries"
+	}
+	// Sandbox root owns these directories and could change them.
+	for _, d := range []struct {
+		path  string
+		mode  uint32
+		owned bool // by the sandbox's root (mqueue's root shows as nobody)
+	}{{"/dev", 0o755, true}, {"/dev/shm", 0o1777, true}, {"/dev/mqueue", 0o1777, false}} {
+		var st syscall.Stat_t
+		if err := syscall.Stat(d.path, &st); err != nil || st.Mode&0o7777 != d.mode ||
+			(d.owned && (st.Uid != 0 || st.Gid != 0)) {
+			return d.path + " was changed"
+		}
 	}
 	for _, e := range ents {
 		want, known := devEntries[e.Name()]

@@ -171,6 +171,23 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Resets a crash cut short, of pools deleted meanwhile: their
+	// sandboxes go (a reset of a live pool's is finished below).
+	known := map[string]bool{}
+	for _, r := range rows {
+		known[r.Name] = true
+	}
+	orphans, err := m.st.ListSandboxes(ctx, store.Filter{Node: m.opts.Node, Statuses: []string{string(sandbox.StatusResetting)}})
+	if err != nil {
+		return err
+	}
+	for _, sb := range orphans {
+		if sb.Pool != "" && !known[sb.Pool] {
+			if err := m.svc.DestroyPooled(ctx, sb.ID, "drain"); err != nil {
+				m.opts.Log.Error("destroy a reset sandbox of a deleted pool", "sandbox", sb.ID, "err", err)
+			}
+		}
+	}
 	for _, row := range rows {
 		var cfg Config
 		if err := json.Unmarshal([]byte(row.Config), &cfg); err != nil {
@@ -335,6 +352,15 @@ func (m *Manager) sync(ctx context.Context) error {
 		p.stop()
 		p.readied()
 		m.m.forget(p.name)
+		// Its idle sandboxes here, if its drain missed any, go too.
+		idle, err := m.st.ListSandboxes(ctx, store.Filter{Pool: p.name, Node: m.opts.Node, Statuses: []string{string(sandbox.StatusReady)}})
+		if err == nil {
+			for _, sb := range idle {
+				if ok, err := m.svc.RetireIdle(ctx, sb.ID, "drain"); err == nil && ok {
+					m.m.destroyed.WithLabelValues(p.name, "drain").Inc()
+				}
+			}
+		}
 	}
 	return nil
 }

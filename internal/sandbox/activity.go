@@ -13,10 +13,10 @@ import (
 // kept in memory (every call touches it) and persisted by the reaper.
 type activity struct {
 	last      time.Time
-	streams   int // open process streams count as activity
 	timeout   time.Duration
 	onTimeout string
 	dirty     bool // last changed since it was persisted
+	pausing   bool // a pause is under way: calls wait for it, then resume
 }
 
 // track starts tracking a running sandbox, as last active at last.
@@ -114,12 +114,12 @@ func (s *Service) SetTimeout(ctx context.Context, tenant, id string, req Timeout
 	return s.Get(ctx, tenant, id)
 }
 
-// tracked counts a process stream as activity while it is open.
+// tracked counts a process stream as activity while it is open. Open
+// streams are counted apart from the activity record, which a pause and
+// resume replace: a stream open across them still counts.
 func (s *Service) tracked(row store.Sandbox, p runtime.Process) runtime.Process {
 	s.mu.Lock()
-	if a := s.activity[row.ID]; a != nil {
-		a.streams++
-	}
+	s.streams[row.ID]++
 	s.mu.Unlock()
 	return &trackedProcess{Process: p, s: s, id: row.ID, row: row}
 }
@@ -136,8 +136,10 @@ func (p *trackedProcess) end() {
 	p.s.mu.Lock()
 	if !p.done {
 		p.done = true
+		if p.s.streams[p.id]--; p.s.streams[p.id] <= 0 {
+			delete(p.s.streams, p.id)
+		}
 		if a := p.s.activity[p.id]; a != nil {
-			a.streams--
 			a.last = time.Now()
 			a.dirty = true
 		}

@@ -22,6 +22,36 @@ type keyedEntry struct {
 	refs int
 }
 
+// tryLock locks id's mutex if it is free; ok false if someone holds it.
+func (k *keyedMutex) tryLock(id string) (unlock func(), ok bool) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyedEntry{}
+	}
+	e := k.m[id]
+	if e == nil {
+		e = &keyedEntry{}
+		k.m[id] = e
+	}
+	if !e.mu.TryLock() {
+		if e.refs == 0 {
+			delete(k.m, id)
+		}
+		k.mu.Unlock()
+		return nil, false
+	}
+	e.refs++
+	k.mu.Unlock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(k.m, id)
+		}
+		k.mu.Unlock()
+	}, true
+}
+
 // lock locks id's mutex and returns its unlock.
 func (k *keyedMutex) lock(id string) func() {
 	k.mu.Lock()
@@ -74,6 +104,11 @@ func (s *Service) archiveAfter(row store.Sandbox) int {
 	return int(s.cfg.ArchiveAfter / time.Second)
 }
 
+// opTimeout bounds a pause, archive or resume: work that is finished even
+// when its caller goes away, but never waits forever (a process stuck in
+// the kernel can keep a freeze from completing).
+const opTimeout = time.Minute
+
 // PauseOptions modify Pause.
 type PauseOptions struct {
 	// Archive stops the processes too (memory freed, files kept).
@@ -98,7 +133,8 @@ func (s *Service) Pause(ctx context.Context, tenant, id string, opts PauseOption
 // pause does Pause on work that must finish: it is not tied to ctx's
 // cancellation.
 func (s *Service) pause(ctx context.Context, row store.Sandbox, reason string, archive bool) error {
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+	defer cancel()
 	unlock := s.locks.lock(row.ID)
 	defer unlock()
 	row, err := s.st.GetSandbox(ctx, row.ID) // as it is now, under the lock
@@ -107,11 +143,17 @@ func (s *Service) pause(ctx context.Context, row store.Sandbox, reason string, a
 	}
 	switch Status(row.Status) {
 	case StatusPaused:
+		if reason == "archive_after" && time.Since(row.PausedAt) < time.Duration(s.archiveAfter(row))*time.Second {
+			return nil // resumed and paused again since the reaper looked
+		}
 		if archive && !row.Archived {
 			return s.archive(ctx, row, reason)
 		}
 		return nil
 	case StatusRunning:
+		if reason == "archive_after" {
+			return nil // resumed meanwhile: not for archiving
+		}
 	default:
 		return runtime.Userf(runtime.ErrConflict, "sandbox %s is %s; only a running sandbox can be paused", row.ID, row.Status)
 	}
@@ -121,15 +163,35 @@ func (s *Service) pause(ctx context.Context, row store.Sandbox, reason string, a
 	now := time.Now()
 	var left time.Duration
 	s.mu.Lock()
-	if a := s.activity[row.ID]; a != nil && a.timeout > 0 {
-		left = max(a.timeout-now.Sub(a.last), 0)
+	a := s.activity[row.ID]
+	if reason == "timeout" && (a == nil || s.streams[row.ID] > 0 || now.Sub(a.last) <= a.timeout) {
+		s.mu.Unlock()
+		return nil // active again since the reaper looked
+	}
+	if a != nil {
+		// Calls that come now wait for this pause, then resume.
+		a.pausing = true
+		if a.timeout > 0 {
+			left = max(a.timeout-now.Sub(a.last), 0)
+			if s.streams[row.ID] > 0 {
+				left = a.timeout // an open stream is activity
+			}
+		}
 	}
 	s.mu.Unlock()
+	notPausing := func() {
+		s.mu.Lock()
+		if a := s.activity[row.ID]; a != nil {
+			a.pausing = false
+		}
+		s.mu.Unlock()
+	}
 	paused := string(StatusPaused)
 	// Written before the freeze: a crash in between is finished by the
 	// reconciler, which freezes a sandbox the store calls paused.
 	if err := s.st.UpdateSandbox(ctx, row.ID, []string{string(StatusRunning)},
 		store.Update{Status: &paused, PausedAt: &now, TimeoutLeft: &left, Archived: new(false)}); err != nil {
+		notPausing()
 		return s.storeErr(err)
 	}
 	s.forget(row.ID)
@@ -197,7 +259,8 @@ func (s *Service) Resume(ctx context.Context, tenant, id string) (Sandbox, Resum
 }
 
 func (s *Service) resume(ctx context.Context, row store.Sandbox, reason string) (ResumeInfo, error) {
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+	defer cancel()
 	unlock := s.locks.lock(row.ID)
 	defer unlock()
 	row, err := s.st.GetSandbox(ctx, row.ID)
@@ -213,6 +276,12 @@ func (s *Service) resume(ctx context.Context, row store.Sandbox, reason string) 
 	}
 	start := time.Now()
 	info := ResumeInfo{From: "frozen", ProcessesKept: true}
+	if rs, err := s.rt.Get(ctx, row.ID); err == nil && !row.Archived &&
+		(rs.Status == runtime.StatusStopped || rs.Status == runtime.StatusBroken) {
+		// Its processes are gone though the store says frozen (an archive
+		// whose record failed, a host restart): start it on its files.
+		row.Archived = true
+	}
 	if row.Archived {
 		info = ResumeInfo{From: "archive"}
 		if _, err := s.rt.Start(ctx, row.ID); err != nil {
@@ -220,7 +289,9 @@ func (s *Service) resume(ctx context.Context, row store.Sandbox, reason string) 
 			return ResumeInfo{}, fmt.Errorf("resume sandbox %s: %w", row.ID, err)
 		}
 	} else if err := s.rt.Thaw(ctx, row.ID); err != nil {
-		s.retire(row, &runtime.StateError{Sandbox: row.ID, Err: fmt.Errorf("thaw: %w", err)})
+		if !errors.Is(err, runtime.ErrConflict) {
+			s.retire(row, &runtime.StateError{Sandbox: row.ID, Err: fmt.Errorf("thaw: %w", err)})
+		}
 		return ResumeInfo{}, fmt.Errorf("resume sandbox %s: %w", row.ID, err)
 	}
 	running := string(StatusRunning)

@@ -281,3 +281,30 @@ func TestReconciler(t *testing.T) {
 		return errors.Is(err, runtime.ErrNotFound)
 	})
 }
+
+// A stream open across a pause and resume neither breaks the timeout nor
+// counts twice: once it ends and the sandbox is idle, the timeout applies.
+func TestStreamAcrossPause(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, fastLoops())
+	ctx := context.Background()
+	sb := e.create(t, "a", sandbox.CreateRequest{Timeout: 1})
+	p, err := e.svc.Exec(ctx, "a", sb.ID, sandbox.ExecRequest{Shell: "sleep 1.5"}, runtime.Stdio{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	paused, err := e.svc.Pause(ctx, "a", sb.ID, sandbox.PauseOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if paused.TimeoutLeft == nil || *paused.TimeoutLeft != 1 {
+		t.Fatalf("paused with a stream open: timeout left %v, want the whole 1 s", paused.TimeoutLeft)
+	}
+	if _, _, err := e.svc.Resume(ctx, "a", sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 6*time.Second, "paused once idle", func() bool { return e.status(t, sb.ID).Status == sandbox.StatusPaused })
+}

@@ -74,6 +74,11 @@ func (s *Service) BeginRelease(ctx context.Context, tenant, id string) (Sandbox,
 	if Status(row.Status) != StatusRunning {
 		return Sandbox{}, runtime.Userf(runtime.ErrConflict, "sandbox %s is %s, not in use", id, row.Status)
 	}
+	if row.Node != s.cfg.Node {
+		return Sandbox{}, fmt.Errorf("%w: sandbox %s lives on node %s", ErrElsewhere, id, row.Node)
+	}
+	unlock := s.locks.lock(id) // not in the middle of a reconcile
+	defer unlock()
 	if err := s.transition(ctx, row, []Status{StatusRunning}, StatusResetting, "released", ""); err != nil {
 		return Sandbox{}, err
 	}
@@ -88,6 +93,8 @@ func (s *Service) BeginRelease(ctx context.Context, tenant, id string) (Sandbox,
 // sandbox is destroyed and the error returned.
 func (s *Service) Recycle(ctx context.Context, sb Sandbox) error {
 	id := sb.ID
+	unlock := s.locks.lock(id) // the reconciler leaves it alone meanwhile
+	defer unlock()
 	row, err := s.rowOf(ctx, sb)
 	if err != nil {
 		return err

@@ -69,7 +69,7 @@ func (s *Service) reapOnce(ctx context.Context) {
 			touched[id] = a.last
 			a.dirty = false
 		}
-		if a.timeout > 0 && a.streams == 0 && now.Sub(a.last) > a.timeout {
+		if a.timeout > 0 && s.streams[id] == 0 && now.Sub(a.last) > a.timeout {
 			due = append(due, id)
 		}
 	}
@@ -107,7 +107,7 @@ func (s *Service) reapOnce(ctx context.Context) {
 func (s *Service) timedOut(ctx context.Context, id string) {
 	s.mu.Lock()
 	a := s.activity[id]
-	still := a != nil && a.timeout > 0 && a.streams == 0 && time.Since(a.last) > a.timeout
+	still := a != nil && a.timeout > 0 && s.streams[id] == 0 && time.Since(a.last) > a.timeout
 	var action string
 	if a != nil {
 		action = a.onTimeout
@@ -122,8 +122,7 @@ func (s *Service) timedOut(ctx context.Context, id string) {
 		return
 	}
 	if action == OnTimeoutKill || row.Pool != "" {
-		s.m.timeouts.WithLabelValues(OnTimeoutKill).Inc()
-		err = s.destroy(ctx, row, "timeout")
+		err = s.killIdle(ctx, id)
 	} else {
 		s.m.timeouts.WithLabelValues(OnTimeoutPause).Inc()
 		err = s.pause(ctx, row, "timeout", false)
@@ -131,6 +130,26 @@ func (s *Service) timedOut(ctx context.Context, id string) {
 	if err != nil {
 		s.cfg.Log.Error("reap idle sandbox", "sandbox", id, "err", err)
 	}
+}
+
+// killIdle destroys a running sandbox idle past its timeout, checking
+// under its lock that it still is running and idle.
+func (s *Service) killIdle(ctx context.Context, id string) error {
+	unlock := s.locks.lock(id)
+	defer unlock()
+	row, err := s.st.GetSandbox(ctx, id)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	a := s.activity[id]
+	due := a != nil && s.streams[id] == 0 && a.timeout > 0 && time.Since(a.last) > a.timeout
+	s.mu.Unlock()
+	if Status(row.Status) != StatusRunning || !due {
+		return nil // released, paused or used meanwhile
+	}
+	s.m.timeouts.WithLabelValues(OnTimeoutKill).Inc()
+	return s.destroy(ctx, row, "timeout")
 }
 
 // reconcile compares the runtime with the store for this node's sandboxes
@@ -224,10 +243,26 @@ func (s *Service) recoverRow(ctx context.Context, row store.Sandbox, have map[st
 func (s *Service) reconcileRow(ctx context.Context, row store.Sandbox) {
 	switch Status(row.Status) {
 	case StatusRunning, StatusReady, StatusPaused:
+	case StatusStopping:
+		// A destroy whose last record failed: finish it, once it is
+		// clearly not under way.
+		if time.Since(row.UpdatedAt) > time.Minute {
+			if unlock, ok := s.locks.tryLock(row.ID); ok {
+				defer unlock()
+				if err := s.rt.Destroy(ctx, row.ID); err == nil {
+					s.m.fixes.WithLabelValues("finish_stopping").Inc()
+					_ = s.transition(ctx, row, []Status{StatusStopping}, StatusStopped, "reconciled", "")
+				}
+			}
+		}
+		return
 	default:
 		return
 	}
-	unlock := s.locks.lock(row.ID)
+	unlock, ok := s.locks.tryLock(row.ID)
+	if !ok {
+		return // a pause, resume, reset or delete is under way: next pass
+	}
 	defer unlock()
 	row, err := s.st.GetSandbox(ctx, row.ID) // as it is now, under the lock
 	if err != nil {

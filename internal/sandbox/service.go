@@ -193,6 +193,7 @@ type Service struct {
 
 	mu       sync.Mutex
 	activity map[string]*activity
+	streams  map[string]int // open process streams, by sandbox
 	closing  bool
 	bg       sync.WaitGroup // retirements and the reaper
 	stop     context.CancelFunc
@@ -218,7 +219,7 @@ func New(rt runtime.Runtime, st Store, ev *events.Broker, cfg Config) *Service {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Service{rt: rt, st: st, events: ev, cfg: cfg, activity: map[string]*activity{}, tplCache: map[string]resolved{},
+	return &Service{rt: rt, st: st, events: ev, cfg: cfg, activity: map[string]*activity{}, streams: map[string]int{}, tplCache: map[string]resolved{},
 		m: newMetrics(cfg.Registry)}
 }
 
@@ -411,7 +412,7 @@ func (s *Service) fromRow(row store.Sandbox) Sandbox {
 		if a := s.activity[row.ID]; a != nil {
 			last := a.last.UTC()
 			sb.LastActivity = &last
-			if a.timeout > 0 && a.streams == 0 {
+			if a.timeout > 0 && s.streams[row.ID] == 0 {
 				t := a.last.Add(a.timeout).UTC()
 				sb.TimesOutAt = &t
 			}
@@ -548,6 +549,46 @@ func (s *Service) running(ctx context.Context, tenant, id string) (store.Sandbox
 	case StatusFailed:
 		return row, runtime.Userf(runtime.ErrConflict, "sandbox %s has failed: %s", id, row.Error)
 	default:
+		return row, runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", id, row.Status)
+	}
+	// Touched under s.mu, where a pause checks activity and says it is
+	// pausing: either the pause sees this call and gives up (a timeout),
+	// or this call sees the pause, waits for it and resumes the sandbox.
+	s.mu.Lock()
+	a := s.activity[id]
+	pausing := a != nil && a.pausing
+	if a != nil && !pausing {
+		a.last, a.dirty = time.Now(), true
+	}
+	s.mu.Unlock()
+	if pausing {
+		return s.runningAgain(ctx, tenant, id)
+	}
+	return row, nil
+}
+
+// runningAgain waits for a pause under way, then resumes the sandbox (or
+// refuses, without auto-resume).
+func (s *Service) runningAgain(ctx context.Context, tenant, id string) (store.Sandbox, error) {
+	unlock := s.locks.lock(id) // the pause holds it until it is done
+	unlock()
+	row, err := s.row(ctx, tenant, id)
+	if err != nil {
+		return row, err
+	}
+	if Status(row.Status) == StatusPaused {
+		if !autoResume(ctx) {
+			return row, runtime.Userf(runtime.ErrConflict, "sandbox %s is paused (resume it, or allow calls to resume it)", id)
+		}
+		if _, err := s.resume(ctx, row, "traffic"); err != nil {
+			return row, err
+		}
+		row, err = s.st.GetSandbox(ctx, id)
+		if err != nil {
+			return row, err
+		}
+	}
+	if Status(row.Status) != StatusRunning {
 		return row, runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", id, row.Status)
 	}
 	s.touch(id)

@@ -106,3 +106,18 @@ func TestSeal(t *testing.T) {
 		t.Fatalf("after two seals: %q", got)
 	}
 }
+
+// What sandbox root may change in /dev also makes a reset start over.
+func TestResetNoticesDevChanges(t *testing.T) {
+	r := openRuntime(t)
+	id := createSandbox(t, r, runtime.Spec{Template: "base"})
+	for _, change := range []string{"rm /dev/ptmx", "chmod 700 /dev/shm", "rm /dev/stdin && ln -s /proc/self/fd/5 /dev/stdin"} {
+		run(t, r, id, runtime.ExecSpec{User: "root", Shell: change})
+		if !reset(t, r, id) {
+			t.Fatalf("%q: reset in place", change)
+		}
+		if got := sh(t, r, id, "test -e /dev/ptmx && stat -c %a /dev/shm && readlink /dev/stdin").Stdout; got != "1777\n/proc/self/fd/0\n" {
+			t.Fatalf("after %q and a reset: %q", change, got)
+		}
+	}
+}
