@@ -76,6 +76,19 @@ func TestPools(t *testing.T) {
 	// A create naming the pool acquires; the released sandbox comes back
 	// fresh (session setup done again, nothing of the last session).
 	waitPool(t, c, "warm", 2)
+	// With an Idempotency-Key, a create from a pool answers the same again.
+	first, err := c.CreateSandbox(ctx, client.CreateSandboxRequest{Pool: "warm", IdempotencyKey: "acq-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.CreateSandbox(ctx, client.CreateSandboxRequest{Pool: "warm", IdempotencyKey: "acq-1"})
+	if err != nil || again.ID != first.ID {
+		t.Fatalf("idempotent acquire: %+v %v, want %s", again, err, first.ID)
+	}
+	if _, err := c.Release(ctx, first.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	waitPool(t, c, "warm", 2)
 	seen := map[string]bool{}
 	for range 3 {
 		got, err := c.CreateSandbox(ctx, client.CreateSandboxRequest{Pool: "warm"})

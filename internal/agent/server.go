@@ -274,6 +274,13 @@ func (s *Server) supervise(p *process, outR, errR *os.File, timeout time.Duratio
 	tmu.Lock()
 	st := exitFromWait(ws, timedOut)
 	tmu.Unlock()
+	if !p.background {
+		// Out of the table before the exit is told: whoever hears it and
+		// lists the processes must not find it.
+		s.mu.Lock()
+		delete(s.procs, p.id)
+		s.mu.Unlock()
+	}
 	p.finish(st)
 	s.retire(p)
 }

@@ -19,6 +19,7 @@ var (
 	errTooLarge     = errors.New("too large")
 	errIdemMismatch = errors.New("idempotency key reused with a different request")
 	errNodeDown     = errors.New("node unavailable")
+	errInProgress   = errors.New("a create with this Idempotency-Key is under way; retry")
 )
 
 // apiError is the body of every error response.
@@ -42,6 +43,8 @@ func statusFor(err error) (int, string) {
 		return http.StatusRequestEntityTooLarge, "too_large"
 	case errors.Is(err, errBadRequest):
 		return http.StatusBadRequest, "bad_request"
+	case errors.Is(err, errInProgress):
+		return http.StatusTooEarly, "in_progress"
 	case errors.Is(err, errIdemMismatch):
 		return http.StatusUnprocessableEntity, "idempotency_mismatch"
 	case errors.Is(err, sandbox.ErrCapacity):
@@ -77,7 +80,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusInternalServerError {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable || status == http.StatusTooEarly {
 		w.Header().Set("Retry-After", "1")
 	}
 	var body apiError

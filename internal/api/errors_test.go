@@ -26,6 +26,8 @@ func TestStatusFor(t *testing.T) {
 		{wrap(errTooLarge), 413, "too_large"},
 		{wrap(errBadRequest), 400, "bad_request"},
 		{errIdemMismatch, 422, "idempotency_mismatch"},
+		{errInProgress, 425, "in_progress"},
+		{errNodeDown, 503, "node_unavailable"},
 		{wrap(sandbox.ErrCapacity), 429, "at_capacity"},
 		{sandbox.ErrShuttingDown, 503, "shutting_down"},
 		{&runtime.StateError{Sandbox: "sb_x", Err: errors.New("agent gone")}, 409, "sandbox_failed"},

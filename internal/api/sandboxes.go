@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -51,6 +52,11 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 			}
 			// The same request again: answer with what the first made.
 			sb, err := s.svc.Get(r.Context(), tenant, got.SandboxID)
+			if errors.Is(err, runtime.ErrNotFound) {
+				// The first is still under way: the client may retry.
+				s.writeError(w, r, errInProgress)
+				return
+			}
 			if err != nil {
 				s.writeError(w, r, err)
 				return
@@ -69,6 +75,18 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		sb, err = s.acquireFor(r, tenant, req)
 	} else {
 		sb, err = s.svc.Create(r.Context(), tenant, id, req)
+	}
+	if key := r.Header.Get("Idempotency-Key"); key != "" && id != "" {
+		ctx := context.WithoutCancel(r.Context())
+		switch {
+		case err == nil && req.Pool != "":
+			_ = s.st.SetIdempotency(ctx, tenant, key, sb.ID) // best effort: a replay then finds nothing and makes anew
+		case err != nil:
+			// Nothing was made (or it failed): a retry makes it anew.
+			if _, gerr := s.st.GetSandbox(ctx, id); errors.Is(gerr, store.ErrNotFound) || req.Pool != "" {
+				_ = s.st.DeleteIdempotency(ctx, tenant, key) // best effort, as above
+			}
+		}
 	}
 	if err != nil {
 		s.writeError(w, r, err)

@@ -40,6 +40,8 @@ type Store interface {
 	ListKeys(ctx context.Context) ([]store.Key, error)
 	RevokeKey(ctx context.Context, id string) error
 	PutIdempotency(ctx context.Context, idem store.Idempotency) (store.Idempotency, error)
+	SetIdempotency(ctx context.Context, tenant, key, sandboxID string) error
+	DeleteIdempotency(ctx context.Context, tenant, key string) error
 	GetSandbox(ctx context.Context, id string) (store.Sandbox, error)
 	ListSandboxes(ctx context.Context, f store.Filter) ([]store.Sandbox, error)
 }

@@ -218,6 +218,10 @@ type Store interface {
 	// tenant and key; then it returns that one and ErrExists. Expired
 	// records are dropped.
 	PutIdempotency(ctx context.Context, idem Idempotency) (Idempotency, error)
+	// SetIdempotency points a key at another sandbox (a pool's, known only
+	// once acquired); DeleteIdempotency forgets a key whose create failed.
+	SetIdempotency(ctx context.Context, tenant, key, sandboxID string) error
+	DeleteIdempotency(ctx context.Context, tenant, key string) error
 
 	Close() error
 }

@@ -86,6 +86,13 @@ func leakRound(t *testing.T, r runtime.Runtime, id string, i int) (created bool)
 		}()
 		_, err := r.Create(ctx, spec) // may or may not finish first
 		<-done
+		if err == nil {
+			// The Destroy came before the Create had begun (it destroys
+			// what exists, not what is made later): destroy it now.
+			if derr := r.Destroy(ctx, id); derr != nil {
+				t.Errorf("destroy %s: %v", id, derr)
+			}
+		}
 		return err == nil
 	case 1: // context cancelled at a random moment of Create
 		cctx, cancel := context.WithTimeout(ctx, time.Duration(rand.IntN(20000))*time.Microsecond)

@@ -472,3 +472,13 @@ func (s *DB) PutIdempotency(ctx context.Context, idem store.Idempotency) (store.
 	}
 	return idem, tx.Commit()
 }
+
+func (s *DB) SetIdempotency(ctx context.Context, tenant, key, sandboxID string) error {
+	_, err := s.exec(ctx, "UPDATE idempotency_keys SET sandbox_id = ? WHERE tenant = ? AND key = ?", sandboxID, tenant, key)
+	return err
+}
+
+func (s *DB) DeleteIdempotency(ctx context.Context, tenant, key string) error {
+	_, err := s.exec(ctx, "DELETE FROM idempotency_keys WHERE tenant = ? AND key = ?", tenant, key)
+	return err
+}

@@ -176,6 +176,25 @@ func testIdempotency(t *testing.T, s store.Store) {
 	if got, err := s.PutIdempotency(ctx, fresh); err != nil || got.SandboxID != "sb4" {
 		t.Fatalf("after expiry: %+v %v", got, err)
 	}
+	// Pointed at another sandbox, then forgotten.
+	if err := s.SetIdempotency(ctx, "t9", "k9", "sb_other"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutIdempotency(ctx, store.Idempotency{Tenant: "t9", Key: "k9", BodyHash: "h", SandboxID: "sb_9", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetIdempotency(ctx, "t9", "k9", "sb_other"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.PutIdempotency(ctx, store.Idempotency{Tenant: "t9", Key: "k9", BodyHash: "h", SandboxID: "sb_x", ExpiresAt: time.Now().Add(time.Hour)}); !errors.Is(err, store.ErrExists) || got.SandboxID != "sb_other" {
+		t.Fatalf("after set: %+v %v", got, err)
+	}
+	if err := s.DeleteIdempotency(ctx, "t9", "k9"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.PutIdempotency(ctx, store.Idempotency{Tenant: "t9", Key: "k9", BodyHash: "h", SandboxID: "sb_new", ExpiresAt: time.Now().Add(time.Hour)}); err != nil || got.SandboxID != "sb_new" {
+		t.Fatalf("after delete: %+v %v", got, err)
+	}
 }
 
 func testConcurrent(t *testing.T, s store.Store) {
