@@ -37,6 +37,20 @@ func (m *Manager) Acquire(ctx context.Context, tenant, name string, wait time.Du
 	p.inflight.add()
 	defer p.inflight.done()
 	sb, outcome, err := m.acquire(ctx, p, wait)
+	if err == nil && ctx.Err() != nil {
+		// The caller left while it was handed out: give it back rather
+		// than leave it in use by nobody.
+		var rerr error
+		if sb.Node() != m.opts.Node && m.opts.Remote != nil {
+			rerr = m.opts.Remote.Call(context.WithoutCancel(ctx), sb.Node(), tenant, "POST", "/v1/sandboxes/"+sb.ID+"/release")
+		} else {
+			_, rerr = m.Release(context.WithoutCancel(ctx), tenant, sb.ID, SessionOK)
+		}
+		if rerr != nil {
+			m.opts.Log.Warn("give back a sandbox whose caller left", "pool", p.name, "sandbox", sb.ID, "err", rerr)
+		}
+		sb, outcome, err = sandbox.Sandbox{}, OutcomeFailed, ctx.Err()
+	}
 	m.m.acquires.WithLabelValues(p.name, outcome).Inc()
 	if err == nil {
 		m.m.acquireLatency.WithLabelValues(p.name).Observe(time.Since(start).Seconds())
