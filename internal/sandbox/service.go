@@ -604,14 +604,32 @@ func (s *Service) check(row store.Sandbox, err error) error {
 	return err
 }
 
-// retire marks a broken sandbox failed and destroys it in the background.
+// retire takes a broken sandbox out of service in the background. A pool's
+// sandbox is marked failed and destroyed (the pool makes another). A
+// caller's sandbox keeps its files: its processes are stopped and it is
+// marked paused and archived, with the cause, so a resume starts it again
+// (the reconciler treats a sandbox that lost its processes the same way).
 func (s *Service) retire(row store.Sandbox, cause error) {
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
+		unlock := s.locks.lock(row.ID)
+		defer unlock()
 		s.cfg.Log.Warn("retiring broken sandbox", "sandbox", row.ID, "err", cause)
+		if row.Pool == "" && Status(row.Status) == StatusRunning {
+			if err := s.rt.Stop(ctx, row.ID); err == nil {
+				paused, now := string(StatusPaused), time.Now()
+				msg := "it broke (" + cause.Error() + "); its files are kept: resume starts it again"
+				if err := s.st.UpdateSandbox(ctx, row.ID, []string{string(StatusRunning)},
+					store.Update{Status: &paused, PausedAt: &now, Archived: new(true), Error: &msg}); err == nil {
+					s.forget(row.ID)
+					s.publish(row, StatusPaused, "broken", msg)
+					return
+				}
+			}
+		}
 		if err := s.transition(ctx, row, []Status{StatusRunning, StatusReady, StatusResetting, StatusPaused}, StatusFailed, "broken", cause.Error()); err != nil {
 			return // already on its way out
 		}

@@ -226,13 +226,16 @@ func TestCapacityUnderConcurrency(t *testing.T) {
 	}
 }
 
-// A sandbox whose init dies is broken: the next call gets a state error
-// and the sandbox is retired (failed, destroyed) instead of lingering.
+// A sandbox whose init dies is broken: the next call gets a state error,
+// and the sandbox is taken out of service keeping its files (paused and
+// archived, with the cause); a resume starts it again. A user error leaves
+// the sandbox running.
 func TestBrokenSandboxIsRetired(t *testing.T) {
-	e := newEnv(t, sandbox.Config{})
+	e := newEnv(t, sandbox.Config{ReconcileInterval: time.Hour}) // the call, not the reconciler, finds it
 	ctx := context.Background()
 	sb := e.create(t, "a", sandbox.CreateRequest{})
 	other := e.create(t, "a", sandbox.CreateRequest{})
+	e.run(t, "a", sb.ID, "echo kept > /home/user/work")
 
 	// A user error leaves the sandbox running.
 	if _, err := e.svc.Exec(ctx, "a", sb.ID, sandbox.ExecRequest{Cmd: []string{"/no/such/program"}}, runtime.Stdio{}); err == nil || runtime.IsStateError(err) {
@@ -250,16 +253,16 @@ func TestBrokenSandboxIsRetired(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "call fails with a state error", func() bool {
-		_, err := e.svc.Exec(ctx, "a", sb.ID, sandbox.ExecRequest{Cmd: []string{"true"}}, runtime.Stdio{})
+		_, err := e.svc.Exec(sandbox.WithoutAutoResume(ctx), "a", sb.ID, sandbox.ExecRequest{Cmd: []string{"true"}}, runtime.Stdio{})
 		return runtime.IsStateError(err) || errors.Is(err, runtime.ErrConflict)
 	})
 	eventually(t, 10*time.Second, "sandbox retired", func() bool {
 		got, _ := e.svc.Get(ctx, "a", sb.ID)
-		return got.Status == sandbox.StatusFailed && got.Error != ""
+		return got.Status == sandbox.StatusPaused && got.Archived && strings.Contains(got.Error, "broke")
 	})
-	eventually(t, 10*time.Second, "broken sandbox destroyed", func() bool {
-		return len(linuxtest.Leftovers(e.rt.DataDir(), []string{sb.ID})) == 0
-	})
+	if out, _ := e.run(t, "a", sb.ID, "cat /home/user/work"); out != "kept\n" {
+		t.Fatalf("after a resume: %q", out)
+	}
 	// The other sandbox is untouched.
 	if out, _ := e.run(t, "a", other.ID, "echo alive"); out != "alive\n" {
 		t.Fatalf("other sandbox: %q", out)
