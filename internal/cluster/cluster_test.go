@@ -1,0 +1,106 @@
+package cluster_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/cluster"
+	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/store"
+	"github.com/sandpool/sandpool/internal/store/sqlstore"
+)
+
+func openStore(t *testing.T) *sqlstore.DB {
+	t.Helper()
+	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// A call to another node keeps its path and query and carries the secret,
+// the tenant and the forwarding mark.
+func TestCall(t *testing.T) {
+	st := openStore(t)
+	var got *http.Request
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Clone(context.Background())
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+	if err := st.Heartbeat(ctx, store.Node{ID: "b", Address: srv.URL, Capacity: 1}); err != nil {
+		t.Fatal(err)
+	}
+	c := cluster.New(st, events.NewBroker(), cluster.Options{Node: "a", Address: "http://a", Capacity: 1})
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !c.Multi() {
+		t.Fatal("b is up, yet Multi is false")
+	}
+	if err := c.Call(ctx, "b", "team", "POST", "/v1/internal/sandboxes/sb_1/retire?reason=drain"); err != nil {
+		t.Fatal(err)
+	}
+	if got.URL.Path != "/v1/internal/sandboxes/sb_1/retire" || got.URL.Query().Get("reason") != "drain" {
+		t.Fatalf("called %s", got.URL)
+	}
+	if got.Header.Get("Authorization") != "Bearer "+c.Secret() || got.Header.Get(cluster.HeaderTenant) != "team" ||
+		got.Header.Get(cluster.HeaderForwarded) != c.Secret() || len(c.Secret()) < 20 {
+		t.Fatalf("headers %v", got.Header)
+	}
+	if err := c.Call(ctx, "nobody", "team", "GET", "/x"); err == nil {
+		t.Fatal("a call to an unknown node succeeded")
+	}
+}
+
+// A node whose heart stops is marked down by another, and its sandboxes
+// lost, with events.
+func TestSilentNodeIsLost(t *testing.T) {
+	st := openStore(t)
+	ctx := context.Background()
+	if err := st.Heartbeat(ctx, store.Node{ID: "b", Address: "http://b", Capacity: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, sb := range []store.Sandbox{
+		{ID: "sb_b1", Tenant: "t", Template: "base", Status: "running", Spec: "{}", Node: "b"},
+		{ID: "sb_b2", Tenant: "t", Template: "base", Status: "stopped", Spec: "{}", Node: "b"},
+		{ID: "sb_a1", Tenant: "t", Template: "base", Status: "running", Spec: "{}", Node: "a"},
+	} {
+		if err := st.CreateSandbox(ctx, sb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev := events.NewBroker()
+	sub := ev.Subscribe(16, nil)
+	defer sub.Close()
+	c := cluster.New(st, ev, cluster.Options{Node: "a", Address: "http://a", Capacity: 1,
+		Heartbeat: 50 * time.Millisecond, NodeTimeout: 300 * time.Millisecond, Active: []string{"running"}})
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case e := <-sub.C:
+		if e.Sandbox != "sb_b1" || e.Status != "lost" || e.Reason != "node_lost" {
+			t.Fatalf("event %+v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no lost event")
+	}
+	for id, want := range map[string]string{"sb_b1": "lost", "sb_b2": "stopped", "sb_a1": "running"} {
+		if sb, _ := st.GetSandbox(ctx, id); sb.Status != want {
+			t.Errorf("%s is %s, want %s", id, sb.Status, want)
+		}
+	}
+	if c.Multi() {
+		t.Fatal("b is down, yet Multi is true")
+	}
+}
