@@ -144,7 +144,6 @@ func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.svc.Touch(sb.ID) // any call on a sandbox is activity (a no-op unless it runs here)
 	writeJSON(w, http.StatusOK, sb)
 }
 

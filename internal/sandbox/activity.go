@@ -27,10 +27,6 @@ func (s *Service) track(row store.Sandbox, last time.Time) {
 	s.mu.Unlock()
 }
 
-// Touch records an API call on a sandbox as activity (reading it counts:
-// any call on a sandbox does).
-func (s *Service) Touch(id string) { s.touch(id) }
-
 // touch records activity on a sandbox.
 func (s *Service) touch(id string) {
 	s.mu.Lock()
