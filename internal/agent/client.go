@@ -14,11 +14,95 @@ import (
 	"github.com/sandpool/sandpool/internal/runtime"
 )
 
-// Client talks to one sandbox's agent. It is cheap: every operation dials
-// its own connection.
+// Client talks to one sandbox's agent. Every operation dials its own
+// connection, except pings and resets, which reuse a few kept open (a
+// dial is most of a ping's cost).
 type Client struct {
 	// Dial opens a connection to the agent.
 	Dial func(ctx context.Context) (net.Conn, error)
+
+	mu   sync.Mutex
+	idle []*conn
+}
+
+// maxIdle is how many connections a Client keeps for pings and resets.
+const maxIdle = 2
+
+// CloseIdle closes the connections kept open (the agent was restarted).
+func (cl *Client) CloseIdle() {
+	cl.mu.Lock()
+	idle := cl.idle
+	cl.idle = nil
+	cl.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
+	}
+}
+
+// short sends a request with a single reply on a kept connection when
+// there is one, else on a new one it then keeps. A kept connection that
+// fails (the agent restarted, or is an older one that serves one request
+// per connection) is dropped and the request sent once more on a new one.
+func (cl *Client) short(ctx context.Context, req request) (reply, error) {
+	cl.mu.Lock()
+	var c *conn
+	if n := len(cl.idle); n > 0 {
+		c, cl.idle = cl.idle[n-1], cl.idle[:n-1]
+	}
+	cl.mu.Unlock()
+	if c != nil {
+		rep, err := cl.roundTrip(ctx, c, req)
+		if err == nil || rep.Error != nil {
+			return rep, err // answered
+		}
+		if ctx.Err() != nil {
+			return rep, ctx.Err()
+		}
+	}
+	nc, err := cl.Dial(ctx)
+	if err != nil {
+		return reply{}, fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+	rep, err := cl.roundTrip(ctx, newConn(nc), req)
+	if err != nil && ctx.Err() == nil {
+		var ue *runtime.UserError
+		if !errors.As(err, &ue) {
+			err = fmt.Errorf("%w: %v", ErrUnreachable, err)
+		}
+	}
+	return rep, err
+}
+
+// roundTrip sends req on c and reads its reply; c is kept for later if all
+// went well, else closed.
+func (cl *Client) roundTrip(ctx context.Context, c *conn, req request) (reply, error) {
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	var rep reply
+	err := c.sendJSON(frameRequest, req)
+	if err == nil {
+		err = c.recvJSON(frameReply, &rep)
+	}
+	if !stop() || err != nil {
+		c.Close()
+		if err == nil {
+			err = ctx.Err()
+		}
+		return reply{}, err
+	}
+	if rep.Error != nil {
+		c.Close()
+		return rep, wireToErr(rep.Error)
+	}
+	cl.mu.Lock()
+	if len(cl.idle) < maxIdle {
+		cl.idle = append(cl.idle, c)
+		c = nil
+	}
+	cl.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+	return rep, nil
 }
 
 // ErrUnreachable wraps failures to reach the agent at all: the sandbox is
@@ -86,7 +170,7 @@ func (cl *Client) call(ctx context.Context, req request) (reply, error) {
 
 // Ping is one round trip to the agent.
 func (cl *Client) Ping(ctx context.Context) error {
-	_, err := cl.call(ctx, request{Op: "ping"})
+	_, err := cl.short(ctx, request{Op: "ping"})
 	return err
 }
 
@@ -94,7 +178,7 @@ func (cl *Client) Ping(ctx context.Context) error {
 // /dev/shm and /dev/mqueue. dirty names what is left that only a restart
 // of the sandbox clears ("" if nothing).
 func (cl *Client) Reset(ctx context.Context) (dirty string, err error) {
-	rep, err := cl.call(ctx, request{Op: "reset"})
+	rep, err := cl.short(ctx, request{Op: "reset"})
 	return rep.Dirty, err
 }
 

@@ -72,31 +72,48 @@ func (s *Server) Serve(l net.Listener) error {
 func (s *Server) handle(c *conn) {
 	defer c.Close()
 	var req request
-	if err := c.recvJSON(frameRequest, &req); err != nil {
-		return
+	// Short requests (ping, reset) may follow each other on one connection,
+	// which the host keeps for them; any other ends it.
+	for {
+		if err := c.recvJSON(frameRequest, &req); err != nil {
+			return
+		}
+		var err error
+		switch req.Op {
+		case "ping":
+			err = c.sendJSON(frameReply, reply{})
+		case "reset":
+			err = s.reset(c)
+		default:
+			s.handleOne(c, &req)
+			return
+		}
+		if err != nil {
+			return
+		}
 	}
+}
+
+// handleOne serves one request that owns its connection.
+func (s *Server) handleOne(c *conn, req *request) {
 	var err error
 	switch req.Op {
-	case "ping":
-		err = c.sendJSON(frameReply, reply{})
-	case "reset":
-		err = s.reset(c)
 	case "exec":
-		err = s.exec(c, &req)
+		err = s.exec(c, req)
 	case "attach":
-		err = s.attach(c, &req)
+		err = s.attach(c, req)
 	case "ps":
 		err = c.sendJSON(frameReply, reply{Procs: s.list()})
 	case "signal":
-		err = s.signal(c, &req)
+		err = s.signal(c, req)
 	case "stdin":
-		err = s.writeStdin(c, &req)
+		err = s.writeStdin(c, req)
 	case "read":
-		err = s.readFile(c, &req)
+		err = s.readFile(c, req)
 	case "write":
-		err = s.writeFile(c, &req)
+		err = s.writeFile(c, req)
 	case "list", "stat", "mkdir", "remove", "rename":
-		err = s.fileOp(c, &req)
+		err = s.fileOp(c, req)
 	default:
 		err = replyErr(c, codeInvalid, "unknown operation %q", req.Op)
 	}

@@ -128,6 +128,10 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 	sb.mu.Lock()
 	sb.st.Pid, sb.st.PidStart, sb.st.Stopped = pid, start, false
 	sb.exited = exited
+	if sb.agent != nil { // connections kept to the last PID 1's agent
+		sb.agent.CloseIdle()
+		sb.agent = nil
+	}
 	st = sb.st
 	sb.mu.Unlock()
 	// Record the pid before anything else can fail, so teardown (now or
@@ -249,6 +253,10 @@ func (r *Runtime) teardown(ctx context.Context, sb *sandbox, removeDir bool) err
 	sb.st.Pid, sb.st.PidStart, sb.st.Stopped = 0, 0, true
 	sb.exited = nil
 	sb.status = runtime.StatusStopped
+	if sb.agent != nil { // its agent is gone
+		sb.agent.CloseIdle()
+		sb.agent = nil
+	}
 	st = sb.st
 	sb.mu.Unlock()
 	if removeDir {

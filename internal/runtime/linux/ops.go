@@ -29,8 +29,18 @@ func (r *Runtime) agentFor(id string) (*agent.Client, *sandbox, error) {
 	default:
 		return nil, nil, runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", id, s)
 	}
-	dir := r.sandboxDir(id)
-	return &agent.Client{Dial: func(ctx context.Context) (net.Conn, error) { return dialAgent(ctx, dir) }}, sb, nil
+	return sb.agentClient(r.sandboxDir(id)), sb, nil
+}
+
+// agentClient is the sandbox's agent client, kept so that its open
+// connections for pings and resets are reused.
+func (sb *sandbox) agentClient(dir string) *agent.Client {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.agent == nil {
+		sb.agent = &agent.Client{Dial: func(ctx context.Context) (net.Conn, error) { return dialAgent(ctx, dir) }}
+	}
+	return sb.agent
 }
 
 // dialAgent connects to the agent socket in dir: by its path when that

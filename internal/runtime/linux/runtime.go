@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sandpool/sandpool/internal/agent"
 	"github.com/sandpool/sandpool/internal/runtime"
 )
 
@@ -202,6 +203,7 @@ type sandbox struct {
 	stopping bool
 	cancel   context.CancelFunc
 	exited   chan struct{} // closed when PID 1 exits, if this process started it
+	agent    *agent.Client // made on first use; dropped when PID 1 changes
 }
 
 func (sb *sandbox) getStatus() runtime.Status {
