@@ -27,6 +27,9 @@ type PoolConfig struct {
 	AcquirePolicy      string  `json:"acquire_policy,omitempty"`
 	AcquireTimeout     float64 `json:"acquire_timeout,omitempty"`
 	HealthCheckTimeout float64 `json:"health_check_timeout,omitempty"`
+	// SessionTimeout destroys an acquired sandbox after this many seconds
+	// without activity (0: never).
+	SessionTimeout int `json:"session_timeout,omitempty"`
 }
 
 // Pool is a pool with its status and live counts.
@@ -54,6 +57,7 @@ type PoolUpdate struct {
 	AcquirePolicy      *string  `json:"acquire_policy,omitempty"`
 	AcquireTimeout     *float64 `json:"acquire_timeout,omitempty"`
 	HealthCheckTimeout *float64 `json:"health_check_timeout,omitempty"`
+	SessionTimeout     *int     `json:"session_timeout,omitempty"`
 }
 
 func poolPath(name, rest string) string { return "/v1/pools/" + url.PathEscape(name) + rest }

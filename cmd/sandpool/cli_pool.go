@@ -46,6 +46,7 @@ func (c *cli) poolCommand() *cobra.Command {
 	f.StringVar(&cfg.AcquirePolicy, "policy", "fail_fast", "when no sandbox is idle: fail_fast, direct_create or wait")
 	f.Float64Var(&cfg.AcquireTimeout, "acquire-timeout", 0, "seconds the wait policy waits (default 30)")
 	f.Float64Var(&cfg.HealthCheckTimeout, "health-check-timeout", 0, "seconds for each acquire's health check (default 1)")
+	f.IntVar(&cfg.SessionTimeout, "session-timeout", 0, "destroy an acquired sandbox idle this many seconds (0: never)")
 	f.Float64Var(&cfg.Limits.CPUs, "cpus", 0, "CPU limit of each sandbox")
 	f.StringVar(&memory, "memory", "", "memory limit of each sandbox, e.g. 512M")
 
@@ -91,7 +92,7 @@ func (c *cli) poolCommand() *cobra.Command {
 		},
 	}
 
-	var minIdle, maxIdle, maxTotal, maxUses int
+	var minIdle, maxIdle, maxTotal, maxUses, sessionTimeout int
 	var maxIdleTime float64
 	var policy string
 	update := &cobra.Command{
@@ -118,6 +119,9 @@ func (c *cli) poolCommand() *cobra.Command {
 			if fl.Changed("policy") {
 				u.AcquirePolicy = &policy
 			}
+			if fl.Changed("session-timeout") {
+				u.SessionTimeout = &sessionTimeout
+			}
 			cl, err := c.client()
 			if err != nil {
 				return err
@@ -136,6 +140,7 @@ func (c *cli) poolCommand() *cobra.Command {
 	uf.IntVar(&maxUses, "max-uses", 0, "sessions per sandbox (0: no limit)")
 	uf.Float64Var(&maxIdleTime, "max-idle-time", 0, "seconds an idle sandbox is kept above --min-idle")
 	uf.StringVar(&policy, "policy", "", "fail_fast, direct_create or wait")
+	uf.IntVar(&sessionTimeout, "session-timeout", 0, "destroy an acquired sandbox idle this many seconds (0: never)")
 
 	rm := &cobra.Command{
 		Use: "rm NAME", Aliases: []string{"delete"}, Short: "Drain and delete a pool", Args: cobra.ExactArgs(1),

@@ -129,7 +129,7 @@ func (m *Manager) acquire(ctx context.Context, p *pool, wait time.Duration) (san
 func (m *Manager) takeHealthy(ctx context.Context, p *pool, cfg Config) (sandbox.Sandbox, error) {
 	node := m.opts.Node
 	for {
-		row, err := m.st.TakeIdle(ctx, p.name, node)
+		row, err := m.st.TakeIdle(ctx, p.name, node, cfg.SessionTimeout)
 		if errors.Is(err, store.ErrNotFound) && node != "" && m.opts.Remote != nil {
 			node = "" // none here: any node's
 			continue

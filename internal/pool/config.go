@@ -51,6 +51,10 @@ type Config struct {
 	// HealthCheckTimeout bounds the agent round trip of each acquire
 	// (default 1).
 	HealthCheckTimeout float64 `json:"health_check_timeout"`
+	// SessionTimeout destroys an acquired sandbox after this many seconds
+	// without activity, so a caller that never releases it does not keep
+	// it for ever (0: never; the pool makes another).
+	SessionTimeout int `json:"session_timeout"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
@@ -103,6 +107,8 @@ func (c Config) Validate() error {
 		return bad("acquire_policy %q: want fail_fast, direct_create or wait", c.AcquirePolicy)
 	case c.AcquireTimeout < 0 || c.AcquireTimeout > 3600:
 		return bad("acquire_timeout %g out of range 0-3600", c.AcquireTimeout)
+	case c.SessionTimeout < 0 || c.SessionTimeout > 30*24*3600:
+		return bad("session_timeout %d out of range 0-2592000", c.SessionTimeout)
 	case c.HealthCheckTimeout < 0 || c.HealthCheckTimeout > 60:
 		return bad("health_check_timeout %g out of range 0-60", c.HealthCheckTimeout)
 	}

@@ -24,7 +24,7 @@ var ErrEmpty = errors.New("pool empty")
 
 // Store is what pools need of the store.
 type Store interface {
-	TakeIdle(ctx context.Context, pool, node string) (store.Sandbox, error)
+	TakeIdle(ctx context.Context, pool, node string, sessionTimeout int) (store.Sandbox, error)
 	CountPool(ctx context.Context, pool string) (map[string]int, error)
 	ListSandboxes(ctx context.Context, f store.Filter) ([]store.Sandbox, error)
 	CreatePool(ctx context.Context, p store.Pool) error
@@ -490,6 +490,7 @@ type Update struct {
 	AcquirePolicy      *string  `json:"acquire_policy,omitempty"`
 	AcquireTimeout     *float64 `json:"acquire_timeout,omitempty"`
 	HealthCheckTimeout *float64 `json:"health_check_timeout,omitempty"`
+	SessionTimeout     *int     `json:"session_timeout,omitempty"`
 }
 
 // Update changes a pool's settings. Sessions in progress are untouched: a
@@ -531,6 +532,7 @@ func (m *Manager) Update(ctx context.Context, tenant, name string, u Update) (In
 	}
 	setF(&cfg.AcquireTimeout, u.AcquireTimeout)
 	setF(&cfg.HealthCheckTimeout, u.HealthCheckTimeout)
+	set(&cfg.SessionTimeout, u.SessionTimeout)
 	// No defaults here: the stored settings have them, and a value given
 	// is meant (max_idle 0 keeps no idle sandbox).
 	if err := cfg.Validate(); err != nil {

@@ -467,3 +467,26 @@ func TestConcurrentAcquireRelease(t *testing.T) {
 		t.Fatalf("left on the host: %v", left)
 	}
 }
+
+// An acquired sandbox whose caller goes quiet past the session timeout is
+// destroyed, and the pool makes another.
+func TestSessionTimeout(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	if _, err := e.m.Create(ctx, "t", pool.Config{Name: "p", Template: "base", MinIdle: 1, MaxIdle: 1, SessionTimeout: 1}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitIdle(t, "p", 1)
+	sb, err := e.m.Acquire(ctx, "t", "p", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sb.Timeout != 1 || sb.OnTimeout != "kill" {
+		t.Fatalf("acquired: %+v", sb)
+	}
+	eventually(t, 6*time.Second, "abandoned sandbox destroyed", func() bool {
+		got, _ := e.svc.Get(ctx, "t", sb.ID)
+		return got.Status == sandbox.StatusStopped
+	})
+	e.waitIdle(t, "p", 1)
+}

@@ -561,6 +561,11 @@ func (s *Service) running(ctx context.Context, tenant, id string) (store.Sandbox
 		a.last, a.dirty = time.Now(), true
 	}
 	s.mu.Unlock()
+	if a == nil && row.Pool != "" {
+		// A pool's sandbox handed out through another node: its activity
+		// is tracked here, where it runs.
+		s.track(row, time.Now())
+	}
 	if pausing {
 		return s.runningAgain(ctx, tenant, id)
 	}

@@ -167,9 +167,11 @@ type Store interface {
 	// TouchSandboxes records last activity times.
 	TouchSandboxes(ctx context.Context, active map[string]time.Time) error
 	// TakeIdle atomically moves the longest-idle "ready" sandbox of pool
-	// (on node, if not empty) to "running" and counts a use. ErrNotFound
-	// if there is none. Two callers never get the same sandbox.
-	TakeIdle(ctx context.Context, pool, node string) (Sandbox, error)
+	// (on node, if not empty) to "running", counts a use and gives it the
+	// session's inactivity timeout (seconds, destroyed when it passes; 0:
+	// none). ErrNotFound if there is none. Two callers never get the same
+	// sandbox.
+	TakeIdle(ctx context.Context, pool, node string, sessionTimeout int) (Sandbox, error)
 	// CountPool counts the sandboxes of pool by status.
 	CountPool(ctx context.Context, pool string) (map[string]int, error)
 

@@ -10,9 +10,9 @@ import (
 	"github.com/sandpool/sandpool/internal/store"
 )
 
-func (s *DB) TakeIdle(ctx context.Context, pool, node string) (store.Sandbox, error) {
+func (s *DB) TakeIdle(ctx context.Context, pool, node string, sessionTimeout int) (store.Sandbox, error) {
 	pick := "SELECT id FROM sandboxes WHERE pool = ? AND status = 'ready'"
-	args := []any{time.Now().UnixNano(), pool}
+	args := []any{time.Now().UnixNano(), sessionTimeout, pool}
 	if node != "" {
 		pick += " AND node = ?"
 		args = append(args, node)
@@ -23,7 +23,7 @@ func (s *DB) TakeIdle(ctx context.Context, pool, node string) (store.Sandbox, er
 	}
 	// One statement: the pick and the update are atomic, and the status
 	// condition makes a lost race update nothing rather than the same row.
-	row := s.queryRow(ctx, ("UPDATE sandboxes SET status = 'running', uses = uses + 1, updated_at = ? " +
+	row := s.queryRow(ctx, ("UPDATE sandboxes SET status = 'running', uses = uses + 1, updated_at = ?, timeout_s = ?, on_timeout = 'kill' " +
 		"WHERE id = (" + pick + ") AND status = 'ready' RETURNING " + sandboxCols), args...)
 	sb, err := scanSandbox(row)
 	if errors.Is(err, sql.ErrNoRows) {

@@ -70,19 +70,20 @@ func testTakeIdle(t *testing.T, s store.Store) {
 	addPooled(t, s, "sb_3", "p", "n1", "running")
 	addPooled(t, s, "sb_4", "other", "n1", "ready")
 
-	// The longest idle first; a use is counted.
-	got, err := s.TakeIdle(ctx, "p", "")
-	if err != nil || got.ID != "sb_1" || got.Status != "running" || got.Uses != 1 || got.Pool != "p" {
+	// The longest idle first; a use is counted; the session timeout set.
+	got, err := s.TakeIdle(ctx, "p", "", 90)
+	if err != nil || got.ID != "sb_1" || got.Status != "running" || got.Uses != 1 || got.Pool != "p" ||
+		got.Timeout != 90 || got.OnTimeout != "kill" {
 		t.Fatalf("take: %+v %v", got, err)
 	}
 	// On a node.
-	if _, err := s.TakeIdle(ctx, "p", "n1"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.TakeIdle(ctx, "p", "n1", 0); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("take on n1: %v", err)
 	}
-	if got, err := s.TakeIdle(ctx, "p", "n2"); err != nil || got.ID != "sb_2" {
+	if got, err := s.TakeIdle(ctx, "p", "n2", 0); err != nil || got.ID != "sb_2" {
 		t.Fatalf("take on n2: %+v %v", got, err)
 	}
-	if _, err := s.TakeIdle(ctx, "p", ""); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.TakeIdle(ctx, "p", "", 0); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("take from an empty pool: %v", err)
 	}
 	counts, err := s.CountPool(ctx, "p")
@@ -93,7 +94,7 @@ func testTakeIdle(t *testing.T, s store.Store) {
 	if err := s.SetStatus(ctx, "sb_1", []string{"running"}, "ready", ""); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.TakeIdle(ctx, "p", ""); got.ID != "sb_1" || got.Uses != 2 {
+	if got, _ := s.TakeIdle(ctx, "p", "", 0); got.ID != "sb_1" || got.Uses != 2 {
 		t.Fatalf("second take: %+v", got)
 	}
 	list, _ := s.ListSandboxes(ctx, store.Filter{Pool: "other"})
@@ -115,7 +116,7 @@ func testTakeIdleConcurrent(t *testing.T, s store.Store) {
 	for range takers {
 		wg.Go(func() {
 			for {
-				sb, err := s.TakeIdle(ctx, "p", "")
+				sb, err := s.TakeIdle(ctx, "p", "", 0)
 				if errors.Is(err, store.ErrNotFound) {
 					return
 				}
