@@ -15,7 +15,6 @@ import (
 
 	"github.com/sandpool/sandpool/internal/cluster"
 	"github.com/sandpool/sandpool/internal/runtime"
-	"github.com/sandpool/sandpool/internal/sandbox"
 	"github.com/sandpool/sandpool/internal/store"
 )
 
@@ -113,11 +112,11 @@ func (s *Server) placeCreate(w http.ResponseWriter, r *http.Request, body []byte
 	}
 	best, room := "", 0
 	for _, n := range s.cluster.Others() {
-		active, err := s.st.ListSandboxes(r.Context(), store.Filter{Node: n.ID, Statuses: activeStrings()})
+		active, err := s.svc.ActiveOn(r.Context(), n.ID)
 		if err != nil {
 			continue
 		}
-		if free := n.Capacity - len(active); free > room {
+		if free := n.Capacity - active; free > room {
 			best, room = n.ID, free
 		}
 	}
@@ -132,14 +131,6 @@ func (s *Server) placeCreate(w http.ResponseWriter, r *http.Request, body []byte
 	r.ContentLength = int64(len(body))
 	s.proxyTo(u).ServeHTTP(w, r)
 	return true
-}
-
-func activeStrings() []string {
-	out := make([]string, len(sandbox.Active))
-	for i, st := range sandbox.Active {
-		out[i] = string(st)
-	}
-	return out
 }
 
 // Internal routes: other nodes check, retire and destroy the pool

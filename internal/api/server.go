@@ -43,7 +43,6 @@ type Store interface {
 	SetIdempotency(ctx context.Context, tenant, key, sandboxID string) error
 	DeleteIdempotency(ctx context.Context, tenant, key string) error
 	GetSandbox(ctx context.Context, id string) (store.Sandbox, error)
-	ListSandboxes(ctx context.Context, f store.Filter) ([]store.Sandbox, error)
 }
 
 // Config configures a Server.

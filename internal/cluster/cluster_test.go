@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,17 +11,10 @@ import (
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/store"
 	"github.com/sandpool/sandpool/internal/store/sqlstore"
+	"github.com/sandpool/sandpool/internal/store/storetest"
 )
 
-func openStore(t *testing.T) *sqlstore.DB {
-	t.Helper()
-	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
+func openStore(t *testing.T) *sqlstore.DB { return storetest.SQLite(t) }
 
 // A call to another node keeps its path and query and carries the secret,
 // the tenant and the forwarding mark.

@@ -3,7 +3,6 @@ package leader_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,17 +11,10 @@ import (
 	"github.com/sandpool/sandpool/internal/leader"
 	"github.com/sandpool/sandpool/internal/store"
 	"github.com/sandpool/sandpool/internal/store/sqlstore"
+	"github.com/sandpool/sandpool/internal/store/storetest"
 )
 
-func openStore(t *testing.T) *sqlstore.DB {
-	t.Helper()
-	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
+func openStore(t *testing.T) *sqlstore.DB { return storetest.SQLite(t) }
 
 // Several contenders: at most one works at a time, and when it stops (its
 // context ends), another takes over.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,7 +21,7 @@ import (
 	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
 	"github.com/sandpool/sandpool/internal/sandbox"
 	"github.com/sandpool/sandpool/internal/store"
-	"github.com/sandpool/sandpool/internal/store/sqlstore"
+	"github.com/sandpool/sandpool/internal/store/storetest"
 )
 
 func TestMain(m *testing.M) { linuxtest.Main(m) }
@@ -42,11 +41,7 @@ func newEnvB(b *testing.B) *env { return newEnv(b, nil) }
 func newEnv(t testing.TB, wrap func(store.Store) store.Store) *env {
 	t.Helper()
 	rt := linuxtest.Open(t)
-	db, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := storetest.SQLite(t)
 	var st store.Store = db
 	if wrap != nil {
 		st = wrap(db)

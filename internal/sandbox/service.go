@@ -147,6 +147,7 @@ type Store interface {
 	CreateSandbox(ctx context.Context, sb store.Sandbox) error
 	GetSandbox(ctx context.Context, id string) (store.Sandbox, error)
 	ListSandboxes(ctx context.Context, f store.Filter) ([]store.Sandbox, error)
+	CountSandboxes(ctx context.Context, f store.Filter) (int, error)
 	SetStatus(ctx context.Context, id string, from []string, status, errMsg string) error
 	UpdateSandbox(ctx context.Context, id string, from []string, u store.Update) error
 	TouchSandboxes(ctx context.Context, active map[string]time.Time) error
@@ -352,8 +353,13 @@ func (s *Service) create(ctx context.Context, n newSandbox) (store.Sandbox, erro
 
 // HasRoom reports whether this node may start another sandbox.
 func (s *Service) HasRoom(ctx context.Context) bool {
-	active, err := s.st.ListSandboxes(ctx, store.Filter{Node: s.cfg.Node, Statuses: statusStrings(Active)})
-	return err == nil && len(active) < s.cfg.MaxSandboxes
+	n, err := s.ActiveOn(ctx, s.cfg.Node)
+	return err == nil && n < s.cfg.MaxSandboxes
+}
+
+// ActiveOn counts the sandboxes that exist on node.
+func (s *Service) ActiveOn(ctx context.Context, node string) (int, error) {
+	return s.st.CountSandboxes(ctx, store.Filter{Node: node, Statuses: statusStrings(Active)})
 }
 
 // admit checks capacity and writes the new sandbox's row, before the
@@ -369,12 +375,12 @@ func (s *Service) admit(ctx context.Context, row store.Sandbox) error {
 	}
 	s.admitMu.Lock()
 	defer s.admitMu.Unlock()
-	active, err := s.st.ListSandboxes(ctx, store.Filter{Node: s.cfg.Node, Statuses: statusStrings(Active)})
+	active, err := s.ActiveOn(ctx, s.cfg.Node)
 	if err != nil {
 		return err
 	}
-	if len(active) >= s.cfg.MaxSandboxes {
-		return fmt.Errorf("%w: %d sandboxes on this node", ErrCapacity, len(active))
+	if active >= s.cfg.MaxSandboxes {
+		return fmt.Errorf("%w: %d sandboxes on this node", ErrCapacity, active)
 	}
 	if err := s.st.CreateSandbox(ctx, row); err != nil {
 		if errors.Is(err, store.ErrExists) {

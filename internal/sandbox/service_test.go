@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +18,7 @@ import (
 	"github.com/sandpool/sandpool/internal/sandbox"
 	"github.com/sandpool/sandpool/internal/store"
 	"github.com/sandpool/sandpool/internal/store/sqlstore"
+	"github.com/sandpool/sandpool/internal/store/storetest"
 )
 
 func TestMain(m *testing.M) { linuxtest.Main(m) }
@@ -32,11 +32,7 @@ type env struct {
 func newEnv(t *testing.T, cfg sandbox.Config) *env {
 	t.Helper()
 	rt := linuxtest.Open(t)
-	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := storetest.SQLite(t)
 	if cfg.Node == "" {
 		cfg.Node = "n1"
 	}
@@ -275,11 +271,7 @@ func TestBrokenSandboxIsRetired(t *testing.T) {
 func TestStartRecovers(t *testing.T) {
 	rt := linuxtest.Open(t)
 	ctx := context.Background()
-	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := storetest.SQLite(t)
 	now := time.Now().UTC()
 	add := func(id, status string) {
 		if err := st.CreateSandbox(ctx, store.Sandbox{ID: id, Tenant: "a", Template: "base", Status: status, Spec: "{}", Node: "n1", CreatedAt: now}); err != nil {

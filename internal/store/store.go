@@ -156,6 +156,8 @@ type Store interface {
 	CreateSandbox(ctx context.Context, sb Sandbox) error
 	GetSandbox(ctx context.Context, id string) (Sandbox, error)
 	ListSandboxes(ctx context.Context, f Filter) ([]Sandbox, error)
+	// CountSandboxes counts what ListSandboxes would list.
+	CountSandboxes(ctx context.Context, f Filter) (int, error)
 	// SetStatus moves a sandbox to status if it is in one of from (any
 	// status if from is empty), recording errMsg. ErrConflict otherwise.
 	SetStatus(ctx context.Context, id string, from []string, status, errMsg string) error

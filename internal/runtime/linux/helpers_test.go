@@ -4,41 +4,20 @@ import (
 	"bytes"
 	"context"
 	"testing"
-	"time"
 
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/runtime/linux"
+	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
 )
 
 // testCgroupParent keeps test sandboxes apart from a real sandpool's.
-const testCgroupParent = "sandpool-test"
+const testCgroupParent = linuxtest.CgroupParent
 
 // openRuntime opens a runtime on a fresh data directory and, at cleanup,
 // destroys what is left and closes it.
-func openRuntime(tb testing.TB) *linux.Runtime {
-	tb.Helper()
-	return openRuntimeAt(tb, tb.TempDir())
-}
+func openRuntime(tb testing.TB) *linux.Runtime { return linuxtest.Open(tb) }
 
-func openRuntimeAt(tb testing.TB, dir string) *linux.Runtime {
-	tb.Helper()
-	r, err := linux.Open(linux.Config{DataDir: dir, CgroupParent: testCgroupParent})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		list, _ := r.List(ctx)
-		for _, sb := range list {
-			if err := r.Destroy(ctx, sb.ID); err != nil {
-				tb.Errorf("cleanup: %v", err)
-			}
-		}
-		r.Close()
-	})
-	return r
-}
+func openRuntimeAt(tb testing.TB, dir string) *linux.Runtime { return linuxtest.OpenAt(tb, dir) }
 
 func createSandbox(tb testing.TB, r *linux.Runtime, spec runtime.Spec) string {
 	tb.Helper()

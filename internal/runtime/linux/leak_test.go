@@ -4,7 +4,6 @@ import (
 	"context"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
 )
 
 // TestNoLeaks creates and destroys a few hundred sandboxes, some destroyed
@@ -134,44 +134,8 @@ func leakRound(t *testing.T, r runtime.Runtime, id string, i int) (created bool)
 // directory, no cgroup, no process, no mount.
 func assertNoLeaks(t *testing.T, dataDir string, ids []string) {
 	t.Helper()
-	want := map[string]bool{}
-	for _, id := range ids {
-		want[id] = true
-	}
-	ents, err := os.ReadDir(filepath.Join(dataDir, "sandboxes"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if want[e.Name()] || strings.HasPrefix(e.Name(), ".") {
-			t.Errorf("directory left: %s", e.Name())
-		}
-	}
-	for _, c := range []string{"cpu", "memory", "pids", "freezer"} {
-		for _, id := range ids {
-			p := filepath.Join("/sys/fs/cgroup", c, testCgroupParent, id)
-			if _, err := os.Stat(p); err == nil {
-				t.Errorf("cgroup left: %s", p)
-			}
-		}
-	}
-	procs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, p := range procs {
-		env, err := os.ReadFile(p + "/environ")
-		if err != nil {
-			continue
-		}
-		for _, kv := range strings.Split(string(env), "\x00") {
-			if id, ok := strings.CutPrefix(kv, "SANDPOOL_SANDBOX="); ok && want[id] {
-				t.Errorf("process left: %s (sandbox %s)", p, id)
-			}
-		}
-		cg, _ := os.ReadFile(p + "/cgroup")
-		for id := range want {
-			if strings.Contains(string(cg), "/"+testCgroupParent+"/"+id+"\n") {
-				t.Errorf("process left in cgroup of %s: %s", id, p)
-			}
-		}
+	for _, l := range linuxtest.Leftovers(dataDir, ids) {
+		t.Errorf("left: %s", l)
 	}
 	mounts, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {

@@ -230,29 +230,41 @@ func (s *DB) GetSandbox(ctx context.Context, id string) (store.Sandbox, error) {
 	return sb, err
 }
 
-func (s *DB) ListSandboxes(ctx context.Context, f store.Filter) ([]store.Sandbox, error) {
-	query := "SELECT " + sandboxCols + " FROM sandboxes WHERE 1=1"
+// filterWhere is the WHERE clause of f, and its arguments.
+func filterWhere(f store.Filter) (string, []any) {
+	where := " WHERE 1=1"
 	var args []any
 	if f.Tenant != "" {
-		query += " AND tenant = ?"
+		where += " AND tenant = ?"
 		args = append(args, f.Tenant)
 	}
 	if f.Node != "" {
-		query += " AND node = ?"
+		where += " AND node = ?"
 		args = append(args, f.Node)
 	}
 	if f.Pool != "" {
-		query += " AND pool = ?"
+		where += " AND pool = ?"
 		args = append(args, f.Pool)
 	}
 	if len(f.Statuses) > 0 {
-		query += " AND status IN (?" + strings.Repeat(", ?", len(f.Statuses)-1) + ")"
+		where += " AND status IN (?" + strings.Repeat(", ?", len(f.Statuses)-1) + ")"
 		for _, st := range f.Statuses {
 			args = append(args, st)
 		}
 	}
-	query += " ORDER BY created_at, id"
-	rows, err := s.query(ctx, (query), args...)
+	return where, args
+}
+
+func (s *DB) CountSandboxes(ctx context.Context, f store.Filter) (int, error) {
+	where, args := filterWhere(f)
+	var n int
+	err := s.queryRow(ctx, "SELECT COUNT(*) FROM sandboxes"+where, args...).Scan(&n)
+	return n, err
+}
+
+func (s *DB) ListSandboxes(ctx context.Context, f store.Filter) ([]store.Sandbox, error) {
+	where, args := filterWhere(f)
+	rows, err := s.query(ctx, "SELECT "+sandboxCols+" FROM sandboxes"+where+" ORDER BY created_at, id", args...)
 	if err != nil {
 		return nil, err
 	}

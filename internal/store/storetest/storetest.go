@@ -61,6 +61,9 @@ func testSandboxes(t *testing.T, s store.Store) {
 	if err != nil || len(list) != 1 || list[0].ID != "sb_a" {
 		t.Fatalf("list by tenant: %+v %v", list, err)
 	}
+	if n, err := s.CountSandboxes(ctx, store.Filter{Node: "n1", Statuses: []string{"running", "creating"}}); err != nil || n != 2 {
+		t.Fatalf("count: %d %v", n, err)
+	}
 	list, _ = s.ListSandboxes(ctx, store.Filter{Statuses: []string{"creating", "stopped"}})
 	if len(list) != 1 || list[0].ID != "sb_b" {
 		t.Fatalf("list by status: %+v", list)

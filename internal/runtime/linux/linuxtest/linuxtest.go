@@ -40,10 +40,16 @@ func Main(m *testing.M) {
 // destroyed and it is closed when the test ends.
 func Open(tb testing.TB) *linux.Runtime {
 	tb.Helper()
+	return OpenAt(tb, tb.TempDir())
+}
+
+// OpenAt is Open on the data directory dir.
+func OpenAt(tb testing.TB, dir string) *linux.Runtime {
+	tb.Helper()
 	if os.Geteuid() != 0 {
 		tb.Fatal("sandbox tests need root (CI runs as root)")
 	}
-	r, err := linux.Open(linux.Config{DataDir: tb.TempDir(), CgroupParent: CgroupParent})
+	r, err := linux.Open(linux.Config{DataDir: dir, CgroupParent: CgroupParent})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -62,7 +68,8 @@ func Open(tb testing.TB) *linux.Runtime {
 }
 
 // Leftovers lists what is left on the host of the sandboxes ids: their
-// directories under dataDir, cgroups under CgroupParent, and processes.
+// directories under dataDir (half-removed ones too), cgroups under
+// CgroupParent, and processes (by their environment or their cgroup).
 func Leftovers(dataDir string, ids []string) []string {
 	want := map[string]bool{}
 	for _, id := range ids {
@@ -71,7 +78,7 @@ func Leftovers(dataDir string, ids []string) []string {
 	var left []string
 	ents, _ := os.ReadDir(filepath.Join(dataDir, "sandboxes"))
 	for _, e := range ents {
-		if want[e.Name()] {
+		if want[e.Name()] || want[strings.TrimPrefix(e.Name(), ".destroyed-")] {
 			left = append(left, "directory "+e.Name())
 		}
 	}
@@ -92,6 +99,12 @@ func Leftovers(dataDir string, ids []string) []string {
 		for _, kv := range strings.Split(string(env), "\x00") {
 			if id, ok := strings.CutPrefix(kv, "SANDPOOL_SANDBOX="); ok && want[id] {
 				left = append(left, fmt.Sprintf("process %s of %s", p, id))
+			}
+		}
+		cg, _ := os.ReadFile(p + "/cgroup")
+		for id := range want {
+			if strings.Contains(string(cg), "/"+CgroupParent+"/"+id+"\n") {
+				left = append(left, fmt.Sprintf("process %s in the cgroup of %s", p, id))
 			}
 		}
 	}
