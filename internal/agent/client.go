@@ -11,7 +11,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/proc"
 )
 
 // Client talks to one sandbox's agent. Every operation dials its own
@@ -65,7 +66,7 @@ func (cl *Client) short(ctx context.Context, req request) (reply, error) {
 	}
 	rep, err := cl.roundTrip(ctx, newConn(nc), req)
 	if err != nil && ctx.Err() == nil {
-		var ue *runtime.UserError
+		var ue *errdefs.UserError
 		if !errors.As(err, &ue) {
 			err = fmt.Errorf("%w: %v", ErrUnreachable, err)
 		}
@@ -109,6 +110,11 @@ func (cl *Client) roundTrip(ctx context.Context, c *conn, req request) (reply, e
 // broken, not the request.
 var ErrUnreachable = errors.New("agent unreachable")
 
+// ErrProcessLimit: the sandbox runs as many processes as its pids limit
+// allows, so no new one can start. Not the caller's mistake, and not a
+// broken sandbox: kill processes (or wait) and try again.
+var ErrProcessLimit = errdefs.New(errdefs.ErrExhausted, "resource_exhausted", "process limit reached")
+
 func (cl *Client) open(ctx context.Context, req request) (*conn, reply, func() bool, error) {
 	nc, err := cl.Dial(ctx)
 	if err != nil {
@@ -145,16 +151,20 @@ func (cl *Client) ioErr(ctx context.Context, err error) error {
 }
 
 func wireToErr(e *wireError) error {
-	kind := runtime.ErrInvalid
+	kind := errdefs.ErrInvalid
 	switch e.Code {
 	case codeNotFound:
-		kind = runtime.ErrNotFound
+		kind = errdefs.ErrNotFound
 	case codeExists:
-		kind = runtime.ErrExists
+		kind = errdefs.ErrExists
+	case codePermission:
+		kind = errdefs.ErrPermission
+	case codeExhausted:
+		kind = ErrProcessLimit
 	case codeInternal:
 		return fmt.Errorf("agent: %s", e.Msg)
 	}
-	return &runtime.UserError{Kind: kind, Msg: e.Msg}
+	return &errdefs.UserError{Kind: kind, Msg: e.Msg}
 }
 
 // call runs a request with a single reply.
@@ -183,19 +193,19 @@ func (cl *Client) Reset(ctx context.Context) (dirty string, err error) {
 }
 
 // Exec starts a process.
-func (cl *Client) Exec(ctx context.Context, spec runtime.ExecSpec, stdio runtime.Stdio) (*Process, error) {
+func (cl *Client) Exec(ctx context.Context, spec proc.Spec, stdio proc.Stdio) (*Process, error) {
 	cmd := spec.Cmd
 	if spec.Shell != "" {
 		if len(cmd) > 0 {
-			return nil, runtime.Userf(runtime.ErrInvalid, "give either a command or a shell line, not both")
+			return nil, errdefs.Userf(errdefs.ErrInvalid, "give either a command or a shell line, not both")
 		}
 		cmd = []string{"/bin/sh", "-c", spec.Shell}
 	}
 	if len(cmd) == 0 {
-		return nil, runtime.Userf(runtime.ErrInvalid, "no command given")
+		return nil, errdefs.Userf(errdefs.ErrInvalid, "no command given")
 	}
 	if spec.Timeout < 0 {
-		return nil, runtime.Userf(runtime.ErrInvalid, "timeout must not be negative")
+		return nil, errdefs.Userf(errdefs.ErrInvalid, "timeout must not be negative")
 	}
 	req := request{Op: "exec", Cmd: cmd, Env: spec.Env, Cwd: spec.Cwd, User: spec.User,
 		TimeoutMs: spec.Timeout.Milliseconds(), Background: spec.Background, Stdin: stdio.Stdin != nil}
@@ -203,11 +213,11 @@ func (cl *Client) Exec(ctx context.Context, spec runtime.ExecSpec, stdio runtime
 }
 
 // Attach follows a process started earlier.
-func (cl *Client) Attach(ctx context.Context, procID string, stdio runtime.Stdio) (*Process, error) {
+func (cl *Client) Attach(ctx context.Context, procID string, stdio proc.Stdio) (*Process, error) {
 	return cl.stream(ctx, request{Op: "attach", Proc: procID}, stdio)
 }
 
-func (cl *Client) stream(ctx context.Context, req request, stdio runtime.Stdio) (*Process, error) {
+func (cl *Client) stream(ctx context.Context, req request, stdio proc.Stdio) (*Process, error) {
 	// The process outlives this call: its stream is bounded by Close, not
 	// by ctx, except while the request is being made.
 	c, rep, stop, err := cl.open(ctx, req)
@@ -224,17 +234,17 @@ func (cl *Client) stream(ctx context.Context, req request, stdio runtime.Stdio) 
 }
 
 // Processes lists tracked processes.
-func (cl *Client) Processes(ctx context.Context) ([]runtime.ProcessInfo, error) {
+func (cl *Client) Processes(ctx context.Context) ([]proc.Info, error) {
 	rep, err := cl.call(ctx, request{Op: "ps"})
 	if err != nil {
 		return nil, err
 	}
-	out := make([]runtime.ProcessInfo, 0, len(rep.Procs))
+	out := make([]proc.Info, 0, len(rep.Procs))
 	for _, p := range rep.Procs {
-		pi := runtime.ProcessInfo{ID: p.ID, Pid: p.Pid, Cmd: p.Cmd, Background: p.Background,
+		pi := proc.Info{ID: p.ID, Pid: p.Pid, Cmd: p.Cmd, Background: p.Background,
 			Running: p.Running, StartedAt: time.Unix(0, p.StartedAt).UTC()}
 		if p.Exit != nil {
-			pi.Exit = &runtime.ExitStatus{Code: p.Exit.Code, Signal: p.Exit.Signal, TimedOut: p.Exit.TimedOut}
+			pi.Exit = &proc.ExitStatus{Code: p.Exit.Code, Signal: p.Exit.Signal, TimedOut: p.Exit.TimedOut}
 		}
 		out = append(out, pi)
 	}
@@ -255,7 +265,7 @@ type Process struct {
 	done chan struct{}
 
 	mu     sync.Mutex
-	exit   *runtime.ExitStatus
+	exit   *proc.ExitStatus
 	err    error
 	closed bool
 }
@@ -266,21 +276,21 @@ func (p *Process) Pid() int   { return p.pid }
 // Signal sends sig to the process group.
 func (p *Process) Signal(sig syscall.Signal) error {
 	if sig <= 0 || sig > 64 {
-		return runtime.Userf(runtime.ErrInvalid, "signal %d out of range", sig)
+		return errdefs.Userf(errdefs.ErrInvalid, "signal %d out of range", sig)
 	}
 	return p.c.send(frameSignal, []byte{byte(sig)})
 }
 
 // Wait returns the exit status once the process has exited and all of its
 // output has been written to the caller's writers.
-func (p *Process) Wait() (runtime.ExitStatus, error) {
+func (p *Process) Wait() (proc.ExitStatus, error) {
 	<-p.done
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.exit != nil {
 		return *p.exit, nil
 	}
-	return runtime.ExitStatus{}, p.err
+	return proc.ExitStatus{}, p.err
 }
 
 // Close drops the stream; the agent kills a foreground process.
@@ -326,7 +336,7 @@ func (p *Process) read(stdout, stderr io.Writer) {
 				return
 			}
 			p.mu.Lock()
-			p.exit = &runtime.ExitStatus{Code: st.Code, Signal: st.Signal, TimedOut: st.TimedOut}
+			p.exit = &proc.ExitStatus{Code: st.Code, Signal: st.Signal, TimedOut: st.TimedOut}
 			p.mu.Unlock()
 			return
 		}

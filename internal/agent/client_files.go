@@ -7,30 +7,30 @@ import (
 	"io"
 	"time"
 
-	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/fsys"
 )
 
 // Files returns the sandbox filesystem behind this agent.
-func (cl *Client) Files() runtime.Files { return files{cl} }
+func (cl *Client) Files() fsys.Files { return files{cl} }
 
 type files struct{ cl *Client }
 
-var _ runtime.Files = files{}
+var _ fsys.Files = files{}
 
-func toInfo(f fileInfo) runtime.FileInfo {
-	return runtime.FileInfo{Name: f.Name, Path: f.Path, Type: f.Type, Size: f.Size, Mode: f.Mode,
+func toInfo(f fileInfo) fsys.Info {
+	return fsys.Info{Name: f.Name, Path: f.Path, Type: f.Type, Size: f.Size, Mode: f.Mode,
 		ModTime: time.Unix(0, f.ModTime).UTC(), Owner: f.UID, Group: f.GID, Target: f.Target}
 }
 
-func (fs files) Read(ctx context.Context, path string) (io.ReadCloser, runtime.FileInfo, error) {
-	c, rep, stop, err := fs.cl.open(ctx, request{Op: "read", Path: path})
+func (fs files) Read(ctx context.Context, path string, opts fsys.Options) (io.ReadCloser, fsys.Info, error) {
+	c, rep, stop, err := fs.cl.open(ctx, request{Op: "read", Path: path, User: opts.User})
 	if err != nil {
-		return nil, runtime.FileInfo{}, err
+		return nil, fsys.Info{}, err
 	}
 	if rep.File == nil {
 		stop()
 		c.Close()
-		return nil, runtime.FileInfo{}, errors.New("agent: read reply without file info")
+		return nil, fsys.Info{}, errors.New("agent: read reply without file info")
 	}
 	return &fileReader{c: c, stop: stop, ctx: ctx}, toInfo(*rep.File), nil
 }
@@ -79,7 +79,7 @@ func (r *fileReader) Close() error {
 	return r.c.Close()
 }
 
-func (fs files) Write(ctx context.Context, path string, src io.Reader, opts runtime.WriteOptions) (int64, error) {
+func (fs files) Write(ctx context.Context, path string, src io.Reader, opts fsys.WriteOptions) (int64, error) {
 	return fs.cl.upload(ctx, request{Op: "write", Path: path, Mode: opts.Mode, User: opts.User, Parents: opts.MakeParents}, src)
 }
 
@@ -137,40 +137,40 @@ func (cl *Client) upload(ctx context.Context, req request, src io.Reader) (int64
 	return 0, fmt.Errorf("%w: upload cut short: %v", ErrUnreachable, rerr)
 }
 
-func (fs files) List(ctx context.Context, path string) ([]runtime.FileInfo, error) {
-	rep, err := fs.cl.call(ctx, request{Op: "list", Path: path})
+func (fs files) List(ctx context.Context, path string, opts fsys.ListOptions) ([]fsys.Info, error) {
+	rep, err := fs.cl.call(ctx, request{Op: "list", Path: path, User: opts.User, Depth: opts.Depth})
 	if err != nil {
 		return nil, err
 	}
-	out := make([]runtime.FileInfo, len(rep.Files))
+	out := make([]fsys.Info, len(rep.Files))
 	for i, f := range rep.Files {
 		out[i] = toInfo(f)
 	}
 	return out, nil
 }
 
-func (fs files) Stat(ctx context.Context, path string) (runtime.FileInfo, error) {
-	rep, err := fs.cl.call(ctx, request{Op: "stat", Path: path})
+func (fs files) Stat(ctx context.Context, path string, opts fsys.Options) (fsys.Info, error) {
+	rep, err := fs.cl.call(ctx, request{Op: "stat", Path: path, User: opts.User})
 	if err != nil {
-		return runtime.FileInfo{}, err
+		return fsys.Info{}, err
 	}
 	if rep.File == nil {
-		return runtime.FileInfo{}, errors.New("agent: stat reply without file info")
+		return fsys.Info{}, errors.New("agent: stat reply without file info")
 	}
 	return toInfo(*rep.File), nil
 }
 
-func (fs files) Mkdir(ctx context.Context, path string, opts runtime.MkdirOptions) error {
+func (fs files) Mkdir(ctx context.Context, path string, opts fsys.MkdirOptions) error {
 	_, err := fs.cl.call(ctx, request{Op: "mkdir", Path: path, Mode: opts.Mode, User: opts.User, Parents: opts.Parents})
 	return err
 }
 
-func (fs files) Remove(ctx context.Context, path string, recursive bool) error {
-	_, err := fs.cl.call(ctx, request{Op: "remove", Path: path, Recursive: recursive})
+func (fs files) Remove(ctx context.Context, path string, opts fsys.RemoveOptions) error {
+	_, err := fs.cl.call(ctx, request{Op: "remove", Path: path, User: opts.User, Recursive: opts.Recursive})
 	return err
 }
 
-func (fs files) Rename(ctx context.Context, from, to string) error {
-	_, err := fs.cl.call(ctx, request{Op: "rename", Path: from, To: to})
+func (fs files) Rename(ctx context.Context, from, to string, opts fsys.Options) error {
+	_, err := fs.cl.call(ctx, request{Op: "rename", Path: from, To: to, User: opts.User})
 	return err
 }

@@ -61,6 +61,7 @@ type request struct {
 	Mode      uint32 `json:"mode,omitempty"`
 	Parents   bool   `json:"parents,omitempty"`
 	Recursive bool   `json:"recursive,omitempty"`
+	Depth     int    `json:"depth,omitempty"` // list
 }
 
 // reply answers a request.
@@ -82,6 +83,10 @@ const (
 	codeNotFound = "not_found"
 	codeInvalid  = "invalid"
 	codeExists   = "exists"
+	// codePermission: the user may not (EACCES, EPERM, EROFS).
+	codePermission = "permission"
+	// codeExhausted: a limit of the sandbox is reached (fork: EAGAIN).
+	codeExhausted = "exhausted"
 	codeInternal = "internal"
 )
 

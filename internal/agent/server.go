@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/fsys"
 )
 
 // Server is the agent: it runs processes and serves files for the host.
@@ -148,7 +148,7 @@ func (s *Server) exec(c *conn, req *request) error {
 			cwd = "/"
 		}
 	} else {
-		if cwd, err = runtime.CleanPath(cwd); err != nil {
+		if cwd, err = fsys.CleanPath(cwd); err != nil {
 			return replyErr(c, codeInvalid, "cwd: %v", err)
 		}
 		st, err := os.Stat(cwd)
@@ -215,8 +215,14 @@ func (s *Server) exec(c *conn, req *request) error {
 			stdinW.Close()
 		}
 		code := codeInvalid
-		if errors.Is(err, syscall.ENOENT) {
+		switch {
+		case errors.Is(err, syscall.ENOENT):
 			code = codeNotFound
+		case errors.Is(err, syscall.EAGAIN):
+			// The pids limit: the sandbox is fine, just full.
+			return replyErr(c, codeExhausted, "cannot run %s: the sandbox runs as many processes as its limit allows (kill some, or kill them all)", req.Cmd[0])
+		case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+			code = codePermission
 		}
 		return replyErr(c, code, "cannot run %s: %v", req.Cmd[0], err)
 	}

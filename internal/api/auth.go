@@ -14,7 +14,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/ids"
 	"github.com/sandpool/sandpool/internal/store"
 )
 
@@ -28,7 +29,7 @@ func NewKey(tenant string, admin bool) (secret string, rec store.Key) {
 	var b [20]byte
 	_, _ = rand.Read(b[:]) // crypto/rand does not fail on Linux
 	secret = "spk_" + keyEncoding.EncodeToString(b[:])
-	return secret, store.Key{ID: "key_" + runtime.RandomSuffix(), Tenant: tenant, Hash: HashKey(secret),
+	return secret, store.Key{ID: "key_" + ids.Suffix(), Tenant: tenant, Hash: HashKey(secret),
 		Admin: admin, CreatedAt: time.Now().UTC()}
 }
 
@@ -69,7 +70,7 @@ func (s *Server) authenticated(h http.HandlerFunc, admin bool) http.HandlerFunc 
 			return
 		}
 		k, err := s.keys.lookup(r.Context(), s.st, HashKey(strings.TrimSpace(secret)))
-		if errors.Is(err, store.ErrNotFound) {
+		if errors.Is(err, errdefs.ErrNotFound) {
 			s.writeError(w, r, fmt.Errorf("%w: unknown or revoked API key", errUnauthorized))
 			return
 		}
@@ -158,7 +159,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !tenantName.MatchString(req.Tenant) {
-		s.writeError(w, r, runtime.Userf(runtime.ErrInvalid, "invalid tenant %q: use a-z, 0-9, '.', '_' and '-', at most 63", req.Tenant))
+		s.writeError(w, r, errdefs.Userf(errdefs.ErrInvalid, "invalid tenant %q: use a-z, 0-9, '.', '_' and '-', at most 63", req.Tenant))
 		return
 	}
 	secret, rec := NewKey(req.Tenant, req.Admin)
@@ -187,13 +188,13 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if id == who(r).KeyID {
-		s.writeError(w, r, runtime.Userf(runtime.ErrConflict, "a key cannot revoke itself"))
+		s.writeError(w, r, errdefs.Userf(errdefs.ErrConflict, "a key cannot revoke itself"))
 		return
 	}
 	defer s.keys.forget()
 	if err := s.st.RevokeKey(r.Context(), id); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			err = runtime.Userf(runtime.ErrNotFound, "no valid key %q", id)
+		if errors.Is(err, errdefs.ErrNotFound) {
+			err = errdefs.Userf(errdefs.ErrNotFound, "no valid key %q", id)
 		}
 		s.writeError(w, r, err)
 		return

@@ -14,7 +14,7 @@ import (
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/latency"
 	"github.com/sandpool/sandpool/internal/pool"
-	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
 	"github.com/sandpool/sandpool/internal/sandbox"
 	"github.com/sandpool/sandpool/internal/store/sqlstore"
@@ -58,7 +58,7 @@ func BenchmarkExecOverHTTP(b *testing.B) {
 	var direct, overHTTP latency.Recorder
 	for b.Loop() {
 		start := time.Now()
-		p, err := svc.Exec(ctx, "bench", sb.ID, sandbox.ExecRequest{Cmd: []string{"true"}}, runtime.Stdio{})
+		p, err := svc.Exec(ctx, "bench", sb.ID, sandbox.ExecRequest{Cmd: []string{"true"}}, proc.Stdio{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -8,7 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/fsys"
 	"github.com/sandpool/sandpool/internal/sandbox"
 )
 
@@ -49,7 +50,7 @@ func TestExecRequestSpec(t *testing.T) {
 		{ExecRequest{Cmd: []string{"true"}, Timeout: 1e12}, false},
 	} {
 		_, _, err := tc.req.spec(false)
-		if tc.ok != (err == nil) || (err != nil && !errors.Is(err, runtime.ErrInvalid)) {
+		if tc.ok != (err == nil) || (err != nil && !errors.Is(err, errdefs.ErrInvalid)) {
 			t.Errorf("spec(%+v): %v", tc.req, err)
 		}
 	}
@@ -63,7 +64,7 @@ func TestParseSignal(t *testing.T) {
 		}
 	}
 	for _, in := range []string{`0`, `65`, `-1`, `""`, `"NOPE"`, `null`, `{}`, `1.5`} {
-		if _, err := parseSignal(json.RawMessage(in)); !errors.Is(err, runtime.ErrInvalid) {
+		if _, err := parseSignal(json.RawMessage(in)); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("parseSignal(%s): %v, want invalid", in, err)
 		}
 	}
@@ -109,7 +110,7 @@ func FuzzDecode(f *testing.F) {
 		}
 		if decodeBytes(body, &mv) == nil {
 			for _, p := range []string{mv.From, mv.To} {
-				clean, err := runtime.CleanPath(p)
+				clean, err := fsys.CleanPath(p)
 				if err == nil && (!strings.HasPrefix(clean, "/") || strings.Contains(clean+"/", "/../") || strings.ContainsRune(clean, 0)) {
 					t.Fatalf("CleanPath(%q) = %q escapes or is not clean", p, clean)
 				}

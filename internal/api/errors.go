@@ -6,19 +6,17 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/sandpool/sandpool/internal/pool"
-	"github.com/sandpool/sandpool/internal/runtime"
-	"github.com/sandpool/sandpool/internal/sandbox"
+	"github.com/sandpool/sandpool/internal/errdefs"
 )
 
-// Errors the API itself raises.
+// Errors the API itself raises (about HTTP, not about sandboxes).
 var (
 	errUnauthorized = errors.New("unauthorized")
 	errForbidden    = errors.New("forbidden")
 	errBadRequest   = errors.New("bad request")
 	errTooLarge     = errors.New("too large")
 	errIdemMismatch = errors.New("idempotency key reused with a different request")
-	errNodeDown     = errors.New("node unavailable")
+	errNodeDown     = errdefs.New(errdefs.ErrUnavailable, "node_unavailable", "node unavailable")
 	errInProgress   = errors.New("a create with this Idempotency-Key is under way; retry")
 )
 
@@ -30,47 +28,53 @@ type apiError struct {
 	} `json:"error"`
 }
 
+// kinds maps each kind of error to its status and default machine code,
+// in the order they are tried: the API's own first, then the kinds every
+// layer wraps (internal/errdefs). A Coded error in the chain gives its own
+// code instead (at_capacity, pool_empty, shutting_down, ...).
+var kinds = []struct {
+	err    error
+	status int
+	code   string
+}{
+	{errUnauthorized, http.StatusUnauthorized, "unauthorized"},
+	{errForbidden, http.StatusForbidden, "forbidden"},
+	{errTooLarge, http.StatusRequestEntityTooLarge, "too_large"},
+	{errBadRequest, http.StatusBadRequest, "bad_request"},
+	{errInProgress, http.StatusTooEarly, "in_progress"},
+	{errIdemMismatch, http.StatusUnprocessableEntity, "idempotency_mismatch"},
+
+	{errdefs.ErrNotFound, http.StatusNotFound, "not_found"},
+	{errdefs.ErrInvalid, http.StatusUnprocessableEntity, "invalid"},
+	{errdefs.ErrExists, http.StatusConflict, "exists"},
+	{errdefs.ErrConflict, http.StatusConflict, "conflict"},
+	{errdefs.ErrPermission, http.StatusForbidden, "permission_denied"},
+	{errdefs.ErrExhausted, http.StatusTooManyRequests, "resource_exhausted"},
+	{errdefs.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
+	{errdefs.ErrFailed, http.StatusUnprocessableEntity, "failed"},
+	{errdefs.ErrNotSupported, http.StatusNotImplemented, "not_supported"},
+	{context.DeadlineExceeded, http.StatusGatewayTimeout, "timeout"},
+	{context.Canceled, 499, "canceled"}, // the client went away; nobody reads this
+}
+
 // statusFor maps an error to its status code and stable machine code. It is
 // the only place that chooses an error status.
 func statusFor(err error) (int, string) {
 	var mbe *http.MaxBytesError
 	switch {
-	case errors.Is(err, errUnauthorized):
-		return http.StatusUnauthorized, "unauthorized"
-	case errors.Is(err, errForbidden):
-		return http.StatusForbidden, "forbidden"
-	case errors.As(err, &mbe), errors.Is(err, errTooLarge):
+	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, "too_large"
-	case errors.Is(err, errBadRequest):
-		return http.StatusBadRequest, "bad_request"
-	case errors.Is(err, errInProgress):
-		return http.StatusTooEarly, "in_progress"
-	case errors.Is(err, errIdemMismatch):
-		return http.StatusUnprocessableEntity, "idempotency_mismatch"
-	case errors.Is(err, sandbox.ErrCapacity):
-		return http.StatusTooManyRequests, "at_capacity"
-	case errors.Is(err, pool.ErrEmpty):
-		return http.StatusTooManyRequests, "pool_empty"
-	case errors.Is(err, sandbox.ErrShuttingDown):
-		return http.StatusServiceUnavailable, "shutting_down"
-	case errors.Is(err, sandbox.ErrElsewhere), errors.Is(err, errNodeDown):
-		return http.StatusServiceUnavailable, "node_unavailable"
-	case runtime.IsStateError(err):
+	case errdefs.IsStateError(err):
+		// Before the kinds: a broken sandbox's error may wrap any of them.
 		return http.StatusConflict, "sandbox_failed"
-	case errors.Is(err, runtime.ErrNotFound):
-		return http.StatusNotFound, "not_found"
-	case errors.Is(err, runtime.ErrInvalid):
-		return http.StatusUnprocessableEntity, "invalid"
-	case errors.Is(err, runtime.ErrExists):
-		return http.StatusConflict, "exists"
-	case errors.Is(err, runtime.ErrConflict):
-		return http.StatusConflict, "conflict"
-	case errors.Is(err, runtime.ErrNotSupported):
-		return http.StatusNotImplemented, "not_supported"
-	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusGatewayTimeout, "timeout"
-	case errors.Is(err, context.Canceled):
-		return 499, "canceled" // the client went away; nobody reads this
+	}
+	for _, k := range kinds {
+		if errors.Is(err, k.err) {
+			if code := errdefs.CodeOf(err); code != "" {
+				return k.status, code
+			}
+			return k.status, k.code
+		}
 	}
 	return http.StatusInternalServerError, "internal"
 }

@@ -9,7 +9,9 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/agent"
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/pool"
 	"github.com/sandpool/sandpool/internal/sandbox"
 )
 
@@ -30,12 +32,16 @@ func TestStatusFor(t *testing.T) {
 		{errNodeDown, 503, "node_unavailable"},
 		{wrap(sandbox.ErrCapacity), 429, "at_capacity"},
 		{sandbox.ErrShuttingDown, 503, "shutting_down"},
-		{&runtime.StateError{Sandbox: "sb_x", Err: errors.New("agent gone")}, 409, "sandbox_failed"},
-		{runtime.Userf(runtime.ErrNotFound, "no sandbox"), 404, "not_found"},
-		{runtime.Userf(runtime.ErrInvalid, "negative"), 422, "invalid"},
-		{runtime.Userf(runtime.ErrExists, "exists"), 409, "exists"},
-		{runtime.Userf(runtime.ErrConflict, "stopped"), 409, "conflict"},
-		{wrap(runtime.ErrNotSupported), 501, "not_supported"},
+		{&errdefs.StateError{Sandbox: "sb_x", Err: errors.New("agent gone")}, 409, "sandbox_failed"},
+		{errdefs.Userf(errdefs.ErrNotFound, "no sandbox"), 404, "not_found"},
+		{errdefs.Userf(errdefs.ErrInvalid, "negative"), 422, "invalid"},
+		{errdefs.Userf(errdefs.ErrExists, "exists"), 409, "exists"},
+		{errdefs.Userf(errdefs.ErrConflict, "stopped"), 409, "conflict"},
+		{wrap(errdefs.ErrNotSupported), 501, "not_supported"},
+		{errdefs.Userf(errdefs.ErrPermission, "/etc/passwd: permission denied"), 403, "permission_denied"},
+		{wrap(errdefs.Userf(agent.ErrProcessLimit, "cannot run sh")), 429, "resource_exhausted"},
+		{wrap(pool.ErrEmpty), 429, "pool_empty"},
+		{wrap(sandbox.ErrElsewhere), 503, "node_unavailable"},
 		{context.DeadlineExceeded, 504, "timeout"},
 		{errors.New("disk on fire"), 500, "internal"},
 	} {
@@ -53,7 +59,7 @@ func TestErrorBody(t *testing.T) {
 		retryAfter string
 		message    string
 	}{
-		{runtime.Userf(runtime.ErrNotFound, "no sandbox %q", "sb_1"), "", `no sandbox "sb_1"`},
+		{errdefs.Userf(errdefs.ErrNotFound, "no sandbox %q", "sb_1"), "", `no sandbox "sb_1"`},
 		{sandbox.ErrCapacity, "1", "at capacity"},
 		{errors.New("secret internal detail"), "", "internal error; see the server log"},
 	} {

@@ -11,9 +11,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/proc"
 	"golang.org/x/sys/unix"
-
-	"github.com/sandpool/sandpool/internal/runtime"
 )
 
 // ExecRequest is the body of POST .../exec and .../processes.
@@ -33,31 +33,31 @@ type ExecRequest struct {
 	Stream bool `json:"stream,omitempty"`
 }
 
-func (req ExecRequest) spec(background bool) (runtime.ExecSpec, []byte, error) {
+func (req ExecRequest) spec(background bool) (proc.Spec, []byte, error) {
 	if req.Timeout < 0 || req.Timeout > 30*24*3600 {
-		return runtime.ExecSpec{}, nil, runtime.Userf(runtime.ErrInvalid, "timeout %g out of range: 0 to 2592000 seconds", req.Timeout)
+		return proc.Spec{}, nil, errdefs.Userf(errdefs.ErrInvalid, "timeout %g out of range: 0 to 2592000 seconds", req.Timeout)
 	}
 	var stdin []byte
 	switch {
 	case req.Stdin != "" && req.StdinBase64 != "":
-		return runtime.ExecSpec{}, nil, runtime.Userf(runtime.ErrInvalid, "give stdin or stdin_base64, not both")
+		return proc.Spec{}, nil, errdefs.Userf(errdefs.ErrInvalid, "give stdin or stdin_base64, not both")
 	case req.StdinBase64 != "":
 		b, err := base64.StdEncoding.DecodeString(req.StdinBase64)
 		if err != nil {
-			return runtime.ExecSpec{}, nil, runtime.Userf(runtime.ErrInvalid, "stdin_base64: %v", err)
+			return proc.Spec{}, nil, errdefs.Userf(errdefs.ErrInvalid, "stdin_base64: %v", err)
 		}
 		stdin = b
 	case req.Stdin != "":
 		stdin = []byte(req.Stdin)
 	}
-	return runtime.ExecSpec{Cmd: req.Cmd, Shell: req.Shell, Env: req.Env, Cwd: req.Cwd, User: req.User,
+	return proc.Spec{Cmd: req.Cmd, Shell: req.Shell, Env: req.Env, Cwd: req.Cwd, User: req.User,
 		Timeout: time.Duration(req.Timeout * float64(time.Second)), Background: background}, stdin, nil
 }
 
 // ExecResult is the reply of a buffered exec. Output that is not valid
 // UTF-8 comes as *_base64 instead.
 type ExecResult struct {
-	runtime.ExitStatus
+	proc.ExitStatus
 	Stdout          string `json:"stdout"`
 	Stderr          string `json:"stderr"`
 	StdoutBase64    string `json:"stdout_base64,omitempty"`
@@ -77,7 +77,7 @@ type Event struct {
 	Data       string `json:"data,omitempty"`
 	DataBase64 string `json:"data_base64,omitempty"`
 	// exit
-	*runtime.ExitStatus
+	*proc.ExitStatus
 	// error
 	Error *struct {
 		Code    string `json:"code"`
@@ -123,7 +123,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	var stdio runtime.Stdio
+	var stdio proc.Stdio
 	if stdin != nil {
 		stdio.Stdin = strings.NewReader(string(stdin))
 	}
@@ -211,7 +211,7 @@ func (o outputWriter) Write(p []byte) (int, error) {
 }
 
 // followStream sends start, then output as it comes, then exit (or error).
-func (s *Server) followStream(r *http.Request, ev *eventWriter, p runtime.Process) {
+func (s *Server) followStream(r *http.Request, ev *eventWriter, p proc.Process) {
 	if err := ev.send(Event{Type: "start", Process: p.ID(), Pid: p.Pid()}); err != nil {
 		return // the client went away; Close kills a foreground process
 	}
@@ -241,7 +241,7 @@ func (s *Server) startProcess(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tenant, id := who(r).Tenant, r.PathValue("id")
-	p, err := s.svc.Exec(r.Context(), tenant, id, spec, runtime.Stdio{})
+	p, err := s.svc.Exec(r.Context(), tenant, id, spec, proc.Stdio{})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -263,7 +263,7 @@ func (s *Server) listProcesses(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ps == nil {
-		ps = []runtime.ProcessInfo{}
+		ps = []proc.Info{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"processes": ps})
 }
@@ -273,7 +273,7 @@ func (s *Server) listProcesses(w http.ResponseWriter, r *http.Request) {
 func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
 	ev := newEventWriter(w)
 	p, err := s.svc.Attach(r.Context(), who(r).Tenant, r.PathValue("id"), r.PathValue("proc"),
-		runtime.Stdio{Stdout: ev.output("stdout"), Stderr: ev.output("stderr")})
+		proc.Stdio{Stdout: ev.output("stdout"), Stderr: ev.output("stderr")})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -317,13 +317,13 @@ func parseSignal(raw json.RawMessage) (syscall.Signal, error) {
 	var n int
 	if json.Unmarshal(raw, &n) == nil {
 		if n <= 0 || n > 64 {
-			return 0, runtime.Userf(runtime.ErrInvalid, "signal %d out of range", n)
+			return 0, errdefs.Userf(errdefs.ErrInvalid, "signal %d out of range", n)
 		}
 		return syscall.Signal(n), nil
 	}
 	var name string
 	if err := json.Unmarshal(raw, &name); err != nil || name == "" {
-		return 0, runtime.Userf(runtime.ErrInvalid, "signal must be a number or a name like \"SIGTERM\"")
+		return 0, errdefs.Userf(errdefs.ErrInvalid, "signal must be a number or a name like \"SIGTERM\"")
 	}
 	if n, err := strconv.Atoi(name); err == nil && n > 0 && n <= 64 {
 		return syscall.Signal(n), nil
@@ -335,5 +335,5 @@ func parseSignal(raw json.RawMessage) (syscall.Signal, error) {
 	if sig := unix.SignalNum(name); sig != 0 {
 		return sig, nil
 	}
-	return 0, runtime.Userf(runtime.ErrInvalid, "unknown signal %q", name)
+	return 0, errdefs.Userf(errdefs.ErrInvalid, "unknown signal %q", name)
 }

@@ -5,10 +5,11 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/fsys"
 )
 
-func (s *Server) files(w http.ResponseWriter, r *http.Request) (runtime.Files, bool) {
+func (s *Server) files(w http.ResponseWriter, r *http.Request) (fsys.Files, bool) {
 	fs, err := s.svc.Files(r.Context(), who(r).Tenant, r.PathValue("id"))
 	if err != nil {
 		s.writeError(w, r, err)
@@ -21,10 +22,10 @@ func (s *Server) files(w http.ResponseWriter, r *http.Request) (runtime.Files, b
 func (s *Server) queryPath(w http.ResponseWriter, r *http.Request) (string, bool) {
 	p := r.URL.Query().Get("path")
 	if p == "" {
-		s.writeError(w, r, runtime.Userf(runtime.ErrInvalid, "the path query parameter is required"))
+		s.writeError(w, r, errdefs.Userf(errdefs.ErrInvalid, "the path query parameter is required"))
 		return "", false
 	}
-	if _, err := runtime.CleanPath(p); err != nil {
+	if _, err := fsys.CleanPath(p); err != nil {
 		s.writeError(w, r, err)
 		return "", false
 	}
@@ -41,7 +42,7 @@ func (s *Server) readFile(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	rc, fi, err := fs.Read(r.Context(), p)
+	rc, fi, err := fs.Read(r.Context(), p, fsys.Options{User: r.URL.Query().Get("user")})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -63,11 +64,11 @@ func (s *Server) writeFile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	var opts runtime.WriteOptions
+	var opts fsys.WriteOptions
 	if m := q.Get("mode"); m != "" {
 		mode, err := strconv.ParseUint(m, 8, 32)
 		if err != nil || mode > 0o7777 {
-			s.writeError(w, r, runtime.Userf(runtime.ErrInvalid, "mode %q: want octal permission bits like 644", m))
+			s.writeError(w, r, errdefs.Userf(errdefs.ErrInvalid, "mode %q: want octal permission bits like 644", m))
 			return
 		}
 		opts.Mode = uint32(mode)
@@ -101,7 +102,7 @@ func (s *Server) removeFile(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := fs.Remove(r.Context(), p, recursive); err != nil {
+	if err := fs.Remove(r.Context(), p, fsys.RemoveOptions{User: r.URL.Query().Get("user"), Recursive: recursive}); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -113,17 +114,26 @@ func (s *Server) listFiles(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	opts := fsys.ListOptions{User: r.URL.Query().Get("user")}
+	if d := r.URL.Query().Get("depth"); d != "" {
+		n, err := strconv.Atoi(d)
+		if err != nil || n < 1 {
+			s.writeError(w, r, errdefs.Userf(errdefs.ErrInvalid, "depth %q: want a whole number of at least 1", d))
+			return
+		}
+		opts.Depth = n
+	}
 	fs, ok := s.files(w, r)
 	if !ok {
 		return
 	}
-	list, err := fs.List(r.Context(), p)
+	list, err := fs.List(r.Context(), p, opts)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	if list == nil {
-		list = []runtime.FileInfo{}
+		list = []fsys.Info{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"files": list})
 }
@@ -137,7 +147,7 @@ func (s *Server) statFile(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	fi, err := fs.Stat(r.Context(), p)
+	fi, err := fs.Stat(r.Context(), p, fsys.Options{User: r.URL.Query().Get("user")})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -157,14 +167,14 @@ func (s *Server) mkdir(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Mode > 0o7777 {
-		s.writeError(w, r, runtime.Userf(runtime.ErrInvalid, "mode %o out of range", req.Mode))
+		s.writeError(w, r, errdefs.Userf(errdefs.ErrInvalid, "mode %o out of range", req.Mode))
 		return
 	}
 	fs, ok := s.files(w, r)
 	if !ok {
 		return
 	}
-	if err := fs.Mkdir(r.Context(), req.Path, runtime.MkdirOptions{Mode: req.Mode, User: req.User, Parents: req.Parents}); err != nil {
+	if err := fs.Mkdir(r.Context(), req.Path, fsys.MkdirOptions{Mode: req.Mode, User: req.User, Parents: req.Parents}); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -175,6 +185,7 @@ func (s *Server) rename(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		From string `json:"from"`
 		To   string `json:"to"`
+		User string `json:"user"`
 	}
 	if err := decode(w, r, &req); err != nil {
 		s.writeError(w, r, err)
@@ -184,7 +195,7 @@ func (s *Server) rename(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := fs.Rename(r.Context(), req.From, req.To); err != nil {
+	if err := fs.Rename(r.Context(), req.From, req.To, fsys.Options{User: req.User}); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/sandpool/sandpool/internal/cluster"
-	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/store"
 )
 
@@ -167,7 +167,7 @@ func (s *Server) internalRetire(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !ok {
-		s.writeError(w, r, runtime.Userf(runtime.ErrConflict, "sandbox %s is no longer idle", r.PathValue("id")))
+		s.writeError(w, r, errdefs.Userf(errdefs.ErrConflict, "sandbox %s is no longer idle", r.PathValue("id")))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

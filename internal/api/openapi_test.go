@@ -11,7 +11,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/fsys"
 	"github.com/sandpool/sandpool/internal/pool"
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/sandbox"
 )
@@ -103,11 +105,11 @@ func TestOpenAPIMatchesTypes(t *testing.T) {
 		"CreateSandbox": sandbox.CreateRequest{},
 		"Sandbox":       sandbox.Sandbox{},
 		"Exec":          ExecRequest{},
-		"ExitStatus":    runtime.ExitStatus{},
+		"ExitStatus":    proc.ExitStatus{},
 		"ExecResult":    ExecResult{},
 		"ExecEvent":     Event{},
-		"Process":       runtime.ProcessInfo{},
-		"FileInfo":      runtime.FileInfo{},
+		"Process":       proc.Info{},
+		"FileInfo":      fsys.Info{},
 		"Template":      sandbox.Template{},
 		"Hooks":         sandbox.Hooks{},
 		"PoolConfig":    pool.Config{},

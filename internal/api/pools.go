@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/pool"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/sandbox"
@@ -77,7 +78,7 @@ func (s *Server) acquire(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Timeout < 0 || req.Timeout > 3600 {
-		s.writeError(w, r, runtime.Userf(runtime.ErrInvalid, "timeout %g out of range 0-3600", req.Timeout))
+		s.writeError(w, r, errdefs.Userf(errdefs.ErrInvalid, "timeout %g out of range 0-3600", req.Timeout))
 		return
 	}
 	sb, err := s.pools.Acquire(r.Context(), who(r).Tenant, r.PathValue("name"), time.Duration(req.Timeout*float64(time.Second)))
@@ -95,10 +96,10 @@ func (s *Server) acquireFor(r *http.Request, tenant string, req sandbox.CreateRe
 		return sandbox.Sandbox{}, err
 	}
 	if req.Template != "" && req.Template != in.Template {
-		return sandbox.Sandbox{}, runtime.Userf(runtime.ErrInvalid, "template %q differs from pool %s's template %q", req.Template, req.Pool, in.Template)
+		return sandbox.Sandbox{}, errdefs.Userf(errdefs.ErrInvalid, "template %q differs from pool %s's template %q", req.Template, req.Pool, in.Template)
 	}
 	if req.Limits != (runtime.Limits{}) || len(req.Env) > 0 || req.Timeout != 0 || len(req.Metadata) > 0 {
-		return sandbox.Sandbox{}, runtime.Userf(runtime.ErrInvalid, "a sandbox from a pool has the pool's settings: give only template and pool")
+		return sandbox.Sandbox{}, errdefs.Userf(errdefs.ErrInvalid, "a sandbox from a pool has the pool's settings: give only template and pool")
 	}
 	return s.pools.Acquire(r.Context(), tenant, req.Pool, 0)
 }

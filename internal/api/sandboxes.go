@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/ids"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/sandbox"
 	"github.com/sandpool/sandpool/internal/store"
@@ -42,17 +44,17 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		}
 		sum := sha256.Sum256(body)
 		idem := store.Idempotency{Tenant: tenant, Key: key, BodyHash: hex.EncodeToString(sum[:]),
-			SandboxID: runtime.NewID(), ExpiresAt: time.Now().Add(idempotencyTTL)}
+			SandboxID: ids.Sandbox(), ExpiresAt: time.Now().Add(idempotencyTTL)}
 		got, err := s.st.PutIdempotency(r.Context(), idem)
 		switch {
-		case errors.Is(err, store.ErrExists):
+		case errors.Is(err, errdefs.ErrExists):
 			if got.BodyHash != idem.BodyHash {
 				s.writeError(w, r, errIdemMismatch)
 				return
 			}
 			// The same request again: answer with what the first made.
 			sb, err := s.svc.Get(r.Context(), tenant, got.SandboxID)
-			if errors.Is(err, runtime.ErrNotFound) {
+			if errors.Is(err, errdefs.ErrNotFound) {
 				// The first is still under way: the client may retry.
 				s.writeError(w, r, errInProgress)
 				return
@@ -83,7 +85,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 			_ = s.st.SetIdempotency(ctx, tenant, key, sb.ID) // best effort: a replay then finds nothing and makes anew
 		case err != nil:
 			// Nothing was made (or it failed): a retry makes it anew.
-			if _, gerr := s.st.GetSandbox(ctx, id); errors.Is(gerr, store.ErrNotFound) || req.Pool != "" {
+			if _, gerr := s.st.GetSandbox(ctx, id); errors.Is(gerr, errdefs.ErrNotFound) || req.Pool != "" {
 				_ = s.st.DeleteIdempotency(ctx, tenant, key) // best effort, as above
 			}
 		}
@@ -110,7 +112,7 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
 					sandbox.StatusResetting, sandbox.StatusPaused, sandbox.StatusStopping, sandbox.StatusStopped,
 					sandbox.StatusFailed, sandbox.StatusLost)
 			default:
-				s.writeError(w, r, runtime.Userf(runtime.ErrInvalid, "unknown status %q", one))
+				s.writeError(w, r, errdefs.Userf(errdefs.ErrInvalid, "unknown status %q", one))
 				return
 			}
 		}
@@ -119,7 +121,7 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
 	for _, m := range q["metadata"] {
 		k, v, ok := strings.Cut(m, "=")
 		if !ok || k == "" {
-			s.writeError(w, r, runtime.Userf(runtime.ErrInvalid, "metadata filter %q: want key=value", m))
+			s.writeError(w, r, errdefs.Userf(errdefs.ErrInvalid, "metadata filter %q: want key=value", m))
 			return
 		}
 		if opts.Metadata == nil {
@@ -188,7 +190,7 @@ func (s *Server) createTemplate(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case req.Dir != "" && req.From != "":
-		s.writeError(w, r, runtime.Userf(runtime.ErrInvalid, "give dir or from, not both"))
+		s.writeError(w, r, errdefs.Userf(errdefs.ErrInvalid, "give dir or from, not both"))
 	case req.From != "":
 		t, err := s.svc.DefineTemplate(r.Context(), req.Name, req.From, req.Hooks)
 		if err != nil {
@@ -203,7 +205,7 @@ func (s *Server) createTemplate(w http.ResponseWriter, r *http.Request) {
 		}
 		s.finishImport(w, r, req.Name, req.Hooks)
 	default:
-		s.writeError(w, r, runtime.Userf(runtime.ErrInvalid, "dir or from is required (or PUT a tar archive to /v1/templates/{name})"))
+		s.writeError(w, r, errdefs.Userf(errdefs.ErrInvalid, "dir or from is required (or PUT a tar archive to /v1/templates/{name})"))
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/pool"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/sandbox"
@@ -113,7 +114,7 @@ func New(svc *sandbox.Service, pools *pool.Manager, tpl Templates, st Store, cfg
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, runtime.Userf(runtime.ErrNotFound, "no route %s %s", r.Method, r.URL.Path))
+		s.writeError(w, r, errdefs.Userf(errdefs.ErrNotFound, "no route %s %s", r.Method, r.URL.Path))
 	})
 	s.handler = mux
 	return s

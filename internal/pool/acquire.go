@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/sandbox"
 	"github.com/sandpool/sandpool/internal/store"
 )
@@ -69,7 +69,7 @@ func (m *Manager) acquire(ctx context.Context, p *pool, wait time.Duration) (san
 		draining := p.status == StatusDraining
 		p.mu.Unlock()
 		if draining {
-			return sandbox.Sandbox{}, OutcomeFailed, runtime.Userf(runtime.ErrConflict, "pool %s is being deleted", p.name)
+			return sandbox.Sandbox{}, OutcomeFailed, errdefs.Userf(errdefs.ErrConflict, "pool %s is being deleted", p.name)
 		}
 		ready := p.readyChan() // before looking: a sandbox readied after the look wakes us
 		sb, err := m.takeHealthy(ctx, p, cfg)
@@ -130,11 +130,11 @@ func (m *Manager) takeHealthy(ctx context.Context, p *pool, cfg Config) (sandbox
 	node := m.opts.Node
 	for {
 		row, err := m.st.TakeIdle(ctx, p.name, node, cfg.SessionTimeout)
-		if errors.Is(err, store.ErrNotFound) && node != "" && m.opts.Remote != nil {
+		if errors.Is(err, errdefs.ErrNotFound) && node != "" && m.opts.Remote != nil {
 			node = "" // none here: any node's
 			continue
 		}
-		if errors.Is(err, store.ErrNotFound) {
+		if errors.Is(err, errdefs.ErrNotFound) {
 			return sandbox.Sandbox{}, ErrEmpty
 		}
 		if err != nil {
@@ -172,7 +172,7 @@ func (m *Manager) createInUse(ctx context.Context, p *pool, cfg Config) (sandbox
 	defer m.unreserve(p, 1)
 	sb, err := m.svc.CreateForPool(ctx, sandbox.PoolSandbox{Tenant: p.tenant, Pool: p.name, Template: cfg.Template,
 		Limits: cfg.Limits, Env: cfg.Env, InUse: true, Fence: &store.Fence{Pool: p.name, MaxInPool: cfg.MaxTotal}})
-	if errors.Is(err, runtime.ErrConflict) {
+	if errors.Is(err, errdefs.ErrConflict) {
 		return sb, fmt.Errorf("%w: pool %s is at max_total %d or being deleted", ErrEmpty, p.name, cfg.MaxTotal)
 	}
 	return sb, err
@@ -223,7 +223,7 @@ func (m *Manager) Release(ctx context.Context, tenant, id, outcome string) (sand
 		outcome = SessionOK
 	}
 	if outcome != SessionOK && outcome != SessionFatal {
-		return sandbox.Sandbox{}, runtime.Userf(runtime.ErrInvalid, "outcome %q: want ok or fatal", outcome)
+		return sandbox.Sandbox{}, errdefs.Userf(errdefs.ErrInvalid, "outcome %q: want ok or fatal", outcome)
 	}
 	sb, err := m.svc.BeginRelease(ctx, tenant, id)
 	if err != nil {

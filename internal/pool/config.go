@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"regexp"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/runtime"
 )
 
@@ -84,11 +85,11 @@ func (c Config) WithDefaults() Config {
 // Validate names the first bad setting.
 func (c Config) Validate() error {
 	bad := func(format string, args ...any) error {
-		return runtime.Userf(runtime.ErrInvalid, "pool %s: %s", c.Name, fmt.Sprintf(format, args...))
+		return errdefs.Userf(errdefs.ErrInvalid, "pool %s: %s", c.Name, fmt.Sprintf(format, args...))
 	}
 	switch {
 	case !nameRE.MatchString(c.Name):
-		return runtime.Userf(runtime.ErrInvalid, "invalid pool name %q: use a-z, 0-9, '.', '_' and '-', at most 63", c.Name)
+		return errdefs.Userf(errdefs.ErrInvalid, "invalid pool name %q: use a-z, 0-9, '.', '_' and '-', at most 63", c.Name)
 	case c.Template == "":
 		return bad("template is required")
 	case c.MinIdle < 0 || c.MinIdle > 10000:

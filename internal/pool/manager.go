@@ -12,15 +12,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/leader"
-	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/sandbox"
 	"github.com/sandpool/sandpool/internal/store"
 )
 
 // ErrEmpty: no healthy idle sandbox, and the policy did not make one.
-var ErrEmpty = errors.New("pool empty")
+var ErrEmpty = errdefs.New(errdefs.ErrExhausted, "pool_empty", "pool empty")
 
 // Store is what pools need of the store.
 type Store interface {
@@ -380,7 +380,7 @@ func (m *Manager) get(ctx context.Context, tenant, name string) (*pool, error) {
 		m.mu.Unlock()
 	}
 	if p == nil || (tenant != "" && p.tenant != tenant) {
-		return nil, runtime.Userf(runtime.ErrNotFound, "no pool %q", name)
+		return nil, errdefs.Userf(errdefs.ErrNotFound, "no pool %q", name)
 	}
 	return p, nil
 }
@@ -434,8 +434,8 @@ func (m *Manager) Create(ctx context.Context, tenant string, cfg Config) (Info, 
 	}
 	row := store.Pool{Name: cfg.Name, Tenant: tenant, Config: string(b), Status: StatusActive, CreatedAt: time.Now().UTC()}
 	if err := m.st.CreatePool(ctx, row); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return Info{}, runtime.Userf(runtime.ErrExists, "pool %q already exists", cfg.Name)
+		if errors.Is(err, errdefs.ErrExists) {
+			return Info{}, errdefs.Userf(errdefs.ErrExists, "pool %q already exists", cfg.Name)
 		}
 		return Info{}, err
 	}
@@ -507,7 +507,7 @@ func (m *Manager) Update(ctx context.Context, tenant, name string, u Update) (In
 	cfg, status := p.cfg, p.status
 	p.mu.Unlock()
 	if status == StatusDraining {
-		return Info{}, runtime.Userf(runtime.ErrConflict, "pool %s is being deleted", name)
+		return Info{}, errdefs.Userf(errdefs.ErrConflict, "pool %s is being deleted", name)
 	}
 	set := func(dst *int, v *int) {
 		if v != nil {
@@ -543,8 +543,8 @@ func (m *Manager) Update(ctx context.Context, tenant, name string, u Update) (In
 		return Info{}, err
 	}
 	if err := m.st.UpdatePool(ctx, name, string(b), status); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return Info{}, runtime.Userf(runtime.ErrConflict, "pool %s is being deleted", name)
+		if errors.Is(err, errdefs.ErrConflict) {
+			return Info{}, errdefs.Userf(errdefs.ErrConflict, "pool %s is being deleted", name)
 		}
 		return Info{}, err
 	}
@@ -617,7 +617,7 @@ func (m *Manager) drain(ctx context.Context, p *pool) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := m.st.DeletePool(ctx, p.name); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err := m.st.DeletePool(ctx, p.name); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return err
 	}
 	m.mu.Lock()

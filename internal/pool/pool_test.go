@@ -14,9 +14,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/pool"
-	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime/linux"
 	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
 	"github.com/sandpool/sandpool/internal/sandbox"
@@ -84,7 +85,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 func (e *env) sh(t *testing.T, id, line string) string {
 	t.Helper()
 	var out strings.Builder
-	p, err := e.svc.Exec(context.Background(), "t", id, sandbox.ExecRequest{Shell: line}, runtime.Stdio{Stdout: &out, Stderr: &out})
+	p, err := e.svc.Exec(context.Background(), "t", id, sandbox.ExecRequest{Shell: line}, proc.Stdio{Stdout: &out, Stderr: &out})
 	if err != nil {
 		t.Fatalf("exec %q: %v", line, err)
 	}
@@ -112,10 +113,10 @@ func TestAcquireRelease(t *testing.T) {
 		t.Fatalf("exec in acquired sandbox: %q", out)
 	}
 	// Another tenant sees neither the pool nor can release.
-	if _, err := e.m.Acquire(ctx, "other", "p", 0); !errors.Is(err, runtime.ErrNotFound) {
+	if _, err := e.m.Acquire(ctx, "other", "p", 0); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("other tenant's acquire: %v", err)
 	}
-	if _, err := e.m.Release(ctx, "other", sb.ID, ""); !errors.Is(err, runtime.ErrNotFound) {
+	if _, err := e.m.Release(ctx, "other", sb.ID, ""); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("other tenant's release: %v", err)
 	}
 	// The pool refills to min_idle while the sandbox is in use.
@@ -123,7 +124,7 @@ func TestAcquireRelease(t *testing.T) {
 	if _, err := e.m.Release(ctx, "t", sb.ID, ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.m.Release(ctx, "t", sb.ID, ""); !errors.Is(err, runtime.ErrConflict) {
+	if _, err := e.m.Release(ctx, "t", sb.ID, ""); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("second release: %v", err)
 	}
 	// Above max_idle: the released one was destroyed rather than kept.
@@ -195,7 +196,7 @@ func TestSessionsStartFresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.sh(t, sb.ID, "echo s1 > /tmp/f; echo s1 > /home/user/f; echo s1 > /dev/shm/f; echo 'export SESSION=1' >> /home/user/.profile; nohup sleep 1000 >/dev/null 2>&1 &")
-	p, err := e.svc.Exec(ctx, "t", sb.ID, sandbox.ExecRequest{Shell: "sleep 1000", Background: true}, runtime.Stdio{})
+	p, err := e.svc.Exec(ctx, "t", sb.ID, sandbox.ExecRequest{Shell: "sleep 1000", Background: true}, proc.Stdio{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,7 +447,7 @@ func TestConcurrentAcquireRelease(t *testing.T) {
 	if err := e.m.Delete(ctx, "t", "p"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.m.Get(ctx, "t", "p"); !errors.Is(err, runtime.ErrNotFound) {
+	if _, err := e.m.Get(ctx, "t", "p"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("pool after delete: %v", err)
 	}
 	rows, _ = e.st.ListSandboxes(ctx, store.Filter{Pool: "p"})

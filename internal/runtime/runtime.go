@@ -10,6 +10,9 @@ import (
 	"io"
 	"syscall"
 	"time"
+
+	"github.com/sandpool/sandpool/internal/fsys"
+	"github.com/sandpool/sandpool/internal/proc"
 )
 
 // Runtime is an isolation backend. All methods are safe for concurrent use.
@@ -57,13 +60,13 @@ type Runtime interface {
 	// Exec starts a process. It returns once the process has started (or
 	// failed to start: a missing command is a *UserError). Output is copied
 	// to stdio as it is produced.
-	Exec(ctx context.Context, id string, spec ExecSpec, stdio Stdio) (Process, error)
+	Exec(ctx context.Context, id string, spec proc.Spec, stdio proc.Stdio) (proc.Process, error)
 	// Attach connects to a background process, replaying the output it
 	// kept, then following it live.
-	Attach(ctx context.Context, id, procID string, stdio Stdio) (Process, error)
+	Attach(ctx context.Context, id, procID string, stdio proc.Stdio) (proc.Process, error)
 	// Processes lists the processes started through Exec that the sandbox
 	// still tracks (running ones, and background ones that have exited).
-	Processes(ctx context.Context, id string) ([]ProcessInfo, error)
+	Processes(ctx context.Context, id string) ([]proc.Info, error)
 	// Signal sends sig to a process started through Exec.
 	Signal(ctx context.Context, id, procID string, sig syscall.Signal) error
 	// WriteStdin copies r to a tracked process's stdin, closing it
@@ -71,7 +74,7 @@ type Runtime interface {
 	WriteStdin(ctx context.Context, id, procID string, r io.Reader, closeStdin bool) error
 
 	// Files gives access to the sandbox's filesystem.
-	Files(id string) Files
+	Files(id string) fsys.Files
 
 	// Templates lists the templates sandboxes can be made from.
 	Templates(ctx context.Context) ([]Template, error)
@@ -158,119 +161,6 @@ type Info struct {
 	CreatedAt time.Time `json:"created_at"`
 	// Pid of the sandbox's PID 1 on the host; 0 when stopped.
 	Pid int `json:"pid,omitempty"`
-}
-
-// ExecSpec says what process to run.
-type ExecSpec struct {
-	// Cmd is the argv; Cmd[0] is looked up in PATH. Exactly one of Cmd and
-	// Shell is set.
-	Cmd []string `json:"cmd,omitempty"`
-	// Shell is a command line run with /bin/sh -c.
-	Shell string `json:"shell,omitempty"`
-	// Env adds to (and overrides) the default environment.
-	Env map[string]string `json:"env,omitempty"`
-	// Cwd defaults to the user's home directory.
-	Cwd string `json:"cwd,omitempty"`
-	// User is a name or numeric uid; default "user".
-	User string `json:"user,omitempty"`
-	// Timeout kills the process group after this long; 0 means none.
-	Timeout time.Duration `json:"timeout,omitempty"`
-	// Background keeps the process when the caller goes away; its recent
-	// output is kept for Attach.
-	Background bool `json:"background,omitempty"`
-}
-
-// Stdio connects a process to its caller. A nil Stdin gives the process an
-// empty input; nil Stdout or Stderr discard. Like os/exec, a goroutine
-// copies Stdin until it returns EOF or an error, even after the process
-// has exited: close a reader that might block forever.
-type Stdio struct {
-	Stdin  io.Reader
-	Stdout io.Writer
-	Stderr io.Writer
-}
-
-// Process is a running process started by Exec or Attach.
-type Process interface {
-	// ID names the process within its sandbox.
-	ID() string
-	// Pid inside the sandbox.
-	Pid() int
-	// Signal sends sig to the process group.
-	Signal(sig syscall.Signal) error
-	// Wait returns when the process has exited and its output is copied.
-	Wait() (ExitStatus, error)
-	// Close detaches. A foreground process is killed; a background one
-	// goes on.
-	Close() error
-}
-
-// ExitStatus tells how a process ended.
-type ExitStatus struct {
-	// Code is the exit code, or 128+signal if killed by a signal.
-	Code int `json:"exit_code"`
-	// Signal that killed the process, if any ("SIGKILL").
-	Signal string `json:"signal,omitempty"`
-	// TimedOut: the process was killed because its Timeout passed.
-	TimedOut bool `json:"timed_out,omitempty"`
-	// OOMKilled: the kernel killed a process of the sandbox for exceeding
-	// the memory limit while this one ran, and this one died of SIGKILL.
-	OOMKilled bool `json:"oom_killed,omitempty"`
-}
-
-// ProcessInfo describes a tracked process.
-type ProcessInfo struct {
-	ID         string      `json:"id"`
-	Pid        int         `json:"pid"`
-	Cmd        []string    `json:"cmd"`
-	Background bool        `json:"background"`
-	Running    bool        `json:"running"`
-	StartedAt  time.Time   `json:"started_at"`
-	Exit       *ExitStatus `json:"exit,omitempty"`
-}
-
-// Files is a sandbox's filesystem, seen from inside: paths are absolute
-// within the sandbox and can never reach the host.
-type Files interface {
-	// Read streams a regular file.
-	Read(ctx context.Context, path string) (io.ReadCloser, FileInfo, error)
-	// Write creates or replaces a regular file with r's content, owned by
-	// opts.User, and returns the bytes written.
-	Write(ctx context.Context, path string, r io.Reader, opts WriteOptions) (int64, error)
-	List(ctx context.Context, path string) ([]FileInfo, error)
-	Stat(ctx context.Context, path string) (FileInfo, error)
-	Mkdir(ctx context.Context, path string, opts MkdirOptions) error
-	// Remove deletes a file, or a directory (with all it holds if recursive).
-	Remove(ctx context.Context, path string, recursive bool) error
-	Rename(ctx context.Context, from, to string) error
-}
-
-// WriteOptions for Files.Write.
-type WriteOptions struct {
-	Mode uint32 // permission bits; 0 means 0644
-	User string // owner; empty means "user"
-	// MakeParents creates missing parent directories.
-	MakeParents bool
-}
-
-// MkdirOptions for Files.Mkdir.
-type MkdirOptions struct {
-	Mode    uint32 // 0 means 0755
-	User    string
-	Parents bool // like mkdir -p: no error if it exists
-}
-
-// FileInfo describes a file in a sandbox.
-type FileInfo struct {
-	Name    string    `json:"name"`
-	Path    string    `json:"path"`
-	Type    string    `json:"type"` // file, dir, symlink, other
-	Size    int64     `json:"size"`
-	Mode    uint32    `json:"mode"` // permission bits
-	ModTime time.Time `json:"mod_time"`
-	Owner   int       `json:"uid"`
-	Group   int       `json:"gid"`
-	Target  string    `json:"target,omitempty"` // of a symlink
 }
 
 // Template is something a sandbox can be made from.

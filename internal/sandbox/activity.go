@@ -2,10 +2,10 @@ package sandbox
 
 import (
 	"context"
-	"io"
 	"time"
 
-	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/store"
 )
 
@@ -61,13 +61,13 @@ const (
 
 func checkTimeout(timeout int, onTimeout string, archiveAfter int) error {
 	if timeout < 0 || timeout > 30*24*3600 {
-		return runtime.Userf(runtime.ErrInvalid, "timeout %d out of range: 0 (none) to 2592000 seconds", timeout)
+		return errdefs.Userf(errdefs.ErrInvalid, "timeout %d out of range: 0 (none) to 2592000 seconds", timeout)
 	}
 	if onTimeout != "" && onTimeout != OnTimeoutPause && onTimeout != OnTimeoutKill {
-		return runtime.Userf(runtime.ErrInvalid, "on_timeout %q: want pause or kill", onTimeout)
+		return errdefs.Userf(errdefs.ErrInvalid, "on_timeout %q: want pause or kill", onTimeout)
 	}
 	if archiveAfter < 0 || archiveAfter > 365*24*3600 {
-		return runtime.Userf(runtime.ErrInvalid, "archive_after %d out of range: 0 (the server's default) to 31536000 seconds", archiveAfter)
+		return errdefs.Userf(errdefs.ErrInvalid, "archive_after %d out of range: 0 (the server's default) to 31536000 seconds", archiveAfter)
 	}
 	return nil
 }
@@ -117,7 +117,7 @@ func (s *Service) SetTimeout(ctx context.Context, tenant, id string, req Timeout
 // tracked counts a process stream as activity while it is open. Open
 // streams are counted apart from the activity record, which a pause and
 // resume replace: a stream open across them still counts.
-func (s *Service) tracked(row store.Sandbox, p runtime.Process) runtime.Process {
+func (s *Service) tracked(row store.Sandbox, p proc.Process) proc.Process {
 	s.mu.Lock()
 	s.streams[row.ID]++
 	s.mu.Unlock()
@@ -125,7 +125,7 @@ func (s *Service) tracked(row store.Sandbox, p runtime.Process) runtime.Process 
 }
 
 type trackedProcess struct {
-	runtime.Process
+	proc.Process
 	s    *Service
 	id   string
 	row  store.Sandbox
@@ -147,7 +147,7 @@ func (p *trackedProcess) end() {
 	p.s.mu.Unlock()
 }
 
-func (p *trackedProcess) Wait() (runtime.ExitStatus, error) {
+func (p *trackedProcess) Wait() (proc.ExitStatus, error) {
 	st, err := p.Process.Wait()
 	p.end()
 	return st, p.s.check(p.row, err)
@@ -156,43 +156,4 @@ func (p *trackedProcess) Wait() (runtime.ExitStatus, error) {
 func (p *trackedProcess) Close() error {
 	p.end()
 	return p.Process.Close()
-}
-
-// checkedFiles retires the sandbox when a file operation finds it broken.
-type checkedFiles struct {
-	s   *Service
-	row store.Sandbox
-	f   runtime.Files
-}
-
-func (c checkedFiles) Read(ctx context.Context, path string) (io.ReadCloser, runtime.FileInfo, error) {
-	rc, fi, err := c.f.Read(ctx, path)
-	return rc, fi, c.s.check(c.row, err)
-}
-
-func (c checkedFiles) Write(ctx context.Context, path string, r io.Reader, opts runtime.WriteOptions) (int64, error) {
-	n, err := c.f.Write(ctx, path, r, opts)
-	return n, c.s.check(c.row, err)
-}
-
-func (c checkedFiles) List(ctx context.Context, path string) ([]runtime.FileInfo, error) {
-	out, err := c.f.List(ctx, path)
-	return out, c.s.check(c.row, err)
-}
-
-func (c checkedFiles) Stat(ctx context.Context, path string) (runtime.FileInfo, error) {
-	fi, err := c.f.Stat(ctx, path)
-	return fi, c.s.check(c.row, err)
-}
-
-func (c checkedFiles) Mkdir(ctx context.Context, path string, opts runtime.MkdirOptions) error {
-	return c.s.check(c.row, c.f.Mkdir(ctx, path, opts))
-}
-
-func (c checkedFiles) Remove(ctx context.Context, path string, recursive bool) error {
-	return c.s.check(c.row, c.f.Remove(ctx, path, recursive))
-}
-
-func (c checkedFiles) Rename(ctx context.Context, from, to string) error {
-	return c.s.check(c.row, c.f.Rename(ctx, from, to))
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/store"
 )
@@ -88,11 +89,11 @@ func autoResume(ctx context.Context) bool { return ctx.Value(noAutoResumeKey{}) 
 
 // storeErr turns a lost conditional update into a conflict for the caller.
 func (s *Service) storeErr(err error) error {
-	if errors.Is(err, store.ErrConflict) {
-		return runtime.Userf(runtime.ErrConflict, "%v", err)
+	if errors.Is(err, errdefs.ErrConflict) {
+		return errdefs.Userf(errdefs.ErrConflict, "%v", err)
 	}
-	if errors.Is(err, store.ErrNotFound) {
-		return runtime.Userf(runtime.ErrNotFound, "%v", err)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return errdefs.Userf(errdefs.ErrNotFound, "%v", err)
 	}
 	return err
 }
@@ -155,10 +156,10 @@ func (s *Service) pause(ctx context.Context, row store.Sandbox, reason string, a
 			return nil // resumed meanwhile: not for archiving
 		}
 	default:
-		return runtime.Userf(runtime.ErrConflict, "sandbox %s is %s; only a running sandbox can be paused", row.ID, row.Status)
+		return errdefs.Userf(errdefs.ErrConflict, "sandbox %s is %s; only a running sandbox can be paused", row.ID, row.Status)
 	}
 	if row.Pool != "" {
-		return runtime.Userf(runtime.ErrConflict, "sandbox %s is from pool %s: release it instead", row.ID, row.Pool)
+		return errdefs.Userf(errdefs.ErrConflict, "sandbox %s is from pool %s: release it instead", row.ID, row.Pool)
 	}
 	now := time.Now()
 	var left time.Duration
@@ -272,7 +273,7 @@ func (s *Service) resume(ctx context.Context, row store.Sandbox, reason string) 
 		return ResumeInfo{ProcessesKept: true}, nil // resumed meanwhile
 	case StatusPaused:
 	default:
-		return ResumeInfo{}, runtime.Userf(runtime.ErrConflict, "sandbox %s is %s; only a paused sandbox can be resumed", row.ID, row.Status)
+		return ResumeInfo{}, errdefs.Userf(errdefs.ErrConflict, "sandbox %s is %s; only a paused sandbox can be resumed", row.ID, row.Status)
 	}
 	start := time.Now()
 	info := ResumeInfo{From: "frozen", ProcessesKept: true}
@@ -285,12 +286,12 @@ func (s *Service) resume(ctx context.Context, row store.Sandbox, reason string) 
 	if row.Archived {
 		info = ResumeInfo{From: "archive"}
 		if _, err := s.rt.Start(ctx, row.ID); err != nil {
-			s.retire(row, &runtime.StateError{Sandbox: row.ID, Err: fmt.Errorf("start from archive: %w", err)})
+			s.retire(row, &errdefs.StateError{Sandbox: row.ID, Err: fmt.Errorf("start from archive: %w", err)})
 			return ResumeInfo{}, fmt.Errorf("resume sandbox %s: %w", row.ID, err)
 		}
 	} else if err := s.rt.Thaw(ctx, row.ID); err != nil {
-		if !errors.Is(err, runtime.ErrConflict) {
-			s.retire(row, &runtime.StateError{Sandbox: row.ID, Err: fmt.Errorf("thaw: %w", err)})
+		if !errors.Is(err, errdefs.ErrConflict) {
+			s.retire(row, &errdefs.StateError{Sandbox: row.ID, Err: fmt.Errorf("thaw: %w", err)})
 		}
 		return ResumeInfo{}, fmt.Errorf("resume sandbox %s: %w", row.ID, err)
 	}

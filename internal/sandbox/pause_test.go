@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/ids"
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
 	"github.com/sandpool/sandpool/internal/sandbox"
@@ -47,7 +50,7 @@ func TestTimeoutPausesAndResumeKeepsEverything(t *testing.T) {
 		t.Fatalf("created: %+v", sb)
 	}
 	e.run(t, "a", sb.ID, "echo kept > /tmp/file")
-	p, err := e.svc.Exec(ctx, "a", sb.ID, sandbox.ExecRequest{Shell: "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done", Background: true}, runtime.Stdio{})
+	p, err := e.svc.Exec(ctx, "a", sb.ID, sandbox.ExecRequest{Shell: "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done", Background: true}, proc.Stdio{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +169,7 @@ func TestCallsResumeAPausedSandbox(t *testing.T) {
 	if _, err := e.svc.Pause(ctx, "a", sb.ID, sandbox.PauseOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.Exec(sandbox.WithoutAutoResume(ctx), "a", sb.ID, sandbox.ExecRequest{Cmd: []string{"true"}}, runtime.Stdio{}); !errors.Is(err, runtime.ErrConflict) {
+	if _, err := e.svc.Exec(sandbox.WithoutAutoResume(ctx), "a", sb.ID, sandbox.ExecRequest{Cmd: []string{"true"}}, proc.Stdio{}); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("exec without auto-resume: %v", err)
 	}
 	if out, _ := e.run(t, "a", sb.ID, "echo awake"); out != "awake\n" {
@@ -183,7 +186,7 @@ func TestCallsResumeAPausedSandbox(t *testing.T) {
 	for range 8 {
 		go func() {
 			var out bytes.Buffer
-			p, err := e.svc.Exec(ctx, "a", sb.ID, sandbox.ExecRequest{Cmd: []string{"echo", "ok"}}, runtime.Stdio{Stdout: &out})
+			p, err := e.svc.Exec(ctx, "a", sb.ID, sandbox.ExecRequest{Cmd: []string{"echo", "ok"}}, proc.Stdio{Stdout: &out})
 			if err == nil {
 				_, err = p.Wait()
 			}
@@ -229,7 +232,7 @@ func TestSetTimeout(t *testing.T) {
 		t.Fatalf("set: %+v %v", got, err)
 	}
 	bad := "sleep"
-	if _, err := e.svc.SetTimeout(ctx, "a", sb.ID, sandbox.TimeoutRequest{OnTimeout: &bad}); !errors.Is(err, runtime.ErrInvalid) {
+	if _, err := e.svc.SetTimeout(ctx, "a", sb.ID, sandbox.TimeoutRequest{OnTimeout: &bad}); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Fatalf("bad on_timeout: %v", err)
 	}
 	eventually(t, 5*time.Second, "killed", func() bool { return e.status(t, sb.ID).Status == sandbox.StatusStopped })
@@ -272,13 +275,13 @@ func TestReconciler(t *testing.T) {
 
 	// Unknown to the store: destroyed (the reconciler may even catch it
 	// while it is being made, and the create is then cancelled).
-	strayID := runtime.NewID()
+	strayID := ids.Sandbox()
 	if _, err := e.rt.Create(ctx, runtime.Spec{ID: strayID, Template: "base"}); err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "unknown sandbox destroyed", func() bool {
 		_, err := e.rt.Get(ctx, strayID)
-		return errors.Is(err, runtime.ErrNotFound)
+		return errors.Is(err, errdefs.ErrNotFound)
 	})
 	if left := linuxtest.Leftovers(e.rt.DataDir(), []string{strayID}); len(left) > 0 {
 		t.Fatalf("left of the unknown sandbox: %v", left)
@@ -292,7 +295,7 @@ func TestStreamAcrossPause(t *testing.T) {
 	e := newEnv(t, fastLoops())
 	ctx := context.Background()
 	sb := e.create(t, "a", sandbox.CreateRequest{Timeout: 1})
-	p, err := e.svc.Exec(ctx, "a", sb.ID, sandbox.ExecRequest{Shell: "sleep 1.5"}, runtime.Stdio{})
+	p, err := e.svc.Exec(ctx, "a", sb.ID, sandbox.ExecRequest{Shell: "sleep 1.5"}, proc.Stdio{})
 	if err != nil {
 		t.Fatal(err)
 	}

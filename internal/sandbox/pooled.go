@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/store"
 )
@@ -69,10 +70,10 @@ func (s *Service) BeginRelease(ctx context.Context, tenant, id string) (Sandbox,
 		return Sandbox{}, err
 	}
 	if row.Pool == "" {
-		return Sandbox{}, runtime.Userf(runtime.ErrConflict, "sandbox %s is not from a pool; delete it instead", id)
+		return Sandbox{}, errdefs.Userf(errdefs.ErrConflict, "sandbox %s is not from a pool; delete it instead", id)
 	}
 	if Status(row.Status) != StatusRunning {
-		return Sandbox{}, runtime.Userf(runtime.ErrConflict, "sandbox %s is %s, not in use", id, row.Status)
+		return Sandbox{}, errdefs.Userf(errdefs.ErrConflict, "sandbox %s is %s, not in use", id, row.Status)
 	}
 	if row.Node != s.cfg.Node {
 		return Sandbox{}, fmt.Errorf("%w: sandbox %s lives on node %s", ErrElsewhere, id, row.Node)
@@ -100,7 +101,7 @@ func (s *Service) Recycle(ctx context.Context, sb Sandbox) error {
 		return err
 	}
 	if Status(row.Status) != StatusResetting {
-		return runtime.Userf(runtime.ErrConflict, "sandbox %s is %s, not resetting", id, row.Status)
+		return errdefs.Userf(errdefs.ErrConflict, "sandbox %s is %s, not resetting", id, row.Status)
 	}
 	_, hooks, err := s.resolveTemplate(ctx, row.Template)
 	if err == nil && hooks.SessionTeardown != "" {
@@ -126,7 +127,7 @@ func (s *Service) Recycle(ctx context.Context, sb Sandbox) error {
 	}
 	if err != nil {
 		reason := "reset_failed"
-		if errors.Is(err, store.ErrConflict) {
+		if errors.Is(err, errdefs.ErrConflict) {
 			reason = "drain"
 		}
 		if derr := s.destroy(context.WithoutCancel(ctx), row, reason); derr != nil {
@@ -152,7 +153,7 @@ func (s *Service) rowOf(ctx context.Context, sb Sandbox) (store.Sandbox, error) 
 // published with the events).
 func (s *Service) DestroyPooled(ctx context.Context, id, reason string) error {
 	row, err := s.st.GetSandbox(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
@@ -165,14 +166,14 @@ func (s *Service) DestroyPooled(ctx context.Context, id, reason string) error {
 // handed out meanwhile (then it returns false and touches nothing).
 func (s *Service) RetireIdle(ctx context.Context, id, reason string) (bool, error) {
 	row, err := s.st.GetSandbox(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, errdefs.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
 	if err := s.transition(ctx, row, []Status{StatusReady}, StatusStopping, reason, ""); err != nil {
-		if errors.Is(err, runtime.ErrConflict) {
+		if errors.Is(err, errdefs.ErrConflict) {
 			return false, nil
 		}
 		return false, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/store"
 )
@@ -199,7 +200,7 @@ func (s *Service) reconcile(ctx context.Context, startup bool) error {
 			continue // another node's (sharing a data directory is not supported, but do no harm)
 		case err == nil && Status(row.Status) != StatusStopped && Status(row.Status) != StatusFailed && Status(row.Status) != StatusLost:
 			continue // active: its row was written after the list
-		case err != nil && !errors.Is(err, store.ErrNotFound):
+		case err != nil && !errors.Is(err, errdefs.ErrNotFound):
 			return err
 		}
 		s.cfg.Log.Warn("destroying a sandbox the store does not know", "sandbox", id)
@@ -275,7 +276,7 @@ func (s *Service) reconcileRow(ctx context.Context, row store.Sandbox) {
 	}
 	info, err := s.rt.Get(ctx, row.ID)
 	exists := err == nil
-	if err != nil && !errors.Is(err, runtime.ErrNotFound) {
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		s.cfg.Log.Warn("reconcile: runtime", "sandbox", row.ID, "err", err)
 		return
 	}

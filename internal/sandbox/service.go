@@ -19,7 +19,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/fsys"
+	"github.com/sandpool/sandpool/internal/ids"
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/store"
 )
@@ -45,12 +49,12 @@ var Active = []Status{StatusCreating, StatusReady, StatusRunning, StatusResettin
 
 var (
 	// ErrCapacity: the node runs as many sandboxes as it may.
-	ErrCapacity = errors.New("at capacity")
+	ErrCapacity = errdefs.New(errdefs.ErrExhausted, "at_capacity", "at capacity")
 	// ErrShuttingDown: the service is stopping.
-	ErrShuttingDown = errors.New("shutting down")
+	ErrShuttingDown = errdefs.New(errdefs.ErrUnavailable, "shutting_down", "shutting down")
 	// ErrElsewhere: the sandbox lives on another node (a request reached
 	// this one without being forwarded; retry).
-	ErrElsewhere = errors.New("on another node")
+	ErrElsewhere = errdefs.New(errdefs.ErrUnavailable, "node_unavailable", "on another node")
 )
 
 // Sandbox is what callers see of a sandbox.
@@ -126,17 +130,17 @@ type spec struct {
 // Validate checks what the runtime does not.
 func (r CreateRequest) Validate() error {
 	if r.Template == "" && r.Pool == "" {
-		return runtime.Userf(runtime.ErrInvalid, "template is required")
+		return errdefs.Userf(errdefs.ErrInvalid, "template is required")
 	}
 	if err := checkTimeout(r.Timeout, r.OnTimeout, r.ArchiveAfter); err != nil {
 		return err
 	}
 	if len(r.Metadata) > 64 || len(r.Env) > 256 {
-		return runtime.Userf(runtime.ErrInvalid, "at most 64 metadata entries and 256 environment variables")
+		return errdefs.Userf(errdefs.ErrInvalid, "at most 64 metadata entries and 256 environment variables")
 	}
 	for k, v := range r.Metadata {
 		if k == "" || len(k) > 128 || len(v) > 1024 {
-			return runtime.Userf(runtime.ErrInvalid, "metadata %q: keys 1-128 bytes, values up to 1024", k)
+			return errdefs.Userf(errdefs.ErrInvalid, "metadata %q: keys 1-128 bytes, values up to 1024", k)
 		}
 	}
 	return nil
@@ -238,8 +242,8 @@ func (s *Service) transition(ctx context.Context, sb store.Sandbox, from []Statu
 		fromS[i] = string(f)
 	}
 	if err := s.st.SetStatus(ctx, sb.ID, fromS, string(to), errMsg); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return runtime.Userf(runtime.ErrConflict, "%v", err)
+		if errors.Is(err, errdefs.ErrConflict) {
+			return errdefs.Userf(errdefs.ErrConflict, "%v", err)
 		}
 		return err
 	}
@@ -282,7 +286,7 @@ func (s *Service) create(ctx context.Context, n newSandbox) (store.Sandbox, erro
 	}
 	id := n.id
 	if id == "" {
-		id = runtime.NewID()
+		id = ids.Sandbox()
 	}
 	rootfs, hooks, err := s.resolveTemplate(ctx, req.Template)
 	if err != nil {
@@ -383,8 +387,8 @@ func (s *Service) admit(ctx context.Context, row store.Sandbox) error {
 		return fmt.Errorf("%w: %d sandboxes on this node", ErrCapacity, active)
 	}
 	if err := s.st.CreateSandbox(ctx, row); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return runtime.Userf(runtime.ErrExists, "sandbox %s already exists", row.ID)
+		if errors.Is(err, errdefs.ErrExists) {
+			return errdefs.Userf(errdefs.ErrExists, "sandbox %s already exists", row.ID)
 		}
 		return err
 	}
@@ -442,8 +446,8 @@ func (s *Service) fromRow(row store.Sandbox) Sandbox {
 // row reads a sandbox of tenant; another tenant's sandbox is not found.
 func (s *Service) row(ctx context.Context, tenant, id string) (store.Sandbox, error) {
 	row, err := s.st.GetSandbox(ctx, id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && row.Tenant != tenant) {
-		return store.Sandbox{}, runtime.Userf(runtime.ErrNotFound, "no sandbox %q", id)
+	if errors.Is(err, errdefs.ErrNotFound) || (err == nil && row.Tenant != tenant) {
+		return store.Sandbox{}, errdefs.Userf(errdefs.ErrNotFound, "no sandbox %q", id)
 	}
 	return row, err
 }
@@ -513,7 +517,7 @@ func (s *Service) destroy(ctx context.Context, row store.Sandbox, reason string)
 	}
 	err := s.transition(ctx, row, []Status{StatusCreating, StatusReady, StatusRunning, StatusResetting, StatusPaused}, StatusStopping, reason, "")
 	if err != nil {
-		if errors.Is(err, runtime.ErrConflict) {
+		if errors.Is(err, errdefs.ErrConflict) {
 			return nil // someone else is stopping it
 		}
 		return err
@@ -541,7 +545,7 @@ func (s *Service) running(ctx context.Context, tenant, id string) (store.Sandbox
 	case StatusRunning:
 	case StatusPaused:
 		if !autoResume(ctx) {
-			return row, runtime.Userf(runtime.ErrConflict, "sandbox %s is paused (resume it, or allow calls to resume it)", id)
+			return row, errdefs.Userf(errdefs.ErrConflict, "sandbox %s is paused (resume it, or allow calls to resume it)", id)
 		}
 		if _, err := s.resume(ctx, row, "traffic"); err != nil {
 			return row, err
@@ -550,12 +554,12 @@ func (s *Service) running(ctx context.Context, tenant, id string) (store.Sandbox
 			return row, err
 		}
 		if Status(row.Status) != StatusRunning {
-			return row, runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", id, row.Status)
+			return row, errdefs.Userf(errdefs.ErrConflict, "sandbox %s is %s", id, row.Status)
 		}
 	case StatusFailed:
-		return row, runtime.Userf(runtime.ErrConflict, "sandbox %s has failed: %s", id, row.Error)
+		return row, errdefs.Userf(errdefs.ErrConflict, "sandbox %s has failed: %s", id, row.Error)
 	default:
-		return row, runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", id, row.Status)
+		return row, errdefs.Userf(errdefs.ErrConflict, "sandbox %s is %s", id, row.Status)
 	}
 	// Touched under s.mu, where a pause checks activity and says it is
 	// pausing: either the pause sees this call and gives up (a timeout),
@@ -589,7 +593,7 @@ func (s *Service) runningAgain(ctx context.Context, tenant, id string) (store.Sa
 	}
 	if Status(row.Status) == StatusPaused {
 		if !autoResume(ctx) {
-			return row, runtime.Userf(runtime.ErrConflict, "sandbox %s is paused (resume it, or allow calls to resume it)", id)
+			return row, errdefs.Userf(errdefs.ErrConflict, "sandbox %s is paused (resume it, or allow calls to resume it)", id)
 		}
 		if _, err := s.resume(ctx, row, "traffic"); err != nil {
 			return row, err
@@ -600,7 +604,7 @@ func (s *Service) runningAgain(ctx context.Context, tenant, id string) (store.Sa
 		}
 	}
 	if Status(row.Status) != StatusRunning {
-		return row, runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", id, row.Status)
+		return row, errdefs.Userf(errdefs.ErrConflict, "sandbox %s is %s", id, row.Status)
 	}
 	s.touch(id)
 	return row, nil
@@ -608,7 +612,7 @@ func (s *Service) runningAgain(ctx context.Context, tenant, id string) (store.Sa
 
 // check retires the sandbox if err says it is broken, and returns err.
 func (s *Service) check(row store.Sandbox, err error) error {
-	if err == nil || !runtime.IsStateError(err) {
+	if err == nil || !errdefs.IsStateError(err) {
 		return err
 	}
 	s.retire(row, err)
@@ -652,7 +656,7 @@ func (s *Service) retire(row store.Sandbox, cause error) {
 }
 
 // ExecRequest is a process to run.
-type ExecRequest = runtime.ExecSpec
+type ExecRequest = proc.Spec
 
 func (s *Service) withEnv(row store.Sandbox, req ExecRequest) ExecRequest {
 	var sp spec
@@ -668,7 +672,7 @@ func (s *Service) withEnv(row store.Sandbox, req ExecRequest) ExecRequest {
 
 // Exec starts a process. The returned process counts as activity until it
 // is closed or has exited.
-func (s *Service) Exec(ctx context.Context, tenant, id string, req ExecRequest, stdio runtime.Stdio) (runtime.Process, error) {
+func (s *Service) Exec(ctx context.Context, tenant, id string, req ExecRequest, stdio proc.Stdio) (proc.Process, error) {
 	row, err := s.running(ctx, tenant, id)
 	if err != nil {
 		return nil, err
@@ -681,7 +685,7 @@ func (s *Service) Exec(ctx context.Context, tenant, id string, req ExecRequest, 
 }
 
 // Attach follows a background process.
-func (s *Service) Attach(ctx context.Context, tenant, id, procID string, stdio runtime.Stdio) (runtime.Process, error) {
+func (s *Service) Attach(ctx context.Context, tenant, id, procID string, stdio proc.Stdio) (proc.Process, error) {
 	row, err := s.running(ctx, tenant, id)
 	if err != nil {
 		return nil, err
@@ -694,7 +698,7 @@ func (s *Service) Attach(ctx context.Context, tenant, id, procID string, stdio r
 }
 
 // Processes lists tracked processes.
-func (s *Service) Processes(ctx context.Context, tenant, id string) ([]runtime.ProcessInfo, error) {
+func (s *Service) Processes(ctx context.Context, tenant, id string) ([]proc.Info, error) {
 	row, err := s.running(ctx, tenant, id)
 	if err != nil {
 		return nil, err
@@ -722,12 +726,14 @@ func (s *Service) WriteStdin(ctx context.Context, tenant, id, procID string, r i
 }
 
 // Files gives access to a running sandbox's files.
-func (s *Service) Files(ctx context.Context, tenant, id string) (runtime.Files, error) {
+func (s *Service) Files(ctx context.Context, tenant, id string) (fsys.Files, error) {
 	row, err := s.running(ctx, tenant, id)
 	if err != nil {
 		return nil, err
 	}
-	return checkedFiles{s: s, row: row, f: s.rt.Files(id)}, nil
+	f := s.rt.Files(id)
+	check := func(err error) error { return s.check(row, err) }
+	return fsys.Checked(func() (fsys.Files, func(error) error, error) { return f, check, nil }), nil
 }
 
 // Close stops the reaper and waits for background work. Sandboxes keep

@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/ids"
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/runtime/linux"
 	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
@@ -56,10 +59,10 @@ func (e *env) create(t *testing.T, tenant string, req sandbox.CreateRequest) san
 	return sb
 }
 
-func (e *env) run(t *testing.T, tenant, id, shell string) (string, runtime.ExitStatus) {
+func (e *env) run(t *testing.T, tenant, id, shell string) (string, proc.ExitStatus) {
 	t.Helper()
 	var out bytes.Buffer
-	p, err := e.svc.Exec(context.Background(), tenant, id, sandbox.ExecRequest{Shell: shell}, runtime.Stdio{Stdout: &out, Stderr: &out})
+	p, err := e.svc.Exec(context.Background(), tenant, id, sandbox.ExecRequest{Shell: shell}, proc.Stdio{Stdout: &out, Stderr: &out})
 	if err != nil {
 		t.Fatalf("exec %q: %v", shell, err)
 	}
@@ -94,7 +97,7 @@ func TestCreateExecDelete(t *testing.T) {
 	if out, st := e.run(t, "a", sb.ID, "echo $GREETING"); out != "hi\n" || st.Code != 0 {
 		t.Fatalf("env: %q %+v", out, st)
 	}
-	p, err := e.svc.Exec(ctx, "a", sb.ID, sandbox.ExecRequest{Shell: "echo $GREETING", Env: map[string]string{"GREETING": "yo"}}, runtime.Stdio{})
+	p, err := e.svc.Exec(ctx, "a", sb.ID, sandbox.ExecRequest{Shell: "echo $GREETING", Env: map[string]string{"GREETING": "yo"}}, proc.Stdio{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +121,7 @@ func TestCreateExecDelete(t *testing.T) {
 	if err != nil || got.Status != sandbox.StatusStopped {
 		t.Fatalf("after delete: %+v %v", got, err)
 	}
-	if _, err := e.svc.Exec(ctx, "a", sb.ID, sandbox.ExecRequest{Cmd: []string{"true"}}, runtime.Stdio{}); !errors.Is(err, runtime.ErrConflict) {
+	if _, err := e.svc.Exec(ctx, "a", sb.ID, sandbox.ExecRequest{Cmd: []string{"true"}}, proc.Stdio{}); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("exec in stopped sandbox: %v", err)
 	}
 	if left := linuxtest.Leftovers(e.rt.DataDir(), []string{sb.ID}); len(left) > 0 {
@@ -148,13 +151,13 @@ func TestTenantsAreSeparate(t *testing.T) {
 	for name, err := range map[string]error{
 		"get": func() error { _, err := e.svc.Get(ctx, "b", sb.ID); return err }(),
 		"exec": func() error {
-			_, err := e.svc.Exec(ctx, "b", sb.ID, sandbox.ExecRequest{Cmd: []string{"true"}}, runtime.Stdio{})
+			_, err := e.svc.Exec(ctx, "b", sb.ID, sandbox.ExecRequest{Cmd: []string{"true"}}, proc.Stdio{})
 			return err
 		}(),
 		"files":  func() error { _, err := e.svc.Files(ctx, "b", sb.ID); return err }(),
 		"delete": e.svc.Delete(ctx, "b", sb.ID),
 	} {
-		if !errors.Is(err, runtime.ErrNotFound) {
+		if !errors.Is(err, errdefs.ErrNotFound) {
 			t.Errorf("%s by another tenant: %v, want not found", name, err)
 		}
 	}
@@ -178,10 +181,10 @@ func TestBadCreateChangesNothing(t *testing.T) {
 		{Template: "base", Metadata: map[string]string{"": "x"}},
 	} {
 		_, err := e.svc.Create(ctx, "a", "", req)
-		if !errors.Is(err, runtime.ErrInvalid) && !errors.Is(err, runtime.ErrNotFound) {
+		if !errors.Is(err, errdefs.ErrInvalid) && !errors.Is(err, errdefs.ErrNotFound) {
 			t.Errorf("create %+v: %v, want a user error", req, err)
 		}
-		var ue *runtime.UserError
+		var ue *errdefs.UserError
 		if !errors.As(err, &ue) {
 			t.Errorf("create %+v: %T is not a user error", req, err)
 		}
@@ -234,7 +237,7 @@ func TestBrokenSandboxIsRetired(t *testing.T) {
 	e.run(t, "a", sb.ID, "echo kept > /home/user/work")
 
 	// A user error leaves the sandbox running.
-	if _, err := e.svc.Exec(ctx, "a", sb.ID, sandbox.ExecRequest{Cmd: []string{"/no/such/program"}}, runtime.Stdio{}); err == nil || runtime.IsStateError(err) {
+	if _, err := e.svc.Exec(ctx, "a", sb.ID, sandbox.ExecRequest{Cmd: []string{"/no/such/program"}}, proc.Stdio{}); err == nil || errdefs.IsStateError(err) {
 		t.Fatalf("exec of a missing program: %v, want a user error", err)
 	}
 	if got, _ := e.svc.Get(ctx, "a", sb.ID); got.Status != sandbox.StatusRunning {
@@ -249,8 +252,8 @@ func TestBrokenSandboxIsRetired(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "call fails with a state error", func() bool {
-		_, err := e.svc.Exec(sandbox.WithoutAutoResume(ctx), "a", sb.ID, sandbox.ExecRequest{Cmd: []string{"true"}}, runtime.Stdio{})
-		return runtime.IsStateError(err) || errors.Is(err, runtime.ErrConflict)
+		_, err := e.svc.Exec(sandbox.WithoutAutoResume(ctx), "a", sb.ID, sandbox.ExecRequest{Cmd: []string{"true"}}, proc.Stdio{})
+		return errdefs.IsStateError(err) || errors.Is(err, errdefs.ErrConflict)
 	})
 	eventually(t, 10*time.Second, "sandbox retired", func() bool {
 		got, _ := e.svc.Get(ctx, "a", sb.ID)
@@ -279,7 +282,7 @@ func TestStartRecovers(t *testing.T) {
 		}
 	}
 	// A healthy sandbox the store knows.
-	kept, err := rt.Create(ctx, runtime.Spec{ID: runtime.NewID(), Template: "base"})
+	kept, err := rt.Create(ctx, runtime.Spec{ID: ids.Sandbox(), Template: "base"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +290,7 @@ func TestStartRecovers(t *testing.T) {
 	// A sandbox the store never heard of (crash after create, before the
 	// row was written is impossible; a row lost with a database restore is
 	// not).
-	stray, err := rt.Create(ctx, runtime.Spec{ID: runtime.NewID(), Template: "base"})
+	stray, err := rt.Create(ctx, runtime.Spec{ID: ids.Sandbox(), Template: "base"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +312,7 @@ func TestStartRecovers(t *testing.T) {
 		t.Errorf("unknown sandbox not destroyed: %v", left)
 	}
 	var out bytes.Buffer
-	p, err := svc.Exec(ctx, "a", kept.ID, sandbox.ExecRequest{Cmd: []string{"echo", "still here"}}, runtime.Stdio{Stdout: &out})
+	p, err := svc.Exec(ctx, "a", kept.ID, sandbox.ExecRequest{Cmd: []string{"echo", "still here"}}, proc.Stdio{Stdout: &out})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +339,7 @@ func TestConcurrentLifecycle(t *testing.T) {
 				}
 				ids <- sb.ID
 				var out bytes.Buffer
-				p, err := e.svc.Exec(ctx, "a", sb.ID, sandbox.ExecRequest{Cmd: []string{"echo", fmt.Sprint(w, i)}}, runtime.Stdio{Stdout: &out})
+				p, err := e.svc.Exec(ctx, "a", sb.ID, sandbox.ExecRequest{Cmd: []string{"echo", fmt.Sprint(w, i)}}, proc.Stdio{Stdout: &out})
 				if err != nil {
 					t.Errorf("exec: %v", err)
 					continue

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/store"
 )
@@ -73,7 +75,7 @@ func (s *Service) resolveTemplate(ctx context.Context, name string) (string, Hoo
 	r = resolved{rootfs: name, expires: now.Add(templateCacheTTL)}
 	t, err := s.st.GetTemplate(ctx, name)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, errdefs.ErrNotFound):
 		// A runtime template, or unknown (the runtime says).
 	case err != nil:
 		return "", Hooks{}, err
@@ -102,8 +104,8 @@ const hookOutputTail = 2048
 // runHook runs a template hook as root and fails unless it exits 0.
 func (s *Service) runHook(ctx context.Context, row store.Sandbox, name, script string, timeout time.Duration) error {
 	var out bytes.Buffer
-	p, err := s.rt.Exec(ctx, row.ID, runtime.ExecSpec{Shell: script, User: "root", Cwd: "/", Timeout: timeout, Env: s.sandboxEnv(row)},
-		runtime.Stdio{Stdout: &out, Stderr: &out})
+	p, err := s.rt.Exec(ctx, row.ID, proc.Spec{Shell: script, User: "root", Cwd: "/", Timeout: timeout, Env: s.sandboxEnv(row)},
+		proc.Stdio{Stdout: &out, Stderr: &out})
 	if err != nil {
 		return fmt.Errorf("template %s: %s: %w", row.Template, name, err)
 	}
@@ -171,10 +173,10 @@ func (s *Service) Templates(ctx context.Context) ([]Template, error) {
 // template hooks.
 func (s *Service) DefineTemplate(ctx context.Context, name, from string, hooks Hooks) (Template, error) {
 	if name == "" || from == "" {
-		return Template{}, runtime.Userf(runtime.ErrInvalid, "a template needs a name and the template it is made from")
+		return Template{}, errdefs.Userf(errdefs.ErrInvalid, "a template needs a name and the template it is made from")
 	}
 	if hooks.SetupTimeout < 0 {
-		return Template{}, runtime.Userf(runtime.ErrInvalid, "setup_timeout %d must not be negative", hooks.SetupTimeout)
+		return Template{}, errdefs.Userf(errdefs.ErrInvalid, "setup_timeout %d must not be negative", hooks.SetupTimeout)
 	}
 	base, inherited := from, Hooks{}
 	if name != from {
@@ -187,7 +189,7 @@ func (s *Service) DefineTemplate(ctx context.Context, name, from string, hooks H
 		return Template{}, err
 	}
 	if name != from && s.rt.Validate(runtime.Spec{ID: "sb_check", Template: name}) == nil {
-		return Template{}, runtime.Userf(runtime.ErrExists, "template %q already exists", name)
+		return Template{}, errdefs.Userf(errdefs.ErrExists, "template %q already exists", name)
 	}
 	if hooks.Setup == "" {
 		hooks.Setup = inherited.Setup
@@ -208,8 +210,8 @@ func (s *Service) DefineTemplate(ctx context.Context, name, from string, hooks H
 	t := store.Template{Name: name, Base: base, Hooks: string(b), CreatedAt: time.Now().UTC()}
 	defer s.forgetTemplates()
 	if err := s.st.CreateTemplate(ctx, t); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return Template{}, runtime.Userf(runtime.ErrExists, "template %q already exists", name)
+		if errors.Is(err, errdefs.ErrExists) {
+			return Template{}, errdefs.Userf(errdefs.ErrExists, "template %q already exists", name)
 		}
 		return Template{}, err
 	}
@@ -233,17 +235,17 @@ func (s *Service) DeleteTemplate(ctx context.Context, name string) error {
 		case d.Name == name:
 			own = true
 		case d.Base == name:
-			return runtime.Userf(runtime.ErrConflict, "template %q is used by template %q; delete that first", name, d.Name)
+			return errdefs.Userf(errdefs.ErrConflict, "template %q is used by template %q; delete that first", name, d.Name)
 		}
 	}
 	defer s.forgetTemplates()
 	if own {
-		if err := s.st.DeleteTemplate(ctx, name); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err := s.st.DeleteTemplate(ctx, name); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			return err
 		}
 	}
 	err = s.rt.DeleteTemplate(ctx, name)
-	if own && errors.Is(err, runtime.ErrNotFound) {
+	if own && errors.Is(err, errdefs.ErrNotFound) {
 		return nil // it was only a definition
 	}
 	return err

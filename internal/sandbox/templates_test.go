@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
 	"github.com/sandpool/sandpool/internal/sandbox"
 	"github.com/sandpool/sandpool/internal/store"
@@ -48,13 +48,13 @@ func TestTemplateHooks(t *testing.T) {
 			t.Errorf("define %q from %q accepted", tc.name, tc.from)
 		}
 	}
-	if err := e.svc.DeleteTemplate(ctx, "base"); !errors.Is(err, runtime.ErrConflict) {
+	if err := e.svc.DeleteTemplate(ctx, "base"); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("delete base while tool uses it: %v", err)
 	}
 	if err := e.svc.DeleteTemplate(ctx, "tool2"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.Create(ctx, "a", "", sandbox.CreateRequest{Template: "tool2"}); !errors.Is(err, runtime.ErrNotFound) {
+	if _, err := e.svc.Create(ctx, "a", "", sandbox.CreateRequest{Template: "tool2"}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("create from a deleted template: %v", err)
 	}
 }

@@ -1,12 +1,12 @@
-// Package store keeps sandpool's books: sandboxes and their status, API
-// keys, idempotency keys. Store is implemented by store/sqlite (the default)
-// and, planned, store/postgres; both pass storetest.Run.
+// Package store keeps sandpool's books: sandboxes and their status, pools,
+// templates, API keys, idempotency keys, nodes and leases. Store is
+// implemented by store/sqlstore on SQLite (the default) and PostgreSQL;
+// both pass storetest.Run.
 package store
 
 import (
 	"context"
 	"embed"
-	"errors"
 	"time"
 )
 
@@ -15,12 +15,9 @@ import (
 //go:embed migrations/*.sql
 var Migrations embed.FS
 
-var (
-	ErrNotFound = errors.New("store: not found")
-	ErrExists   = errors.New("store: already exists")
-	// ErrConflict: a conditional update found the row in another state.
-	ErrConflict = errors.New("store: conflict")
-)
+// Errors wrap the kinds of internal/errdefs: errdefs.ErrNotFound (no such
+// row), errdefs.ErrExists (the key is taken) and errdefs.ErrConflict (a
+// conditional update found the row in another state, or a fence failed).
 
 // Sandbox is a sandbox's record.
 type Sandbox struct {

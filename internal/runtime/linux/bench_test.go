@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 )
 
@@ -81,7 +82,7 @@ func BenchmarkExec(b *testing.B) {
 	samples := make([]time.Duration, 0, b.N)
 	for b.Loop() {
 		start := time.Now()
-		p, err := r.Exec(ctx, id, runtime.ExecSpec{Cmd: []string{"true"}}, runtime.Stdio{})
+		p, err := r.Exec(ctx, id, proc.Spec{Cmd: []string{"true"}}, proc.Stdio{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -9,6 +9,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/fsys"
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 )
 
@@ -32,14 +35,14 @@ func TestConcurrentUse(t *testing.T) {
 					t.Errorf("create: %v", err)
 					return
 				}
-				res, err := tryRun(r, info.ID, runtime.ExecSpec{Cmd: []string{"echo", token}}, nil)
+				res, err := tryRun(r, info.ID, proc.Spec{Cmd: []string{"echo", token}}, nil)
 				if err != nil || res.Stdout != token+"\n" {
 					t.Errorf("exec in own sandbox: %q %v", res.Stdout, err)
 				}
-				if _, err := r.Files(info.ID).Write(ctx, "/tmp/t", strings.NewReader(token), runtime.WriteOptions{}); err != nil {
+				if _, err := r.Files(info.ID).Write(ctx, "/tmp/t", strings.NewReader(token), fsys.WriteOptions{}); err != nil {
 					t.Errorf("write: %v", err)
 				}
-				if rc, _, err := r.Files(info.ID).Read(ctx, "/tmp/t"); err != nil {
+				if rc, _, err := r.Files(info.ID).Read(ctx, "/tmp/t", fsys.Options{}); err != nil {
 					t.Errorf("read: %v", err)
 				} else {
 					b, _ := io.ReadAll(rc)
@@ -49,7 +52,7 @@ func TestConcurrentUse(t *testing.T) {
 					}
 				}
 				// Shared sandbox: concurrent execs must not mix output.
-				res, err = tryRun(r, shared, runtime.ExecSpec{Shell: "cat; echo " + token + " >&2"}, []byte(token))
+				res, err = tryRun(r, shared, proc.Spec{Shell: "cat; echo " + token + " >&2"}, []byte(token))
 				if err != nil || res.Stdout != token || res.Stderr != token+"\n" {
 					t.Errorf("exec in shared sandbox: %+v %v", res, err)
 				}
@@ -81,9 +84,9 @@ func TestExecRacingDestroy(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, err := tryRun(r, id, runtime.ExecSpec{Shell: "sleep 0.05; echo x"}, nil)
+				_, err := tryRun(r, id, proc.Spec{Shell: "sleep 0.05; echo x"}, nil)
 				// Destroy is not a broken sandbox: no state error.
-				if err != nil && !errors.Is(err, runtime.ErrNotFound) && !errors.Is(err, runtime.ErrConflict) {
+				if err != nil && !errors.Is(err, errdefs.ErrNotFound) && !errors.Is(err, errdefs.ErrConflict) {
 					t.Errorf("exec during destroy: unexpected error %v", err)
 				}
 			}()
@@ -92,7 +95,7 @@ func TestExecRacingDestroy(t *testing.T) {
 			t.Fatal(err)
 		}
 		wg.Wait()
-		if _, err := r.Get(ctx, id); !errors.Is(err, runtime.ErrNotFound) {
+		if _, err := r.Get(ctx, id); !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("sandbox still there after destroy: %v", err)
 		}
 	}

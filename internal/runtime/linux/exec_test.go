@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 )
 
@@ -20,23 +22,23 @@ func TestExecBasics(t *testing.T) {
 
 	tests := []struct {
 		name       string
-		spec       runtime.ExecSpec
+		spec       proc.Spec
 		stdin      string
 		wantOut    string
 		wantErr    string
 		wantCode   int
 		wantSignal string
 	}{
-		{name: "argv", spec: runtime.ExecSpec{Cmd: []string{"echo", "hello", "world"}}, wantOut: "hello world\n"},
-		{name: "separate streams", spec: runtime.ExecSpec{Shell: "echo out; echo err >&2; exit 3"}, wantOut: "out\n", wantErr: "err\n", wantCode: 3},
-		{name: "stdin", spec: runtime.ExecSpec{Cmd: []string{"tr", "a-z", "A-Z"}}, stdin: "shout\n", wantOut: "SHOUT\n"},
-		{name: "env", spec: runtime.ExecSpec{Shell: "echo $GREETING $HOME $USER", Env: map[string]string{"GREETING": "hi"}}, wantOut: "hi /home/user user\n"},
-		{name: "default cwd is home", spec: runtime.ExecSpec{Cmd: []string{"pwd"}}, wantOut: "/home/user\n"},
-		{name: "cwd", spec: runtime.ExecSpec{Cmd: []string{"pwd"}, Cwd: "/tmp"}, wantOut: "/tmp\n"},
-		{name: "root", spec: runtime.ExecSpec{Cmd: []string{"id", "-u"}, User: "root"}, wantOut: "0\n"},
-		{name: "numeric user", spec: runtime.ExecSpec{Cmd: []string{"id", "-u"}, User: "4242"}, wantOut: "4242\n"},
-		{name: "killed by signal", spec: runtime.ExecSpec{Shell: "kill -TERM $$"}, wantCode: 143, wantSignal: "SIGTERM"},
-		{name: "relative path to program", spec: runtime.ExecSpec{Cmd: []string{"./true"}, Cwd: "/usr/bin"}},
+		{name: "argv", spec: proc.Spec{Cmd: []string{"echo", "hello", "world"}}, wantOut: "hello world\n"},
+		{name: "separate streams", spec: proc.Spec{Shell: "echo out; echo err >&2; exit 3"}, wantOut: "out\n", wantErr: "err\n", wantCode: 3},
+		{name: "stdin", spec: proc.Spec{Cmd: []string{"tr", "a-z", "A-Z"}}, stdin: "shout\n", wantOut: "SHOUT\n"},
+		{name: "env", spec: proc.Spec{Shell: "echo $GREETING $HOME $USER", Env: map[string]string{"GREETING": "hi"}}, wantOut: "hi /home/user user\n"},
+		{name: "default cwd is home", spec: proc.Spec{Cmd: []string{"pwd"}}, wantOut: "/home/user\n"},
+		{name: "cwd", spec: proc.Spec{Cmd: []string{"pwd"}, Cwd: "/tmp"}, wantOut: "/tmp\n"},
+		{name: "root", spec: proc.Spec{Cmd: []string{"id", "-u"}, User: "root"}, wantOut: "0\n"},
+		{name: "numeric user", spec: proc.Spec{Cmd: []string{"id", "-u"}, User: "4242"}, wantOut: "4242\n"},
+		{name: "killed by signal", spec: proc.Spec{Shell: "kill -TERM $$"}, wantCode: 143, wantSignal: "SIGTERM"},
+		{name: "relative path to program", spec: proc.Spec{Cmd: []string{"./true"}, Cwd: "/usr/bin"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -60,30 +62,30 @@ func TestExecBadInput(t *testing.T) {
 	id := createSandbox(t, r, runtime.Spec{Template: "base"})
 	tests := []struct {
 		name string
-		spec runtime.ExecSpec
+		spec proc.Spec
 		kind error
 	}{
-		{"missing command", runtime.ExecSpec{Cmd: []string{"no-such-program"}}, runtime.ErrNotFound},
-		{"missing absolute", runtime.ExecSpec{Cmd: []string{"/nope/prog"}}, runtime.ErrNotFound},
-		{"not executable", runtime.ExecSpec{Cmd: []string{"/etc/passwd"}}, runtime.ErrNotFound},
-		{"empty", runtime.ExecSpec{}, runtime.ErrInvalid},
-		{"both cmd and shell", runtime.ExecSpec{Cmd: []string{"true"}, Shell: "true"}, runtime.ErrInvalid},
-		{"missing cwd", runtime.ExecSpec{Cmd: []string{"true"}, Cwd: "/nope"}, runtime.ErrNotFound},
-		{"relative cwd", runtime.ExecSpec{Cmd: []string{"true"}, Cwd: "tmp"}, runtime.ErrInvalid},
-		{"escaping cwd", runtime.ExecSpec{Cmd: []string{"true"}, Cwd: "/../.."}, runtime.ErrInvalid},
-		{"unknown user", runtime.ExecSpec{Cmd: []string{"true"}, User: "mallory"}, runtime.ErrInvalid},
-		{"uid out of range", runtime.ExecSpec{Cmd: []string{"true"}, User: "70000"}, runtime.ErrInvalid},
-		{"bad env name", runtime.ExecSpec{Cmd: []string{"true"}, Env: map[string]string{"A=B": "c"}}, runtime.ErrInvalid},
-		{"negative timeout", runtime.ExecSpec{Cmd: []string{"true"}, Timeout: -time.Second}, runtime.ErrInvalid},
+		{"missing command", proc.Spec{Cmd: []string{"no-such-program"}}, errdefs.ErrNotFound},
+		{"missing absolute", proc.Spec{Cmd: []string{"/nope/prog"}}, errdefs.ErrNotFound},
+		{"not executable", proc.Spec{Cmd: []string{"/etc/passwd"}}, errdefs.ErrNotFound},
+		{"empty", proc.Spec{}, errdefs.ErrInvalid},
+		{"both cmd and shell", proc.Spec{Cmd: []string{"true"}, Shell: "true"}, errdefs.ErrInvalid},
+		{"missing cwd", proc.Spec{Cmd: []string{"true"}, Cwd: "/nope"}, errdefs.ErrNotFound},
+		{"relative cwd", proc.Spec{Cmd: []string{"true"}, Cwd: "tmp"}, errdefs.ErrInvalid},
+		{"escaping cwd", proc.Spec{Cmd: []string{"true"}, Cwd: "/../.."}, errdefs.ErrInvalid},
+		{"unknown user", proc.Spec{Cmd: []string{"true"}, User: "mallory"}, errdefs.ErrInvalid},
+		{"uid out of range", proc.Spec{Cmd: []string{"true"}, User: "70000"}, errdefs.ErrInvalid},
+		{"bad env name", proc.Spec{Cmd: []string{"true"}, Env: map[string]string{"A=B": "c"}}, errdefs.ErrInvalid},
+		{"negative timeout", proc.Spec{Cmd: []string{"true"}, Timeout: -time.Second}, errdefs.ErrInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := tryRun(r, id, tc.spec, nil)
-			var ue *runtime.UserError
+			var ue *errdefs.UserError
 			if !errors.As(err, &ue) || !errors.Is(err, tc.kind) {
 				t.Fatalf("got %v, want a user error of kind %v", err, tc.kind)
 			}
-			if runtime.IsStateError(err) {
+			if errdefs.IsStateError(err) {
 				t.Fatalf("user error reported as a sandbox state error: %v", err)
 			}
 		})
@@ -92,7 +94,7 @@ func TestExecBadInput(t *testing.T) {
 	if out := sh(t, r, id, "echo fine").Stdout; out != "fine\n" {
 		t.Fatalf("got %q", out)
 	}
-	if _, err := r.Exec(context.Background(), "sb_nope", runtime.ExecSpec{Cmd: []string{"true"}}, runtime.Stdio{}); !errors.Is(err, runtime.ErrNotFound) {
+	if _, err := r.Exec(context.Background(), "sb_nope", proc.Spec{Cmd: []string{"true"}}, proc.Stdio{}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("exec in unknown sandbox: %v", err)
 	}
 }
@@ -101,7 +103,7 @@ func TestExecTimeout(t *testing.T) {
 	r := openRuntime(t)
 	id := createSandbox(t, r, runtime.Spec{Template: "base"})
 	start := time.Now()
-	res := run(t, r, id, runtime.ExecSpec{Shell: "echo started; sleep 30", Timeout: 300 * time.Millisecond})
+	res := run(t, r, id, proc.Spec{Shell: "echo started; sleep 30", Timeout: 300 * time.Millisecond})
 	if !res.TimedOut || res.Signal != "SIGKILL" || res.Stdout != "started\n" {
 		t.Fatalf("got %+v", res)
 	}
@@ -120,8 +122,8 @@ func TestExecStreams(t *testing.T) {
 	id := createSandbox(t, r, runtime.Spec{Template: "base"})
 	pr, pw := io.Pipe()
 	stdinR, stdinW := io.Pipe()
-	p, err := r.Exec(context.Background(), id, runtime.ExecSpec{Shell: "echo ready; read line; echo got $line; exec sleep 30"},
-		runtime.Stdio{Stdin: stdinR, Stdout: pw})
+	p, err := r.Exec(context.Background(), id, proc.Spec{Shell: "echo ready; read line; echo got $line; exec sleep 30"},
+		proc.Stdio{Stdin: stdinR, Stdout: pw})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +159,7 @@ func TestExecStreams(t *testing.T) {
 	}()
 	st, err := p.Wait()
 	close(done)
-	if serr := <-signalled; serr != nil && !errors.Is(serr, runtime.ErrNotFound) && !errors.Is(serr, runtime.ErrInvalid) {
+	if serr := <-signalled; serr != nil && !errors.Is(serr, errdefs.ErrNotFound) && !errors.Is(serr, errdefs.ErrInvalid) {
 		t.Fatalf("signal: %v", serr)
 	}
 	if err != nil {
@@ -175,7 +177,7 @@ func TestBackgroundProcesses(t *testing.T) {
 	id := createSandbox(t, r, runtime.Spec{Template: "base"})
 	ctx := context.Background()
 
-	p, err := r.Exec(ctx, id, runtime.ExecSpec{Shell: "echo start; read x; echo got $x; echo end >&2", Background: true}, runtime.Stdio{})
+	p, err := r.Exec(ctx, id, proc.Spec{Shell: "echo start; read x; echo got $x; echo end >&2", Background: true}, proc.Stdio{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +193,7 @@ func TestBackgroundProcesses(t *testing.T) {
 	}
 	// Reattach: the kept output is replayed, stdin can be given.
 	var out, errb bytes.Buffer
-	a, err := r.Attach(ctx, id, procID, runtime.Stdio{Stdin: strings.NewReader("hello\n"), Stdout: &out, Stderr: &errb})
+	a, err := r.Attach(ctx, id, procID, proc.Stdio{Stdin: strings.NewReader("hello\n"), Stdout: &out, Stderr: &errb})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +210,7 @@ func TestBackgroundProcesses(t *testing.T) {
 		t.Fatalf("after exit: %+v", ps)
 	}
 	out.Reset()
-	a, err = r.Attach(ctx, id, procID, runtime.Stdio{Stdout: &out})
+	a, err = r.Attach(ctx, id, procID, proc.Stdio{Stdout: &out})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +219,7 @@ func TestBackgroundProcesses(t *testing.T) {
 	}
 
 	// Kill a running background process by signal.
-	p, err = r.Exec(ctx, id, runtime.ExecSpec{Cmd: []string{"sleep", "60"}, Background: true}, runtime.Stdio{})
+	p, err = r.Exec(ctx, id, proc.Spec{Cmd: []string{"sleep", "60"}, Background: true}, proc.Stdio{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +237,7 @@ func TestBackgroundProcesses(t *testing.T) {
 		return false
 	})
 	// Stdin in pieces, from separate calls, then closed.
-	p, err = r.Exec(ctx, id, runtime.ExecSpec{Cmd: []string{"cat"}, Background: true}, runtime.Stdio{})
+	p, err = r.Exec(ctx, id, proc.Spec{Cmd: []string{"cat"}, Background: true}, proc.Stdio{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,20 +245,20 @@ func TestBackgroundProcesses(t *testing.T) {
 	must(t, r.WriteStdin(ctx, id, p.ID(), strings.NewReader("abc"), false))
 	must(t, r.WriteStdin(ctx, id, p.ID(), strings.NewReader("def\n"), true))
 	out.Reset()
-	a, err = r.Attach(ctx, id, p.ID(), runtime.Stdio{Stdout: &out})
+	a, err = r.Attach(ctx, id, p.ID(), proc.Stdio{Stdout: &out})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st, err := a.Wait(); err != nil || st.Code != 0 || out.String() != "abcdef\n" {
 		t.Fatalf("cat: %+v %v %q", st, err, out.String())
 	}
-	if err := r.WriteStdin(ctx, id, p.ID(), strings.NewReader("late"), false); !errors.Is(err, runtime.ErrInvalid) {
+	if err := r.WriteStdin(ctx, id, p.ID(), strings.NewReader("late"), false); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Fatalf("stdin after close: %v", err)
 	}
-	if _, err := r.Attach(ctx, id, "p999", runtime.Stdio{}); !errors.Is(err, runtime.ErrNotFound) {
+	if _, err := r.Attach(ctx, id, "p999", proc.Stdio{}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("attach to unknown process: %v", err)
 	}
-	if err := r.Signal(ctx, id, "p999", syscall.SIGKILL); !errors.Is(err, runtime.ErrNotFound) {
+	if err := r.Signal(ctx, id, "p999", syscall.SIGKILL); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("signal unknown process: %v", err)
 	}
 }
@@ -266,7 +268,7 @@ func TestForegroundKilledOnClose(t *testing.T) {
 	r := openRuntime(t)
 	id := createSandbox(t, r, runtime.Spec{Template: "base"})
 	ctx, cancel := context.WithCancel(context.Background())
-	p, err := r.Exec(ctx, id, runtime.ExecSpec{Cmd: []string{"sleep", "77"}}, runtime.Stdio{})
+	p, err := r.Exec(ctx, id, proc.Spec{Cmd: []string{"sleep", "77"}}, proc.Stdio{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/fsys"
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 )
 
@@ -25,11 +28,11 @@ func TestFilesRoundTrip(t *testing.T) {
 
 	data := make([]byte, 8<<20+123)
 	rand.Read(data)
-	n, err := fs.Write(ctx, "/home/user/data.bin", bytes.NewReader(data), runtime.WriteOptions{})
+	n, err := fs.Write(ctx, "/home/user/data.bin", bytes.NewReader(data), fsys.WriteOptions{})
 	if err != nil || n != int64(len(data)) {
 		t.Fatalf("write: %d %v", n, err)
 	}
-	rc, fi, err := fs.Read(ctx, "/home/user/data.bin")
+	rc, fi, err := fs.Read(ctx, "/home/user/data.bin", fsys.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,22 +52,22 @@ func TestFilesRoundTrip(t *testing.T) {
 	}
 
 	// mkdir -p, write with parents and mode, list, stat, rename, remove.
-	if err := fs.Mkdir(ctx, "/work/a/b", runtime.MkdirOptions{Parents: true}); err != nil {
+	if err := fs.Mkdir(ctx, "/home/user/work/a/b", fsys.MkdirOptions{Parents: true}); err != nil {
 		t.Fatal(err)
 	}
-	if err := fs.Mkdir(ctx, "/work/a/b", runtime.MkdirOptions{Parents: true}); err != nil {
+	if err := fs.Mkdir(ctx, "/home/user/work/a/b", fsys.MkdirOptions{Parents: true}); err != nil {
 		t.Fatalf("mkdir -p of an existing directory: %v", err)
 	}
-	if err := fs.Mkdir(ctx, "/work/a/b", runtime.MkdirOptions{}); !errors.Is(err, runtime.ErrExists) {
+	if err := fs.Mkdir(ctx, "/home/user/work/a/b", fsys.MkdirOptions{}); !errors.Is(err, errdefs.ErrExists) {
 		t.Fatalf("mkdir of an existing directory: %v", err)
 	}
-	if _, err := fs.Write(ctx, "/work/x/y/run.sh", strings.NewReader("#!/bin/sh\necho ran\n"), runtime.WriteOptions{Mode: 0o755, MakeParents: true}); err != nil {
+	if _, err := fs.Write(ctx, "/home/user/work/x/y/run.sh", strings.NewReader("#!/bin/sh\necho ran\n"), fsys.WriteOptions{Mode: 0o755, MakeParents: true}); err != nil {
 		t.Fatal(err)
 	}
-	if out := sh(t, r, id, "/work/x/y/run.sh").Stdout; out != "ran\n" {
+	if out := sh(t, r, id, "/home/user/work/x/y/run.sh").Stdout; out != "ran\n" {
 		t.Fatalf("uploaded script: %q", out)
 	}
-	list, err := fs.List(ctx, "/work")
+	list, err := fs.List(ctx, "/home/user/work", fsys.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,23 +79,23 @@ func TestFilesRoundTrip(t *testing.T) {
 	if diff := cmp.Diff([]string{"a:dir", "x:dir"}, names); diff != "" {
 		t.Fatalf("list (-want +got):\n%s", diff)
 	}
-	if err := fs.Rename(ctx, "/work/x/y/run.sh", "/work/a/run.sh"); err != nil {
+	if err := fs.Rename(ctx, "/home/user/work/x/y/run.sh", "/home/user/work/a/run.sh", fsys.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := fs.Stat(ctx, "/work/a/run.sh"); err != nil || st.Mode != 0o755 || st.Owner != 1000 {
+	if st, err := fs.Stat(ctx, "/home/user/work/a/run.sh", fsys.Options{}); err != nil || st.Mode != 0o755 || st.Owner != 1000 {
 		t.Fatalf("stat after rename: %+v %v", st, err)
 	}
-	if err := fs.Remove(ctx, "/work/a", false); err == nil {
+	if err := fs.Remove(ctx, "/home/user/work/a", fsys.RemoveOptions{Recursive: false}); err == nil {
 		t.Fatal("removed a non-empty directory without recursive")
 	}
-	if err := fs.Remove(ctx, "/work", true); err != nil {
+	if err := fs.Remove(ctx, "/home/user/work", fsys.RemoveOptions{Recursive: true}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := fs.Stat(ctx, "/work"); !errors.Is(err, runtime.ErrNotFound) {
+	if _, err := fs.Stat(ctx, "/home/user/work", fsys.Options{}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("stat after remove: %v", err)
 	}
 	// Files written by root stay root's when asked.
-	if _, err := fs.Write(ctx, "/etc/app.conf", strings.NewReader("x=1\n"), runtime.WriteOptions{User: "root", Mode: 0o600}); err != nil {
+	if _, err := fs.Write(ctx, "/etc/app.conf", strings.NewReader("x=1\n"), fsys.WriteOptions{User: "root", Mode: 0o600}); err != nil {
 		t.Fatal(err)
 	}
 	if out := sh(t, r, id, "stat -c '%U %a' /etc/app.conf").Stdout; out != "root 600\n" {
@@ -106,13 +109,14 @@ func TestFilesBadPaths(t *testing.T) {
 	ctx := context.Background()
 	fs := r.Files(id)
 	sh(t, r, id, "ln -s /etc/passwd /tmp/link")
+	run(t, r, id, proc.Spec{User: "root", Shell: "echo secret > /etc/shadow-test && chmod 600 /etc/shadow-test"})
 
 	write := func(p string) error {
-		_, err := fs.Write(ctx, p, strings.NewReader("x"), runtime.WriteOptions{})
+		_, err := fs.Write(ctx, p, strings.NewReader("x"), fsys.WriteOptions{})
 		return err
 	}
 	read := func(p string) error {
-		rc, _, err := fs.Read(ctx, p)
+		rc, _, err := fs.Read(ctx, p, fsys.Options{})
 		if err == nil {
 			rc.Close()
 		}
@@ -123,29 +127,33 @@ func TestFilesBadPaths(t *testing.T) {
 		do   func() error
 		kind error
 	}{
-		{"relative", func() error { return read("etc/passwd") }, runtime.ErrInvalid},
-		{"escaping", func() error { return read("/../../etc/passwd") }, runtime.ErrInvalid},
-		{"nul byte", func() error { return read("/etc/pa\x00sswd") }, runtime.ErrInvalid},
-		{"empty", func() error { return read("") }, runtime.ErrInvalid},
-		{"missing", func() error { return read("/nope") }, runtime.ErrNotFound},
-		{"directory", func() error { return read("/etc") }, runtime.ErrInvalid},
-		{"write to proc", func() error { return write("/proc/sys/kernel/hostname") }, runtime.ErrInvalid},
-		{"write to dev", func() error { return write("/dev/null") }, runtime.ErrInvalid},
-		{"write through symlink", func() error { return write("/tmp/link") }, runtime.ErrInvalid},
-		{"write read-only host dir", func() error { return write("/usr/bin/evil") }, runtime.ErrInvalid},
-		{"write missing parent", func() error { return write("/no/such/dir/f") }, runtime.ErrNotFound},
-		{"remove root", func() error { return fs.Remove(ctx, "/", true) }, runtime.ErrInvalid},
-		{"rename escaping", func() error { return fs.Rename(ctx, "/tmp/link", "/../x") }, runtime.ErrInvalid},
-		{"list missing", func() error { _, err := fs.List(ctx, "/nope"); return err }, runtime.ErrNotFound},
+		{"relative", func() error { return read("etc/passwd") }, errdefs.ErrInvalid},
+		{"escaping", func() error { return read("/../../etc/passwd") }, errdefs.ErrInvalid},
+		{"nul byte", func() error { return read("/etc/pa\x00sswd") }, errdefs.ErrInvalid},
+		{"empty", func() error { return read("") }, errdefs.ErrInvalid},
+		{"missing", func() error { return read("/nope") }, errdefs.ErrNotFound},
+		{"directory", func() error { return read("/etc") }, errdefs.ErrInvalid},
+		{"write to proc", func() error { return write("/proc/sys/kernel/hostname") }, errdefs.ErrInvalid},
+		{"write to dev", func() error { return write("/dev/null") }, errdefs.ErrInvalid},
+		{"write through symlink", func() error { return write("/tmp/link") }, errdefs.ErrInvalid},
+		{"write read-only host dir", func() error { return write("/usr/bin/evil") }, errdefs.ErrPermission},
+		{"write as the user where only root may", func() error { return write("/etc/passwd") }, errdefs.ErrPermission},
+		{"read as the user what only root may", func() error { return read("/etc/shadow-test") }, errdefs.ErrPermission},
+		{"rename a directory into itself", func() error { return fs.Rename(ctx, "/tmp", "/tmp/x", fsys.Options{User: "root"}) }, errdefs.ErrInvalid},
+		{"list deeper than allowed", func() error { _, err := fs.List(ctx, "/", fsys.ListOptions{Depth: 1000}); return err }, errdefs.ErrInvalid},
+		{"write missing parent", func() error { return write("/no/such/dir/f") }, errdefs.ErrNotFound},
+		{"remove root", func() error { return fs.Remove(ctx, "/", fsys.RemoveOptions{Recursive: true}) }, errdefs.ErrInvalid},
+		{"rename escaping", func() error { return fs.Rename(ctx, "/tmp/link", "/../x", fsys.Options{}) }, errdefs.ErrInvalid},
+		{"list missing", func() error { _, err := fs.List(ctx, "/nope", fsys.ListOptions{}); return err }, errdefs.ErrNotFound},
 		{"unknown owner", func() error {
-			_, err := fs.Write(ctx, "/tmp/f", strings.NewReader("x"), runtime.WriteOptions{User: "mallory"})
+			_, err := fs.Write(ctx, "/tmp/f", strings.NewReader("x"), fsys.WriteOptions{User: "mallory"})
 			return err
-		}, runtime.ErrInvalid},
+		}, errdefs.ErrInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.do()
-			if !errors.Is(err, tc.kind) || runtime.IsStateError(err) {
+			if !errors.Is(err, tc.kind) || errdefs.IsStateError(err) {
 				t.Fatalf("got %v, want a user error of kind %v", err, tc.kind)
 			}
 		})

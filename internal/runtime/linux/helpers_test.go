@@ -5,6 +5,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/runtime/linux"
 	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
@@ -29,12 +30,12 @@ func createSandbox(tb testing.TB, r *linux.Runtime, spec runtime.Spec) string {
 }
 
 type result struct {
-	runtime.ExitStatus
+	proc.ExitStatus
 	Stdout, Stderr string
 }
 
 // run runs a command to completion and returns its output.
-func run(tb testing.TB, r runtime.Runtime, id string, spec runtime.ExecSpec) result {
+func run(tb testing.TB, r runtime.Runtime, id string, spec proc.Spec) result {
 	tb.Helper()
 	res, err := tryRun(r, id, spec, nil)
 	if err != nil {
@@ -43,9 +44,9 @@ func run(tb testing.TB, r runtime.Runtime, id string, spec runtime.ExecSpec) res
 	return res
 }
 
-func tryRun(r runtime.Runtime, id string, spec runtime.ExecSpec, stdin []byte) (result, error) {
+func tryRun(r runtime.Runtime, id string, spec proc.Spec, stdin []byte) (result, error) {
 	var out, errb bytes.Buffer
-	stdio := runtime.Stdio{Stdout: &out, Stderr: &errb}
+	stdio := proc.Stdio{Stdout: &out, Stderr: &errb}
 	if stdin != nil {
 		stdio.Stdin = bytes.NewReader(stdin)
 	}
@@ -60,5 +61,5 @@ func tryRun(r runtime.Runtime, id string, spec runtime.ExecSpec, stdin []byte) (
 // sh runs a shell line as the default user.
 func sh(tb testing.TB, r runtime.Runtime, id, line string) result {
 	tb.Helper()
-	return run(tb, r, id, runtime.ExecSpec{Shell: line})
+	return run(tb, r, id, proc.Spec{Shell: line})
 }

@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/fsys"
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 )
 
@@ -71,7 +74,7 @@ func TestHostFilesUnreadable(t *testing.T) {
 			ls /root /home
 			ls %[3]s
 			echo done`, secret, climb, filepath.Dir(secretDir))
-		res := run(t, r, id, runtime.ExecSpec{Shell: script, User: user})
+		res := run(t, r, id, proc.Spec{Shell: script, User: user})
 		if strings.Contains(res.Stdout+res.Stderr, "TOPSECRET") {
 			t.Fatalf("user %q read a host file:\n%s\n%s", user, res.Stdout, res.Stderr)
 		}
@@ -85,12 +88,12 @@ func TestHostFilesUnreadable(t *testing.T) {
 	}
 	// The files API resolves symlinks inside the sandbox too.
 	for _, p := range []string{secret, "/tmp/abs", "/tmp/rel"} {
-		rc, _, err := r.Files(id).Read(context.Background(), p)
+		rc, _, err := r.Files(id).Read(context.Background(), p, fsys.Options{})
 		if err == nil {
 			rc.Close()
 			t.Fatalf("files API read %s", p)
 		}
-		if !errors.Is(err, runtime.ErrNotFound) {
+		if !errors.Is(err, errdefs.ErrNotFound) {
 			t.Fatalf("read %s: got %v, want not found", p, err)
 		}
 	}
@@ -133,7 +136,7 @@ try:
 except OSError as e:
     print("no route", e)
 `, port)
-	res := run(t, r, id, runtime.ExecSpec{Cmd: []string{"python3", "-c", script}})
+	res := run(t, r, id, proc.Spec{Cmd: []string{"python3", "-c", script}})
 	if strings.Contains(res.Stdout, "CONNECTED") || strings.Contains(res.Stdout, "EGRESS") {
 		t.Fatalf("sandbox reached the network: %s", res.Stdout)
 	}
@@ -172,7 +175,7 @@ try:
 except OSError as e:
     print(n, e.errno)
 `
-	res := run(t, r, bomb, runtime.ExecSpec{Cmd: []string{"python3", "-c", counted}, Timeout: 20 * time.Second})
+	res := run(t, r, bomb, proc.Spec{Cmd: []string{"python3", "-c", counted}, Timeout: 20 * time.Second})
 	f := strings.Fields(res.Stdout)
 	if len(f) != 2 || f[1] != "11" { // EAGAIN
 		t.Fatalf("fork loop did not hit the pids limit: %+v", res)
@@ -182,7 +185,7 @@ except OSError as e:
 	}
 
 	// Now a real bomb, while the host and another sandbox keep working.
-	p, err := r.Exec(context.Background(), bomb, runtime.ExecSpec{Shell: "f(){ f | f & }; f; sleep 5", Timeout: 4 * time.Second}, runtime.Stdio{})
+	p, err := r.Exec(context.Background(), bomb, proc.Spec{Shell: "f(){ f | f & }; f; sleep 5", Timeout: 4 * time.Second}, proc.Stdio{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +214,7 @@ func TestMemoryBombContained(t *testing.T) {
 	id := createSandbox(t, r, runtime.Spec{Template: "base", Limits: runtime.Limits{MemoryBytes: 64 << 20}})
 	other := createSandbox(t, r, runtime.Spec{Template: "base"})
 
-	res := run(t, r, id, runtime.ExecSpec{Cmd: []string{"python3", "-c", "x = bytearray(400 << 20); x[::4096] = b'1' * len(x[::4096]); print('survived')"}})
+	res := run(t, r, id, proc.Spec{Cmd: []string{"python3", "-c", "x = bytearray(400 << 20); x[::4096] = b'1' * len(x[::4096]); print('survived')"}})
 	if strings.Contains(res.Stdout, "survived") {
 		t.Fatalf("allocated past the memory limit: %+v", res)
 	}
@@ -252,7 +255,7 @@ check("sethostname", libc.sethostname(b"evil", 4))
 print(open("/proc/self/status").read())
 `
 	for _, user := range []string{"user", "root"} {
-		res := run(t, r, id, runtime.ExecSpec{Cmd: []string{"python3", "-c", script}, User: user})
+		res := run(t, r, id, proc.Spec{Cmd: []string{"python3", "-c", script}, User: user})
 		for _, op := range []string{"mount", "unshare-user", "unshare-ns", "ptrace-child", "ptrace-init", "chroot", "sethostname"} {
 			if !strings.Contains(res.Stdout, op+" refused") {
 				t.Errorf("as %s: %s was not refused:\n%s%s", user, op, res.Stdout, res.Stderr)
@@ -265,7 +268,7 @@ print(open("/proc/self/status").read())
 		}
 	}
 	// The agent survives a sandboxed root trying to kill it.
-	res := run(t, r, id, runtime.ExecSpec{Shell: "kill -TERM 1; kill -KILL 1; kill -INT 1; echo sent", User: "root"})
+	res := run(t, r, id, proc.Spec{Shell: "kill -TERM 1; kill -KILL 1; kill -INT 1; echo sent", User: "root"})
 	if !strings.Contains(res.Stdout, "sent") {
 		t.Fatalf("%+v", res)
 	}
@@ -320,10 +323,10 @@ func TestSandboxesIsolatedFromEachOther(t *testing.T) {
 	b := createSandbox(t, r, runtime.Spec{Template: "base"})
 
 	sh(t, r, a, "echo private > /tmp/a-secret; echo private > /home/user/a-secret")
-	if _, err := r.Exec(context.Background(), a, runtime.ExecSpec{Cmd: []string{"sleep", "313.13"}, Background: true}, runtime.Stdio{}); err != nil {
+	if _, err := r.Exec(context.Background(), a, proc.Spec{Cmd: []string{"sleep", "313.13"}, Background: true}, proc.Stdio{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Exec(context.Background(), a, runtime.ExecSpec{Cmd: []string{"python3", "-m", "http.server", "8080", "--bind", "127.0.0.1"}, Background: true}, runtime.Stdio{}); err != nil {
+	if _, err := r.Exec(context.Background(), a, proc.Spec{Cmd: []string{"python3", "-m", "http.server", "8080", "--bind", "127.0.0.1"}, Background: true}, proc.Stdio{}); err != nil {
 		t.Fatal(err)
 	}
 	// Wait until A's server answers inside A.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
 )
@@ -108,7 +109,7 @@ func leakRound(t *testing.T, r runtime.Runtime, id string, i int) (created bool)
 			return true
 		}
 		for _, cmd := range []string{"sleep 300 & sleep 300 & echo", "while true; do sleep 0.01; done"} {
-			p, err := r.Exec(ctx, id, runtime.ExecSpec{Shell: cmd, Background: true}, runtime.Stdio{})
+			p, err := r.Exec(ctx, id, proc.Spec{Shell: cmd, Background: true}, proc.Stdio{})
 			if err != nil {
 				t.Errorf("exec in %s: %v", id, err)
 				continue

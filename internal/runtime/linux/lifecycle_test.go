@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/fsys"
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/runtime/linux"
 )
@@ -28,18 +31,18 @@ func TestCreateBadInput(t *testing.T) {
 		spec runtime.Spec
 		kind error
 	}{
-		{"unknown template", runtime.Spec{Template: "nope"}, runtime.ErrNotFound},
-		{"no template", runtime.Spec{}, runtime.ErrInvalid},
-		{"bad template name", runtime.Spec{Template: "../base"}, runtime.ErrInvalid},
-		{"bad id", runtime.Spec{Template: "base", ID: "../x"}, runtime.ErrInvalid},
-		{"duplicate id", runtime.Spec{Template: "base", ID: existing}, runtime.ErrExists},
-		{"negative memory", runtime.Spec{Template: "base", Limits: runtime.Limits{MemoryBytes: -1}}, runtime.ErrInvalid},
-		{"tiny memory", runtime.Spec{Template: "base", Limits: runtime.Limits{MemoryBytes: 1 << 20}}, runtime.ErrInvalid},
-		{"negative cpus", runtime.Spec{Template: "base", Limits: runtime.Limits{CPUs: -1}}, runtime.ErrInvalid},
-		{"huge cpus", runtime.Spec{Template: "base", Limits: runtime.Limits{CPUs: 1e6}}, runtime.ErrInvalid},
-		{"few pids", runtime.Spec{Template: "base", Limits: runtime.Limits{Pids: 2}}, runtime.ErrInvalid},
-		{"bad hostname", runtime.Spec{Template: "base", Hostname: "a/b"}, runtime.ErrInvalid},
-		{"disk limit", runtime.Spec{Template: "base", Limits: runtime.Limits{DiskBytes: 1 << 30}}, runtime.ErrNotSupported},
+		{"unknown template", runtime.Spec{Template: "nope"}, errdefs.ErrNotFound},
+		{"no template", runtime.Spec{}, errdefs.ErrInvalid},
+		{"bad template name", runtime.Spec{Template: "../base"}, errdefs.ErrInvalid},
+		{"bad id", runtime.Spec{Template: "base", ID: "../x"}, errdefs.ErrInvalid},
+		{"duplicate id", runtime.Spec{Template: "base", ID: existing}, errdefs.ErrExists},
+		{"negative memory", runtime.Spec{Template: "base", Limits: runtime.Limits{MemoryBytes: -1}}, errdefs.ErrInvalid},
+		{"tiny memory", runtime.Spec{Template: "base", Limits: runtime.Limits{MemoryBytes: 1 << 20}}, errdefs.ErrInvalid},
+		{"negative cpus", runtime.Spec{Template: "base", Limits: runtime.Limits{CPUs: -1}}, errdefs.ErrInvalid},
+		{"huge cpus", runtime.Spec{Template: "base", Limits: runtime.Limits{CPUs: 1e6}}, errdefs.ErrInvalid},
+		{"few pids", runtime.Spec{Template: "base", Limits: runtime.Limits{Pids: 2}}, errdefs.ErrInvalid},
+		{"bad hostname", runtime.Spec{Template: "base", Hostname: "a/b"}, errdefs.ErrInvalid},
+		{"disk limit", runtime.Spec{Template: "base", Limits: runtime.Limits{DiskBytes: 1 << 30}}, errdefs.ErrNotSupported},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -64,7 +67,7 @@ func TestFreezeThaw(t *testing.T) {
 	id := createSandbox(t, r, runtime.Spec{Template: "base"})
 	ctx := context.Background()
 	sh(t, r, id, "echo kept > /tmp/f")
-	p, err := r.Exec(ctx, id, runtime.ExecSpec{Shell: "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.01; done", Background: true}, runtime.Stdio{})
+	p, err := r.Exec(ctx, id, proc.Spec{Shell: "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.01; done", Background: true}, proc.Stdio{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +82,7 @@ func TestFreezeThaw(t *testing.T) {
 	if err := r.Freeze(ctx, id); err != nil {
 		t.Fatalf("freeze twice: %v", err)
 	}
-	if _, err := r.Exec(ctx, id, runtime.ExecSpec{Cmd: []string{"true"}}, runtime.Stdio{}); !errors.Is(err, runtime.ErrConflict) {
+	if _, err := r.Exec(ctx, id, proc.Spec{Cmd: []string{"true"}}, proc.Stdio{}); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("exec while frozen: %v", err)
 	}
 	counter := func() string {
@@ -113,8 +116,8 @@ func TestStopStartKeepsFiles(t *testing.T) {
 	id := createSandbox(t, r, runtime.Spec{Template: "base"})
 	ctx := context.Background()
 	sh(t, r, id, "echo kept > /home/user/notes")
-	run(t, r, id, runtime.ExecSpec{Shell: "rm /etc/hostname; mkdir -p /opt/x && touch /opt/x/y", User: "root"})
-	if _, err := r.Exec(ctx, id, runtime.ExecSpec{Cmd: []string{"sleep", "600"}, Background: true}, runtime.Stdio{}); err != nil {
+	run(t, r, id, proc.Spec{Shell: "rm /etc/hostname; mkdir -p /opt/x && touch /opt/x/y", User: "root"})
+	if _, err := r.Exec(ctx, id, proc.Spec{Cmd: []string{"sleep", "600"}, Background: true}, proc.Stdio{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Stop(ctx, id); err != nil {
@@ -123,7 +126,7 @@ func TestStopStartKeepsFiles(t *testing.T) {
 	if info, _ := r.Get(ctx, id); info.Status != runtime.StatusStopped || info.Pid != 0 {
 		t.Fatalf("after stop: %+v", info)
 	}
-	if _, err := r.Exec(ctx, id, runtime.ExecSpec{Cmd: []string{"true"}}, runtime.Stdio{}); !errors.Is(err, runtime.ErrConflict) {
+	if _, err := r.Exec(ctx, id, proc.Spec{Cmd: []string{"true"}}, proc.Stdio{}); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("exec while stopped: %v", err)
 	}
 	if _, err := r.Start(ctx, id); err != nil {
@@ -139,7 +142,7 @@ func TestSnapshot(t *testing.T) {
 	r := openRuntime(t)
 	id := createSandbox(t, r, runtime.Spec{Template: "base"})
 	sh(t, r, id, "echo hello > /home/user/a.txt")
-	run(t, r, id, runtime.ExecSpec{Shell: "rm /etc/hosts; mkdir /srv/d", User: "root"})
+	run(t, r, id, proc.Spec{Shell: "rm /etc/hosts; mkdir /srv/d", User: "root"})
 	var buf bytes.Buffer
 	if err := r.Snapshot(context.Background(), id, &buf); err != nil {
 		t.Fatal(err)
@@ -194,7 +197,7 @@ func TestDestroyIdempotent(t *testing.T) {
 	if err := r.Destroy(ctx, "sb_never_existed"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Get(ctx, id); !errors.Is(err, runtime.ErrNotFound) {
+	if _, err := r.Get(ctx, id); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("get after destroy: %v", err)
 	}
 	// A frozen sandbox destroys too.
@@ -250,11 +253,11 @@ func runHelper(dir string) {
 	ctx := context.Background()
 	info, err := r.Create(ctx, runtime.Spec{Template: "base"})
 	if err == nil {
-		_, err = r.Files(info.ID).Write(ctx, "/home/user/mark", strings.NewReader("from helper\n"), runtime.WriteOptions{})
+		_, err = r.Files(info.ID).Write(ctx, "/home/user/mark", strings.NewReader("from helper\n"), fsys.WriteOptions{})
 	}
 	if err == nil {
-		var p runtime.Process
-		p, err = r.Exec(ctx, info.ID, runtime.ExecSpec{Cmd: []string{"sleep", "999"}, Background: true}, runtime.Stdio{})
+		var p proc.Process
+		p, err = r.Exec(ctx, info.ID, proc.Spec{Cmd: []string{"sleep", "999"}, Background: true}, proc.Stdio{})
 		if err == nil {
 			p.Close()
 		}
@@ -281,11 +284,11 @@ func TestImportTemplate(t *testing.T) {
 	if _, err := r.ImportTemplate(ctx, "tiny", runtime.TemplateSource{Dir: src}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.ImportTemplate(ctx, "tiny", runtime.TemplateSource{Dir: src}); !errors.Is(err, runtime.ErrExists) {
+	if _, err := r.ImportTemplate(ctx, "tiny", runtime.TemplateSource{Dir: src}); !errors.Is(err, errdefs.ErrExists) {
 		t.Fatalf("import twice: %v", err)
 	}
 	id := createSandbox(t, r, runtime.Spec{Template: "tiny"})
-	rc, _, err := r.Files(id).Read(ctx, "/motd-link")
+	rc, _, err := r.Files(id).Read(ctx, "/motd-link", fsys.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,16 +297,16 @@ func TestImportTemplate(t *testing.T) {
 	if string(b) != "custom template\n" {
 		t.Fatalf("read through the template: %q", b)
 	}
-	st, err := r.Files(id).Stat(ctx, "/home/user")
+	st, err := r.Files(id).Stat(ctx, "/home/user", fsys.Options{})
 	if err != nil || st.Owner != 1000 {
 		t.Fatalf("user home in imported template: %+v %v", st, err)
 	}
-	if err := r.DeleteTemplate(ctx, "tiny"); !errors.Is(err, runtime.ErrConflict) {
+	if err := r.DeleteTemplate(ctx, "tiny"); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("delete template in use: %v", err)
 	}
 	must(t, r.Destroy(ctx, id))
 	must(t, r.DeleteTemplate(ctx, "tiny"))
-	if err := r.DeleteTemplate(ctx, "base"); !errors.Is(err, runtime.ErrInvalid) {
+	if err := r.DeleteTemplate(ctx, "base"); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Fatalf("delete base: %v", err)
 	}
 

@@ -12,6 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandpool/sandpool/internal/agent"
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/fsys"
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 )
 
@@ -25,9 +28,9 @@ func (r *Runtime) agentFor(id string) (*agent.Client, *sandbox, error) {
 	switch s := sb.getStatus(); s {
 	case runtime.StatusRunning:
 	case runtime.StatusBroken:
-		return nil, nil, &runtime.StateError{Sandbox: id, Err: errors.New("its PID 1 is gone")}
+		return nil, nil, &errdefs.StateError{Sandbox: id, Err: errors.New("its PID 1 is gone")}
 	default:
-		return nil, nil, runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", id, s)
+		return nil, nil, errdefs.Userf(errdefs.ErrConflict, "sandbox %s is %s", id, s)
 	}
 	return sb.agentClient(r.sandboxDir(id)), sb, nil
 }
@@ -74,13 +77,13 @@ func (r *Runtime) agentErr(sb *sandbox, err error) error {
 	sb.mu.Unlock()
 	switch {
 	case gone:
-		return runtime.Userf(runtime.ErrNotFound, "sandbox %s was destroyed", sb.st.ID)
+		return errdefs.Userf(errdefs.ErrNotFound, "sandbox %s was destroyed", sb.st.ID)
 	case stopping:
-		return runtime.Userf(runtime.ErrConflict, "sandbox %s is being stopped", sb.st.ID)
+		return errdefs.Userf(errdefs.ErrConflict, "sandbox %s is being stopped", sb.st.ID)
 	case s != runtime.StatusRunning:
-		return runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", sb.st.ID, s)
+		return errdefs.Userf(errdefs.ErrConflict, "sandbox %s is %s", sb.st.ID, s)
 	}
-	return &runtime.StateError{Sandbox: sb.st.ID, Err: err}
+	return &errdefs.StateError{Sandbox: sb.st.ID, Err: err}
 }
 
 // Ping is one round trip to the sandbox's agent: a health check.
@@ -93,7 +96,7 @@ func (r *Runtime) Ping(ctx context.Context, id string) error {
 }
 
 // Exec starts a process in the sandbox.
-func (r *Runtime) Exec(ctx context.Context, id string, spec runtime.ExecSpec, stdio runtime.Stdio) (runtime.Process, error) {
+func (r *Runtime) Exec(ctx context.Context, id string, spec proc.Spec, stdio proc.Stdio) (proc.Process, error) {
 	cl, sb, err := r.agentFor(id)
 	if err != nil {
 		return nil, err
@@ -101,6 +104,9 @@ func (r *Runtime) Exec(ctx context.Context, id string, spec runtime.ExecSpec, st
 	cg := r.cg.group(id)
 	ooms := cg.oomKills()
 	p, err := cl.Exec(ctx, spec, stdio)
+	if errors.Is(err, agent.ErrProcessLimit) {
+		return nil, fmt.Errorf("%w (the limit is %d processes and threads)", err, sb.st.Limits.Pids)
+	}
 	if err != nil {
 		return nil, r.agentErr(sb, err)
 	}
@@ -108,7 +114,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, spec runtime.ExecSpec, st
 }
 
 // Attach follows a background process.
-func (r *Runtime) Attach(ctx context.Context, id, procID string, stdio runtime.Stdio) (runtime.Process, error) {
+func (r *Runtime) Attach(ctx context.Context, id, procID string, stdio proc.Stdio) (proc.Process, error) {
 	cl, sb, err := r.agentFor(id)
 	if err != nil {
 		return nil, err
@@ -132,7 +138,7 @@ type process struct {
 	ooms int64
 }
 
-func (p *process) Wait() (runtime.ExitStatus, error) {
+func (p *process) Wait() (proc.ExitStatus, error) {
 	st, err := p.Process.Wait()
 	if err != nil {
 		return st, p.r.agentErr(p.sb, err)
@@ -144,7 +150,7 @@ func (p *process) Wait() (runtime.ExitStatus, error) {
 }
 
 // Processes lists the processes the agent tracks.
-func (r *Runtime) Processes(ctx context.Context, id string) ([]runtime.ProcessInfo, error) {
+func (r *Runtime) Processes(ctx context.Context, id string) ([]proc.Info, error) {
 	cl, sb, err := r.agentFor(id)
 	if err != nil {
 		return nil, err
@@ -156,7 +162,7 @@ func (r *Runtime) Processes(ctx context.Context, id string) ([]runtime.ProcessIn
 // Signal sends sig to a tracked process.
 func (r *Runtime) Signal(ctx context.Context, id, procID string, sig syscall.Signal) error {
 	if sig <= 0 || sig > 64 {
-		return runtime.Userf(runtime.ErrInvalid, "signal %d out of range", sig)
+		return errdefs.Userf(errdefs.ErrInvalid, "signal %d out of range", sig)
 	}
 	cl, sb, err := r.agentFor(id)
 	if err != nil {
@@ -175,79 +181,14 @@ func (r *Runtime) WriteStdin(ctx context.Context, id, procID string, src io.Read
 }
 
 // Files gives access to the sandbox's filesystem through its agent.
-func (r *Runtime) Files(id string) runtime.Files { return sandboxFiles{r: r, id: id} }
-
-type sandboxFiles struct {
-	r  *Runtime
-	id string
-}
-
-func (f sandboxFiles) files() (runtime.Files, *sandbox, error) {
-	cl, sb, err := f.r.agentFor(f.id)
-	if err != nil {
-		return nil, nil, err
-	}
-	return cl.Files(), sb, nil
-}
-
-func (f sandboxFiles) Read(ctx context.Context, path string) (io.ReadCloser, runtime.FileInfo, error) {
-	fs, sb, err := f.files()
-	if err != nil {
-		return nil, runtime.FileInfo{}, err
-	}
-	rc, fi, err := fs.Read(ctx, path)
-	return rc, fi, f.r.agentErr(sb, err)
-}
-
-func (f sandboxFiles) Write(ctx context.Context, path string, src io.Reader, opts runtime.WriteOptions) (int64, error) {
-	fs, sb, err := f.files()
-	if err != nil {
-		return 0, err
-	}
-	n, err := fs.Write(ctx, path, src, opts)
-	return n, f.r.agentErr(sb, err)
-}
-
-func (f sandboxFiles) List(ctx context.Context, path string) ([]runtime.FileInfo, error) {
-	fs, sb, err := f.files()
-	if err != nil {
-		return nil, err
-	}
-	out, err := fs.List(ctx, path)
-	return out, f.r.agentErr(sb, err)
-}
-
-func (f sandboxFiles) Stat(ctx context.Context, path string) (runtime.FileInfo, error) {
-	fs, sb, err := f.files()
-	if err != nil {
-		return runtime.FileInfo{}, err
-	}
-	fi, err := fs.Stat(ctx, path)
-	return fi, f.r.agentErr(sb, err)
-}
-
-func (f sandboxFiles) Mkdir(ctx context.Context, path string, opts runtime.MkdirOptions) error {
-	fs, sb, err := f.files()
-	if err != nil {
-		return err
-	}
-	return f.r.agentErr(sb, fs.Mkdir(ctx, path, opts))
-}
-
-func (f sandboxFiles) Remove(ctx context.Context, path string, recursive bool) error {
-	fs, sb, err := f.files()
-	if err != nil {
-		return err
-	}
-	return f.r.agentErr(sb, fs.Remove(ctx, path, recursive))
-}
-
-func (f sandboxFiles) Rename(ctx context.Context, from, to string) error {
-	fs, sb, err := f.files()
-	if err != nil {
-		return err
-	}
-	return f.r.agentErr(sb, fs.Rename(ctx, from, to))
+func (r *Runtime) Files(id string) fsys.Files {
+	return fsys.Checked(func() (fsys.Files, func(error) error, error) {
+		cl, sb, err := r.agentFor(id)
+		if err != nil {
+			return nil, nil, err
+		}
+		return cl.Files(), func(err error) error { return r.agentErr(sb, err) }, nil
+	})
 }
 
 // Freeze stops every process of a running sandbox, keeping its memory.
@@ -263,7 +204,7 @@ func (r *Runtime) Freeze(ctx context.Context, id string) error {
 		return nil
 	case runtime.StatusRunning:
 	default:
-		return runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", id, s)
+		return errdefs.Userf(errdefs.ErrConflict, "sandbox %s is %s", id, s)
 	}
 	if err := r.cg.group(id).freeze(ctx); err != nil {
 		return fmt.Errorf("freeze sandbox %s: %w", id, err)
@@ -285,7 +226,7 @@ func (r *Runtime) Thaw(ctx context.Context, id string) error {
 		return nil
 	case runtime.StatusFrozen:
 	default:
-		return runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", id, s)
+		return errdefs.Userf(errdefs.ErrConflict, "sandbox %s is %s", id, s)
 	}
 	if err := r.cg.group(id).thaw(); err != nil {
 		return fmt.Errorf("thaw sandbox %s: %w", id, err)

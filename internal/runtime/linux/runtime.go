@@ -21,6 +21,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandpool/sandpool/internal/agent"
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/ids"
 	"github.com/sandpool/sandpool/internal/runtime"
 )
 
@@ -97,13 +99,13 @@ func (c *Config) Validate() error {
 func validateLimits(l runtime.Limits) error {
 	switch {
 	case l.CPUs < 0 || l.CPUs > maxCPUs || (l.CPUs > 0 && l.CPUs < 0.01):
-		return runtime.Userf(runtime.ErrInvalid, "cpus %g out of range: 0.01 to %d", l.CPUs, maxCPUs)
+		return errdefs.Userf(errdefs.ErrInvalid, "cpus %g out of range: 0.01 to %d", l.CPUs, maxCPUs)
 	case l.MemoryBytes < 0 || l.MemoryBytes > maxMemory || (l.MemoryBytes > 0 && l.MemoryBytes < minMemory):
-		return runtime.Userf(runtime.ErrInvalid, "memory_bytes %d out of range: %d to %d", l.MemoryBytes, int64(minMemory), int64(maxMemory))
+		return errdefs.Userf(errdefs.ErrInvalid, "memory_bytes %d out of range: %d to %d", l.MemoryBytes, int64(minMemory), int64(maxMemory))
 	case l.Pids < 0 || l.Pids > maxPids || (l.Pids > 0 && l.Pids < minPids):
-		return runtime.Userf(runtime.ErrInvalid, "pids %d out of range: %d to %d", l.Pids, minPids, maxPids)
+		return errdefs.Userf(errdefs.ErrInvalid, "pids %d out of range: %d to %d", l.Pids, minPids, maxPids)
 	case l.DiskBytes < 0:
-		return runtime.Userf(runtime.ErrInvalid, "disk_bytes %d must not be negative", l.DiskBytes)
+		return errdefs.Userf(errdefs.ErrInvalid, "disk_bytes %d must not be negative", l.DiskBytes)
 	}
 	return nil
 }
@@ -265,7 +267,7 @@ func (r *Runtime) lookup(id string) (*sandbox, error) {
 	sb := r.sandboxes[id]
 	r.mu.Unlock()
 	if sb == nil {
-		return nil, runtime.Userf(runtime.ErrNotFound, "no sandbox %q", id)
+		return nil, errdefs.Userf(errdefs.ErrNotFound, "no sandbox %q", id)
 	}
 	return sb, nil
 }
@@ -273,19 +275,19 @@ func (r *Runtime) lookup(id string) (*sandbox, error) {
 // Validate checks a spec without making anything.
 func (r *Runtime) Validate(spec runtime.Spec) error {
 	if spec.ID != "" && !idPattern.MatchString(spec.ID) {
-		return runtime.Userf(runtime.ErrInvalid, "invalid sandbox id %q", spec.ID)
+		return errdefs.Userf(errdefs.ErrInvalid, "invalid sandbox id %q", spec.ID)
 	}
 	if spec.Template == "" {
-		return runtime.Userf(runtime.ErrInvalid, "template is required")
+		return errdefs.Userf(errdefs.ErrInvalid, "template is required")
 	}
 	if len(spec.Hostname) > 63 || strings.ContainsAny(spec.Hostname, "/\x00 ") {
-		return runtime.Userf(runtime.ErrInvalid, "invalid hostname %q", spec.Hostname)
+		return errdefs.Userf(errdefs.ErrInvalid, "invalid hostname %q", spec.Hostname)
 	}
 	if err := validateLimits(spec.Limits); err != nil {
 		return err
 	}
 	if spec.Limits.DiskBytes > 0 {
-		return runtime.Userf(runtime.ErrNotSupported, "disk limits are not supported by this runtime yet")
+		return errdefs.Userf(errdefs.ErrNotSupported, "disk limits are not supported by this runtime yet")
 	}
 	_, _, err := r.templateLayers(spec.Template)
 	return err
@@ -294,7 +296,7 @@ func (r *Runtime) Validate(spec runtime.Spec) error {
 // Create makes and boots a sandbox.
 func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (_ runtime.Info, retErr error) {
 	if spec.ID == "" {
-		spec.ID = runtime.NewID()
+		spec.ID = ids.Sandbox()
 	}
 	if spec.Hostname == "" {
 		spec.Hostname = "sandbox"
@@ -321,7 +323,7 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (_ runtime.Info
 	}
 	if _, ok := r.sandboxes[spec.ID]; ok {
 		r.mu.Unlock()
-		return runtime.Info{}, runtime.Userf(runtime.ErrExists, "sandbox %q already exists", spec.ID)
+		return runtime.Info{}, errdefs.Userf(errdefs.ErrExists, "sandbox %q already exists", spec.ID)
 	}
 	r.sandboxes[spec.ID] = sb
 	r.mu.Unlock()
@@ -368,7 +370,7 @@ func (r *Runtime) prepareDir(st state) error {
 	dir := r.sandboxDir(st.ID)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
-			return runtime.Userf(runtime.ErrExists, "sandbox directory %s already exists", dir)
+			return errdefs.Userf(errdefs.ErrExists, "sandbox directory %s already exists", dir)
 		}
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/runtime"
 )
 
@@ -73,7 +74,7 @@ func (r *Runtime) Reset(ctx context.Context, id string) (restarted bool, err err
 	switch s := sb.getStatus(); s {
 	case runtime.StatusRunning, runtime.StatusBroken, runtime.StatusStopped:
 	default:
-		return false, runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", id, s)
+		return false, errdefs.Userf(errdefs.ErrConflict, "sandbox %s is %s", id, s)
 	}
 	dir := r.sandboxDir(id)
 	if sb.getStatus() == runtime.StatusRunning {
@@ -120,7 +121,7 @@ func (r *Runtime) Seal(ctx context.Context, id string) error {
 	switch s := sb.getStatus(); s {
 	case runtime.StatusRunning, runtime.StatusStopped:
 	default:
-		return runtime.Userf(runtime.ErrConflict, "sandbox %s is %s", id, s)
+		return errdefs.Userf(errdefs.ErrConflict, "sandbox %s is %s", id, s)
 	}
 	if err := r.teardown(ctx, sb, false); err != nil {
 		sb.setStatus(runtime.StatusBroken)

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 )
 
@@ -27,7 +28,7 @@ func TestResetLeavesNothing(t *testing.T) {
 	fresh := sh(t, r, id, "ls -A /tmp /home/user /dev/shm /dev/mqueue; pgrep -c sleep || true").Stdout
 
 	// Processes only (and memory filesystems): in place.
-	p, err := r.Exec(ctx, id, runtime.ExecSpec{Shell: "sleep 1000", Background: true}, runtime.Stdio{})
+	p, err := r.Exec(ctx, id, proc.Spec{Shell: "sleep 1000", Background: true}, proc.Stdio{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +46,7 @@ func TestResetLeavesNothing(t *testing.T) {
 
 	// Files in several places, a daemon, environment in a profile.
 	sh(t, r, id, "echo secret > /tmp/a; echo secret > /home/user/b; mkdir -p /home/user/.cache/x; echo 'export FOO=bar' >> /home/user/.profile; nohup sleep 1000 >/dev/null 2>&1 &")
-	run(t, r, id, runtime.ExecSpec{User: "root", Shell: "echo secret > /etc/motd; rm /etc/hostname; chmod 777 /opt"})
+	run(t, r, id, proc.Spec{User: "root", Shell: "echo secret > /etc/motd; rm /etc/hostname; chmod 777 /opt"})
 	if restarted := reset(t, r, id); !restarted {
 		t.Fatal("a session that wrote files was reset in place")
 	}
@@ -81,12 +82,12 @@ func TestSeal(t *testing.T) {
 	r := openRuntime(t)
 	id := createSandbox(t, r, runtime.Spec{Template: "base"})
 	ctx := context.Background()
-	run(t, r, id, runtime.ExecSpec{User: "root", Shell: "mkdir -p /opt/tool && echo v1 > /opt/tool/version && rm /etc/motd"})
+	run(t, r, id, proc.Spec{User: "root", Shell: "mkdir -p /opt/tool && echo v1 > /opt/tool/version && rm /etc/motd"})
 	if err := r.Seal(ctx, id); err != nil {
 		t.Fatal(err)
 	}
 	sh(t, r, id, "echo junk > /tmp/junk")
-	run(t, r, id, runtime.ExecSpec{User: "root", Shell: "echo v2 > /opt/tool/version"})
+	run(t, r, id, proc.Spec{User: "root", Shell: "echo v2 > /opt/tool/version"})
 	if !reset(t, r, id) {
 		t.Fatal("files changed, yet reset in place")
 	}
@@ -97,7 +98,7 @@ func TestSeal(t *testing.T) {
 		t.Fatal("nothing changed since the last reset, yet restarted")
 	}
 	// A second seal stacks.
-	run(t, r, id, runtime.ExecSpec{User: "root", Shell: "echo more > /opt/tool/more"})
+	run(t, r, id, proc.Spec{User: "root", Shell: "echo more > /opt/tool/more"})
 	if err := r.Seal(ctx, id); err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +113,7 @@ func TestResetNoticesDevChanges(t *testing.T) {
 	r := openRuntime(t)
 	id := createSandbox(t, r, runtime.Spec{Template: "base"})
 	for _, change := range []string{"rm /dev/ptmx", "chmod 700 /dev/shm", "rm /dev/stdin && ln -s /proc/self/fd/5 /dev/stdin"} {
-		run(t, r, id, runtime.ExecSpec{User: "root", Shell: change})
+		run(t, r, id, proc.Spec{User: "root", Shell: change})
 		if !reset(t, r, id) {
 			t.Fatalf("%q: reset in place", change)
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 )
 
@@ -19,7 +20,7 @@ func TestConcurrentShortExecs(t *testing.T) {
 		wg.Go(func() {
 			for range 150 {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				p, err := r.Exec(ctx, id, runtime.ExecSpec{Cmd: []string{"true"}}, runtime.Stdio{})
+				p, err := r.Exec(ctx, id, proc.Spec{Cmd: []string{"true"}}, proc.Stdio{})
 				if err != nil {
 					cancel()
 					t.Errorf("exec: %v", err)

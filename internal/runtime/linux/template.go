@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/ids"
 	"github.com/sandpool/sandpool/internal/runtime"
 )
 
@@ -189,11 +191,11 @@ func (r *Runtime) writeBaseSkeleton(root string) error {
 // template, or ErrNotFound.
 func (r *Runtime) templateLayers(name string) ([]string, []bindMount, error) {
 	if !templateName.MatchString(name) {
-		return nil, nil, runtime.Userf(runtime.ErrInvalid, "invalid template name %q", name)
+		return nil, nil, errdefs.Userf(errdefs.ErrInvalid, "invalid template name %q", name)
 	}
 	root := filepath.Join(r.templateDir(name), "rootfs")
 	if _, err := os.Stat(filepath.Join(r.templateDir(name), "meta.json")); err != nil {
-		return nil, nil, runtime.Userf(runtime.ErrNotFound, "no template %q", name)
+		return nil, nil, errdefs.Userf(errdefs.ErrNotFound, "no template %q", name)
 	}
 	if name == baseTemplate {
 		binds, _ := hostBinds()
@@ -230,17 +232,17 @@ func (r *Runtime) DeleteTemplate(ctx context.Context, name string) error {
 		return err
 	}
 	if name == baseTemplate {
-		return runtime.Userf(runtime.ErrInvalid, "the built-in template %q cannot be deleted", name)
+		return errdefs.Userf(errdefs.ErrInvalid, "the built-in template %q cannot be deleted", name)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, sb := range r.sandboxes {
 		if sb.st.Template == name {
-			return runtime.Userf(runtime.ErrConflict, "template %q is used by sandbox %s", name, sb.st.ID)
+			return errdefs.Userf(errdefs.ErrConflict, "template %q is used by sandbox %s", name, sb.st.ID)
 		}
 	}
 	// Rename first so a half-deleted template is never listed.
-	gone := filepath.Join(r.cfg.DataDir, "templates", ".deleted-"+name+"-"+runtime.RandomSuffix())
+	gone := filepath.Join(r.cfg.DataDir, "templates", ".deleted-"+name+"-"+ids.Suffix())
 	if err := os.Rename(r.templateDir(name), gone); err != nil {
 		return err
 	}

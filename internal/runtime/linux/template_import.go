@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/fsys"
 	"github.com/sandpool/sandpool/internal/runtime"
 )
 
@@ -26,13 +28,13 @@ import (
 // template, whatever its names and symlinks say.
 func (r *Runtime) ImportTemplate(ctx context.Context, name string, src runtime.TemplateSource) (_ runtime.Template, retErr error) {
 	if !templateName.MatchString(name) {
-		return runtime.Template{}, runtime.Userf(runtime.ErrInvalid, "invalid template name %q: use a-z, 0-9, '.', '_' and '-', at most 63", name)
+		return runtime.Template{}, errdefs.Userf(errdefs.ErrInvalid, "invalid template name %q: use a-z, 0-9, '.', '_' and '-', at most 63", name)
 	}
 	if (src.Dir == "") == (src.Tar == nil) {
-		return runtime.Template{}, runtime.Userf(runtime.ErrInvalid, "give either a directory or a tar stream")
+		return runtime.Template{}, errdefs.Userf(errdefs.ErrInvalid, "give either a directory or a tar stream")
 	}
 	if _, err := os.Stat(r.templateDir(name)); err == nil {
-		return runtime.Template{}, runtime.Userf(runtime.ErrExists, "template %q already exists", name)
+		return runtime.Template{}, errdefs.Userf(errdefs.ErrExists, "template %q already exists", name)
 	}
 	tmp, err := os.MkdirTemp(filepath.Join(r.cfg.DataDir, "templates"), ".import-")
 	if err != nil {
@@ -65,7 +67,7 @@ func (r *Runtime) ImportTemplate(ctx context.Context, name string, src runtime.T
 	}
 	if err := os.Rename(tmp, r.templateDir(name)); err != nil {
 		if errors.Is(err, os.ErrExist) || errors.Is(err, syscall.ENOTEMPTY) {
-			return runtime.Template{}, runtime.Userf(runtime.ErrExists, "template %q already exists", name)
+			return runtime.Template{}, errdefs.Userf(errdefs.ErrExists, "template %q already exists", name)
 		}
 		return runtime.Template{}, err
 	}
@@ -203,9 +205,9 @@ func (im *importer) entry(hdr *tar.Header, rel string, body io.Reader) error {
 // cleanRel turns an archive name into a clean relative path, refusing
 // names that climb out.
 func cleanRel(name string) (string, error) {
-	p, err := runtime.CleanPath("/" + strings.TrimPrefix(name, "/"))
+	p, err := fsys.CleanPath("/" + strings.TrimPrefix(name, "/"))
 	if err != nil {
-		return "", runtime.Userf(runtime.ErrInvalid, "archive entry %q escapes the root", name)
+		return "", errdefs.Userf(errdefs.ErrInvalid, "archive entry %q escapes the root", name)
 	}
 	return strings.TrimPrefix(p, "/"), nil
 }
@@ -217,12 +219,12 @@ func (im *importer) fromTar(ctx context.Context, r io.Reader) error {
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			if n == 0 {
-				return runtime.Userf(runtime.ErrInvalid, "the archive is empty")
+				return errdefs.Userf(errdefs.ErrInvalid, "the archive is empty")
 			}
 			return nil
 		}
 		if err != nil {
-			return runtime.Userf(runtime.ErrInvalid, "read archive: %v", err)
+			return errdefs.Userf(errdefs.ErrInvalid, "read archive: %v", err)
 		}
 		if err := ctx.Err(); err != nil {
 			return err
@@ -243,11 +245,11 @@ func (im *importer) fromTar(ctx context.Context, r io.Reader) error {
 
 func (im *importer) fromDir(ctx context.Context, dir string) error {
 	if !filepath.IsAbs(dir) {
-		return runtime.Userf(runtime.ErrInvalid, "template directory %q must be absolute", dir)
+		return errdefs.Userf(errdefs.ErrInvalid, "template directory %q must be absolute", dir)
 	}
 	st, err := os.Stat(dir)
 	if err != nil || !st.IsDir() {
-		return runtime.Userf(runtime.ErrNotFound, "template directory %q does not exist", dir)
+		return errdefs.Userf(errdefs.ErrNotFound, "template directory %q does not exist", dir)
 	}
 	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/store"
 )
 
@@ -94,7 +95,7 @@ func (s *DB) AcquireLease(ctx context.Context, name, holder string, ttl time.Dur
 	var e int64
 	err = s.queryRow(ctx, "SELECT name, holder, term, expires_at FROM leases WHERE name = ?", name).Scan(&l.Name, &l.Holder, &l.Term, &e)
 	if errors.Is(err, sql.ErrNoRows) {
-		return l, store.ErrNotFound
+		return l, errdefs.ErrNotFound
 	}
 	l.ExpiresAt = fromNanos(e)
 	return l, err

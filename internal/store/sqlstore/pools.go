@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/store"
 )
 
@@ -27,7 +28,7 @@ func (s *DB) TakeIdle(ctx context.Context, pool, node string, sessionTimeout int
 		"WHERE id = (" + pick + ") AND status = 'ready' RETURNING " + sandboxCols), args...)
 	sb, err := scanSandbox(row)
 	if errors.Is(err, sql.ErrNoRows) {
-		return sb, fmt.Errorf("pool %s has no idle sandbox: %w", pool, store.ErrNotFound)
+		return sb, fmt.Errorf("pool %s has no idle sandbox: %w", pool, errdefs.ErrNotFound)
 	}
 	return sb, err
 }
@@ -68,7 +69,7 @@ func (s *DB) CreatePool(ctx context.Context, p store.Pool) error {
 	_, err := s.exec(ctx, ("INSERT INTO pools (" + poolCols + ") VALUES (?, ?, ?, ?, ?, ?)"),
 		p.Name, p.Tenant, p.Config, p.Status, nanos(p.CreatedAt), nanos(now))
 	if err != nil && s.d.IsUnique(err) {
-		return fmt.Errorf("pool %s: %w", p.Name, store.ErrExists)
+		return fmt.Errorf("pool %s: %w", p.Name, errdefs.ErrExists)
 	}
 	return err
 }
@@ -76,7 +77,7 @@ func (s *DB) CreatePool(ctx context.Context, p store.Pool) error {
 func (s *DB) GetPool(ctx context.Context, name string) (store.Pool, error) {
 	p, err := scanPool(s.queryRow(ctx, ("SELECT " + poolCols + " FROM pools WHERE name = ?"), name))
 	if errors.Is(err, sql.ErrNoRows) {
-		return p, fmt.Errorf("pool %s: %w", name, store.ErrNotFound)
+		return p, fmt.Errorf("pool %s: %w", name, errdefs.ErrNotFound)
 	}
 	return p, err
 }
@@ -111,7 +112,7 @@ func (s *DB) UpdatePool(ctx context.Context, name, config, status string) error 
 		if _, err := s.GetPool(ctx, name); err != nil {
 			return err
 		}
-		return fmt.Errorf("pool %s is being deleted: %w", name, store.ErrConflict)
+		return fmt.Errorf("pool %s is being deleted: %w", name, errdefs.ErrConflict)
 	}
 	return nil
 }
@@ -122,7 +123,7 @@ func (s *DB) DeletePool(ctx context.Context, name string) error {
 		return err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("pool %s: %w", name, store.ErrNotFound)
+		return fmt.Errorf("pool %s: %w", name, errdefs.ErrNotFound)
 	}
 	return nil
 }
@@ -134,7 +135,7 @@ func (s *DB) CreateTemplate(ctx context.Context, t store.Template) error {
 	_, err := s.exec(ctx, ("INSERT INTO templates (name, base, hooks, created_at) VALUES (?, ?, ?, ?)"),
 		t.Name, t.Base, t.Hooks, nanos(t.CreatedAt))
 	if err != nil && s.d.IsUnique(err) {
-		return fmt.Errorf("template %s: %w", t.Name, store.ErrExists)
+		return fmt.Errorf("template %s: %w", t.Name, errdefs.ErrExists)
 	}
 	return err
 }
@@ -145,7 +146,7 @@ func (s *DB) GetTemplate(ctx context.Context, name string) (store.Template, erro
 	err := s.queryRow(ctx, ("SELECT name, base, hooks, created_at FROM templates WHERE name = ?"), name).
 		Scan(&t.Name, &t.Base, &t.Hooks, &created)
 	if errors.Is(err, sql.ErrNoRows) {
-		return t, fmt.Errorf("template %s: %w", name, store.ErrNotFound)
+		return t, fmt.Errorf("template %s: %w", name, errdefs.ErrNotFound)
 	}
 	t.CreatedAt = fromNanos(created)
 	return t, err
@@ -176,7 +177,7 @@ func (s *DB) DeleteTemplate(ctx context.Context, name string) error {
 		return err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("template %s: %w", name, store.ErrNotFound)
+		return fmt.Errorf("template %s: %w", name, errdefs.ErrNotFound)
 	}
 	return nil
 }

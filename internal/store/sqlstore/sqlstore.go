@@ -16,6 +16,7 @@ import (
 
 	"github.com/pressly/goose/v3"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/store"
 )
 
@@ -192,11 +193,11 @@ func (s *DB) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 	}
 	if err == nil && sb.Fence != nil {
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("sandbox %s: lease lost, pool gone or full: %w", sb.ID, store.ErrConflict)
+			return fmt.Errorf("sandbox %s: lease lost, pool gone or full: %w", sb.ID, errdefs.ErrConflict)
 		}
 	}
 	if err != nil && s.d.IsUnique(err) {
-		return fmt.Errorf("sandbox %s: %w", sb.ID, store.ErrExists)
+		return fmt.Errorf("sandbox %s: %w", sb.ID, errdefs.ErrExists)
 	}
 	return err
 }
@@ -225,7 +226,7 @@ func (s *DB) GetSandbox(ctx context.Context, id string) (store.Sandbox, error) {
 	row := s.queryRow(ctx, ("SELECT " + sandboxCols + " FROM sandboxes WHERE id = ?"), id)
 	sb, err := scanSandbox(row)
 	if errors.Is(err, sql.ErrNoRows) {
-		return sb, fmt.Errorf("sandbox %s: %w", id, store.ErrNotFound)
+		return sb, fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 	}
 	return sb, err
 }
@@ -348,9 +349,9 @@ func (s *DB) UpdateSandbox(ctx context.Context, id string, from []string, u stor
 			return err
 		}
 		if u.Fence != nil {
-			return fmt.Errorf("sandbox %s (%s): lease lost, pool gone, or status changed: %w", id, cur.Status, store.ErrConflict)
+			return fmt.Errorf("sandbox %s (%s): lease lost, pool gone, or status changed: %w", id, cur.Status, errdefs.ErrConflict)
 		}
-		return fmt.Errorf("sandbox %s is %s, not %s: %w", id, cur.Status, strings.Join(from, " or "), store.ErrConflict)
+		return fmt.Errorf("sandbox %s is %s, not %s: %w", id, cur.Status, strings.Join(from, " or "), errdefs.ErrConflict)
 	}
 	return nil
 }
@@ -383,7 +384,7 @@ func (s *DB) DeleteSandbox(ctx context.Context, id string) error {
 		return err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("sandbox %s: %w", id, store.ErrNotFound)
+		return fmt.Errorf("sandbox %s: %w", id, errdefs.ErrNotFound)
 	}
 	return nil
 }
@@ -402,7 +403,7 @@ func (s *DB) CreateKey(ctx context.Context, k store.Key) error {
 	_, err := s.exec(ctx, ("INSERT INTO api_keys (id, tenant, hash, admin, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, 0)"),
 		k.ID, k.Tenant, k.Hash, boolInt(k.Admin), nanos(k.CreatedAt))
 	if err != nil && s.d.IsUnique(err) {
-		return fmt.Errorf("key %s: %w", k.ID, store.ErrExists)
+		return fmt.Errorf("key %s: %w", k.ID, errdefs.ErrExists)
 	}
 	return err
 }
@@ -421,7 +422,7 @@ func scanKey(r scanner) (store.Key, error) {
 func (s *DB) KeyByHash(ctx context.Context, hash string) (store.Key, error) {
 	k, err := scanKey(s.queryRow(ctx, ("SELECT " + keyCols + " FROM api_keys WHERE hash = ? AND revoked_at = 0"), hash))
 	if errors.Is(err, sql.ErrNoRows) {
-		return k, fmt.Errorf("key: %w", store.ErrNotFound)
+		return k, fmt.Errorf("key: %w", errdefs.ErrNotFound)
 	}
 	return k, err
 }
@@ -449,7 +450,7 @@ func (s *DB) RevokeKey(ctx context.Context, id string) error {
 		return err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("key %s: %w", id, store.ErrNotFound)
+		return fmt.Errorf("key %s: %w", id, errdefs.ErrNotFound)
 	}
 	return nil
 }
@@ -471,14 +472,14 @@ func (s *DB) PutIdempotency(ctx context.Context, idem store.Idempotency) (store.
 	switch {
 	case err == nil:
 		got.ExpiresAt = fromNanos(exp)
-		return got, store.ErrExists
+		return got, errdefs.ErrExists
 	case !errors.Is(err, sql.ErrNoRows):
 		return store.Idempotency{}, err
 	}
 	if _, err := tx.ExecContext(ctx, s.q("INSERT INTO idempotency_keys (tenant, key, body_hash, sandbox_id, expires_at) VALUES (?, ?, ?, ?, ?)"),
 		idem.Tenant, idem.Key, idem.BodyHash, idem.SandboxID, nanos(idem.ExpiresAt)); err != nil {
 		if s.d.IsUnique(err) {
-			return store.Idempotency{}, fmt.Errorf("idempotency key raced: %w", store.ErrConflict)
+			return store.Idempotency{}, fmt.Errorf("idempotency key raced: %w", errdefs.ErrConflict)
 		}
 		return store.Idempotency{}, err
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/store"
 )
 
@@ -92,14 +93,14 @@ func testLeases(t *testing.T, s store.Store) {
 	if err != nil || l.Holder != "n2" || l.Term != 2 {
 		t.Fatalf("takeover: %+v %v", l, err)
 	}
-	if err := s.CreateSandbox(ctx, store.Sandbox{ID: "sb_f2", Tenant: "t", Template: "base", Status: "creating", Spec: "{}", Fence: fence}); !errors.Is(err, store.ErrConflict) {
+	if err := s.CreateSandbox(ctx, store.Sandbox{ID: "sb_f2", Tenant: "t", Template: "base", Status: "creating", Spec: "{}", Fence: fence}); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("deposed leader's create: %v", err)
 	}
-	if _, err := s.GetSandbox(ctx, "sb_f2"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.GetSandbox(ctx, "sb_f2"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("deposed leader's create left a row: %v", err)
 	}
 	stopped := "stopped"
-	if err := s.UpdateSandbox(ctx, "sb_f1", nil, store.Update{Status: &stopped, Fence: fence}); !errors.Is(err, store.ErrConflict) {
+	if err := s.UpdateSandbox(ctx, "sb_f1", nil, store.Update{Status: &stopped, Fence: fence}); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("deposed leader's update: %v", err)
 	}
 	if sb, _ := s.GetSandbox(ctx, "sb_f1"); sb.Status != "ready" {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/store"
 )
 
@@ -17,7 +18,7 @@ func testPools(t *testing.T, s store.Store) {
 	if err := s.CreatePool(ctx, p); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreatePool(ctx, p); !errors.Is(err, store.ErrExists) {
+	if err := s.CreatePool(ctx, p); !errors.Is(err, errdefs.ErrExists) {
 		t.Fatalf("duplicate pool: %v", err)
 	}
 	got, err := s.GetPool(ctx, "py")
@@ -30,10 +31,10 @@ func testPools(t *testing.T, s store.Store) {
 	if got, _ := s.GetPool(ctx, "py"); got.Config != `{"min_idle":5}` || got.Status != "draining" {
 		t.Fatalf("after update: %+v", got)
 	}
-	if err := s.UpdatePool(ctx, "py", `{"min_idle":9}`, "active"); !errors.Is(err, store.ErrConflict) {
+	if err := s.UpdatePool(ctx, "py", `{"min_idle":9}`, "active"); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("update of a draining pool: %v", err)
 	}
-	if err := s.UpdatePool(ctx, "nope", "{}", "active"); !errors.Is(err, store.ErrNotFound) {
+	if err := s.UpdatePool(ctx, "nope", "{}", "active"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("update missing: %v", err)
 	}
 	if err := s.CreatePool(ctx, store.Pool{Name: "go", Tenant: "t2", Config: "{}", Status: "active"}); err != nil {
@@ -46,10 +47,10 @@ func testPools(t *testing.T, s store.Store) {
 	if err := s.DeletePool(ctx, "py"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.GetPool(ctx, "py"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.GetPool(ctx, "py"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("get deleted: %v", err)
 	}
-	if err := s.DeletePool(ctx, "py"); !errors.Is(err, store.ErrNotFound) {
+	if err := s.DeletePool(ctx, "py"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("delete twice: %v", err)
 	}
 }
@@ -77,13 +78,13 @@ func testTakeIdle(t *testing.T, s store.Store) {
 		t.Fatalf("take: %+v %v", got, err)
 	}
 	// On a node.
-	if _, err := s.TakeIdle(ctx, "p", "n1", 0); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.TakeIdle(ctx, "p", "n1", 0); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("take on n1: %v", err)
 	}
 	if got, err := s.TakeIdle(ctx, "p", "n2", 0); err != nil || got.ID != "sb_2" {
 		t.Fatalf("take on n2: %+v %v", got, err)
 	}
-	if _, err := s.TakeIdle(ctx, "p", "", 0); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.TakeIdle(ctx, "p", "", 0); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("take from an empty pool: %v", err)
 	}
 	counts, err := s.CountPool(ctx, "p")
@@ -117,7 +118,7 @@ func testTakeIdleConcurrent(t *testing.T, s store.Store) {
 		wg.Go(func() {
 			for {
 				sb, err := s.TakeIdle(ctx, "p", "", 0)
-				if errors.Is(err, store.ErrNotFound) {
+				if errors.Is(err, errdefs.ErrNotFound) {
 					return
 				}
 				if err != nil {
@@ -147,7 +148,7 @@ func testTemplates(t *testing.T, s store.Store) {
 	if err := s.CreateTemplate(ctx, tpl); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateTemplate(ctx, tpl); !errors.Is(err, store.ErrExists) {
+	if err := s.CreateTemplate(ctx, tpl); !errors.Is(err, errdefs.ErrExists) {
 		t.Fatalf("duplicate: %v", err)
 	}
 	got, err := s.GetTemplate(ctx, "slow")
@@ -161,7 +162,7 @@ func testTemplates(t *testing.T, s store.Store) {
 	if err := s.DeleteTemplate(ctx, "slow"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.GetTemplate(ctx, "slow"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.GetTemplate(ctx, "slow"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("after delete: %v", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/store"
 )
 
@@ -44,7 +45,7 @@ func testSandboxes(t *testing.T, s store.Store) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.CreateSandbox(ctx, a); !errors.Is(err, store.ErrExists) {
+	if err := s.CreateSandbox(ctx, a); !errors.Is(err, errdefs.ErrExists) {
 		t.Fatalf("duplicate create: %v", err)
 	}
 	got, err := s.GetSandbox(ctx, "sb_a")
@@ -54,7 +55,7 @@ func testSandboxes(t *testing.T, s store.Store) {
 	if diff := cmp.Diff(a, got, cmpopts.IgnoreFields(store.Sandbox{}, "UpdatedAt"), cmpopts.EquateApproxTime(time.Microsecond)); diff != "" {
 		t.Fatalf("get (-want +got):\n%s", diff)
 	}
-	if _, err := s.GetSandbox(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.GetSandbox(ctx, "nope"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("get missing: %v", err)
 	}
 	list, err := s.ListSandboxes(ctx, store.Filter{Tenant: "t1"})
@@ -75,7 +76,7 @@ func testSandboxes(t *testing.T, s store.Store) {
 	if err := s.DeleteSandbox(ctx, "sb_a"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeleteSandbox(ctx, "sb_a"); !errors.Is(err, store.ErrNotFound) {
+	if err := s.DeleteSandbox(ctx, "sb_a"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("delete twice: %v", err)
 	}
 }
@@ -85,7 +86,7 @@ func testStatusCAS(t *testing.T, s store.Store) {
 	if err := s.CreateSandbox(ctx, store.Sandbox{ID: "sb", Tenant: "t", Template: "base", Status: "creating", Spec: "{}"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetStatus(ctx, "sb", []string{"running"}, "stopping", ""); !errors.Is(err, store.ErrConflict) {
+	if err := s.SetStatus(ctx, "sb", []string{"running"}, "stopping", ""); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("wrong from: %v", err)
 	}
 	if err := s.SetStatus(ctx, "sb", []string{"creating"}, "failed", "boom"); err != nil {
@@ -95,7 +96,7 @@ func testStatusCAS(t *testing.T, s store.Store) {
 	if got.Status != "failed" || got.Error != "boom" {
 		t.Fatalf("after set: %+v", got)
 	}
-	if err := s.SetStatus(ctx, "nope", nil, "x", ""); !errors.Is(err, store.ErrNotFound) {
+	if err := s.SetStatus(ctx, "nope", nil, "x", ""); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("missing: %v", err)
 	}
 	// Many racers, one winner.
@@ -111,7 +112,7 @@ func testStatusCAS(t *testing.T, s store.Store) {
 			err := s.SetStatus(ctx, "sb", []string{"running"}, "stopping", "")
 			if err == nil {
 				wins.Add(1)
-			} else if !errors.Is(err, store.ErrConflict) {
+			} else if !errors.Is(err, errdefs.ErrConflict) {
 				t.Errorf("racer: %v", err)
 			}
 		}()
@@ -128,7 +129,7 @@ func testKeys(t *testing.T, s store.Store) {
 	if err := s.CreateKey(ctx, k); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateKey(ctx, store.Key{ID: "key_2", Tenant: "t", Hash: "h1"}); !errors.Is(err, store.ErrExists) {
+	if err := s.CreateKey(ctx, store.Key{ID: "key_2", Tenant: "t", Hash: "h1"}); !errors.Is(err, errdefs.ErrExists) {
 		t.Fatalf("duplicate hash: %v", err)
 	}
 	got, err := s.KeyByHash(ctx, "h1")
@@ -138,10 +139,10 @@ func testKeys(t *testing.T, s store.Store) {
 	if err := s.RevokeKey(ctx, "key_1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.KeyByHash(ctx, "h1"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.KeyByHash(ctx, "h1"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("revoked key still found: %v", err)
 	}
-	if err := s.RevokeKey(ctx, "key_1"); !errors.Is(err, store.ErrNotFound) {
+	if err := s.RevokeKey(ctx, "key_1"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("revoke twice: %v", err)
 	}
 	keys, _ := s.ListKeys(ctx)
@@ -159,7 +160,7 @@ func testIdempotency(t *testing.T, s store.Store) {
 	again := idem
 	again.SandboxID = "sb2"
 	got, err := s.PutIdempotency(ctx, again)
-	if !errors.Is(err, store.ErrExists) || got.SandboxID != "sb1" || got.BodyHash != "h" {
+	if !errors.Is(err, errdefs.ErrExists) || got.SandboxID != "sb1" || got.BodyHash != "h" {
 		t.Fatalf("second put: %+v %v", got, err)
 	}
 	// Another tenant may use the same key.
@@ -189,7 +190,7 @@ func testIdempotency(t *testing.T, s store.Store) {
 	if err := s.SetIdempotency(ctx, "t9", "k9", "sb_other"); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.PutIdempotency(ctx, store.Idempotency{Tenant: "t9", Key: "k9", BodyHash: "h", SandboxID: "sb_x", ExpiresAt: time.Now().Add(time.Hour)}); !errors.Is(err, store.ErrExists) || got.SandboxID != "sb_other" {
+	if got, err := s.PutIdempotency(ctx, store.Idempotency{Tenant: "t9", Key: "k9", BodyHash: "h", SandboxID: "sb_x", ExpiresAt: time.Now().Add(time.Hour)}); !errors.Is(err, errdefs.ErrExists) || got.SandboxID != "sb_other" {
 		t.Fatalf("after set: %+v %v", got, err)
 	}
 	if err := s.DeleteIdempotency(ctx, "t9", "k9"); err != nil {

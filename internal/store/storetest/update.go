@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/store"
 )
 
@@ -31,7 +32,7 @@ func testUpdate(t *testing.T, s store.Store) {
 		t.Fatalf("paused: %+v", got)
 	}
 	// Conditional: from the wrong status nothing changes.
-	if err := s.UpdateSandbox(ctx, "sb_u", []string{"running"}, store.Update{Archived: ptr(true)}); !errors.Is(err, store.ErrConflict) {
+	if err := s.UpdateSandbox(ctx, "sb_u", []string{"running"}, store.Update{Archived: ptr(true)}); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("update from a wrong status: %v", err)
 	}
 	if err := s.UpdateSandbox(ctx, "sb_u", nil, store.Update{Archived: ptr(true), Timeout: ptr(5), OnTimeout: ptr("kill")}); err != nil {
@@ -41,7 +42,7 @@ func testUpdate(t *testing.T, s store.Store) {
 	if !got.Archived || got.Timeout != 5 || got.OnTimeout != "kill" || got.Status != "paused" {
 		t.Fatalf("after update: %+v", got)
 	}
-	if err := s.UpdateSandbox(ctx, "nope", nil, store.Update{Archived: ptr(true)}); !errors.Is(err, store.ErrNotFound) {
+	if err := s.UpdateSandbox(ctx, "nope", nil, store.Update{Archived: ptr(true)}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("update missing: %v", err)
 	}
 	// Touch only moves forward.

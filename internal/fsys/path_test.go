@@ -1,11 +1,12 @@
-package runtime_test
+package fsys_test
 
 import (
 	"errors"
 	"strings"
 	"testing"
 
-	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/fsys"
 )
 
 func TestCleanPath(t *testing.T) {
@@ -25,9 +26,9 @@ func TestCleanPath(t *testing.T) {
 		{in: "/" + strings.Repeat("a", 5000), bad: true},
 	}
 	for _, tc := range tests {
-		got, err := runtime.CleanPath(tc.in)
+		got, err := fsys.CleanPath(tc.in)
 		if tc.bad {
-			if !errors.Is(err, runtime.ErrInvalid) {
+			if !errors.Is(err, errdefs.ErrInvalid) {
 				t.Errorf("CleanPath(%q) = %q, %v; want an invalid-argument error", tc.in, got, err)
 			}
 			continue
@@ -45,7 +46,7 @@ func FuzzCleanPath(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		out, err := runtime.CleanPath(in)
+		out, err := fsys.CleanPath(in)
 		if err != nil {
 			return
 		}

@@ -1,7 +1,9 @@
-package runtime
+package fsys
 
 import (
 	"strings"
+
+	"github.com/sandpool/sandpool/internal/errdefs"
 )
 
 // CleanPath checks a path given for a file inside a sandbox and returns it
@@ -10,16 +12,16 @@ import (
 // clamped, so a caller learns that the path was wrong.
 func CleanPath(p string) (string, error) {
 	if p == "" {
-		return "", Userf(ErrInvalid, "path is empty")
+		return "", errdefs.Userf(errdefs.ErrInvalid, "path is empty")
 	}
 	if strings.IndexByte(p, 0) >= 0 {
-		return "", Userf(ErrInvalid, "path %q contains a NUL byte", p)
+		return "", errdefs.Userf(errdefs.ErrInvalid, "path %q contains a NUL byte", p)
 	}
 	if p[0] != '/' {
-		return "", Userf(ErrInvalid, "path %q is not absolute", p)
+		return "", errdefs.Userf(errdefs.ErrInvalid, "path %q is not absolute", p)
 	}
 	if len(p) > 4096 {
-		return "", Userf(ErrInvalid, "path is longer than 4096 bytes")
+		return "", errdefs.Userf(errdefs.ErrInvalid, "path is longer than 4096 bytes")
 	}
 	var parts []string
 	for _, el := range strings.Split(p, "/") {
@@ -27,7 +29,7 @@ func CleanPath(p string) (string, error) {
 		case "", ".":
 		case "..":
 			if len(parts) == 0 {
-				return "", Userf(ErrInvalid, "path %q escapes the sandbox root", p)
+				return "", errdefs.Userf(errdefs.ErrInvalid, "path %q escapes the sandbox root", p)
 			}
 			parts = parts[:len(parts)-1]
 		default:

@@ -1,0 +1,81 @@
+// Package proc describes processes run in a sandbox, as every layer sees
+// them: what to run (Spec), how it is connected (Stdio), the handle of a
+// running one (Process), how it ended (ExitStatus) and what the sandbox
+// tracks of it (Info).
+package proc
+
+import (
+	"io"
+	"syscall"
+	"time"
+)
+
+// Spec says what process to run.
+type Spec struct {
+	// Cmd is the argv; Cmd[0] is looked up in PATH. Exactly one of Cmd and
+	// Shell is set.
+	Cmd []string `json:"cmd,omitempty"`
+	// Shell is a command line run with /bin/sh -c.
+	Shell string `json:"shell,omitempty"`
+	// Env adds to (and overrides) the default environment.
+	Env map[string]string `json:"env,omitempty"`
+	// Cwd defaults to the user's home directory.
+	Cwd string `json:"cwd,omitempty"`
+	// User is a name or numeric uid; default "user".
+	User string `json:"user,omitempty"`
+	// Timeout kills every process the exec started after this long (its
+	// process group, and what it started in the background); 0 means none.
+	Timeout time.Duration `json:"timeout,omitempty"`
+	// Background keeps the process when the caller goes away; its recent
+	// output is kept for Attach.
+	Background bool `json:"background,omitempty"`
+}
+
+// Stdio connects a process to its caller. A nil Stdin gives the process an
+// empty input; nil Stdout or Stderr discard. Like os/exec, a goroutine
+// copies Stdin until it returns EOF or an error, even after the process
+// has exited: close a reader that might block forever.
+type Stdio struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// Process is a running process started by Exec or Attach.
+type Process interface {
+	// ID names the process within its sandbox.
+	ID() string
+	// Pid inside the sandbox.
+	Pid() int
+	// Signal sends sig to the process group.
+	Signal(sig syscall.Signal) error
+	// Wait returns when the process has exited and its output is copied.
+	Wait() (ExitStatus, error)
+	// Close detaches. A foreground process is killed; a background one
+	// goes on.
+	Close() error
+}
+
+// ExitStatus tells how a process ended.
+type ExitStatus struct {
+	// Code is the exit code, or 128+signal if killed by a signal.
+	Code int `json:"exit_code"`
+	// Signal that killed the process, if any ("SIGKILL").
+	Signal string `json:"signal,omitempty"`
+	// TimedOut: the process was killed because its Timeout passed.
+	TimedOut bool `json:"timed_out,omitempty"`
+	// OOMKilled: the kernel killed a process of the sandbox for exceeding
+	// the memory limit while this one ran, and this one died of SIGKILL.
+	OOMKilled bool `json:"oom_killed,omitempty"`
+}
+
+// Info describes a tracked process.
+type Info struct {
+	ID         string      `json:"id"`
+	Pid        int         `json:"pid"`
+	Cmd        []string    `json:"cmd"`
+	Background bool        `json:"background"`
+	Running    bool        `json:"running"`
+	StartedAt  time.Time   `json:"started_at"`
+	Exit       *ExitStatus `json:"exit,omitempty"`
+}
