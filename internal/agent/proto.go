@@ -87,7 +87,7 @@ const (
 	codePermission = "permission"
 	// codeExhausted: a limit of the sandbox is reached (fork: EAGAIN).
 	codeExhausted = "exhausted"
-	codeInternal = "internal"
+	codeInternal  = "internal"
 )
 
 type wireError struct {
