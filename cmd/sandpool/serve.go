@@ -181,14 +181,14 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if advertise == "" {
 		advertise = "http://" + ln.Addr().String()
 	}
-	cl := cluster.New(st, broker, cluster.Options{Node: cfg.node, Address: advertise, Capacity: cfg.maxSandboxes,
-		NodeTimeout: cfg.nodeTimeout, Active: []string{"creating", "ready", "running", "resetting", "paused", "stopping"}, Log: log})
+	svc := sandbox.New(rt, st, broker, sandbox.Config{Node: cfg.node, MaxSandboxes: cfg.maxSandboxes,
+		ArchiveAfter: cfg.archiveAfter, Log: log, Registry: reg})
+	cl := cluster.New(st, svc, broker, cluster.Options{Node: cfg.node, Address: advertise, Capacity: cfg.maxSandboxes,
+		NodeTimeout: cfg.nodeTimeout, Exclusive: cfg.store == "", Log: log})
 	if err := cl.Start(ctx); err != nil {
 		return fmt.Errorf("register node: %w", err)
 	}
 	defer cl.Close()
-	svc := sandbox.New(rt, st, broker, sandbox.Config{Node: cfg.node, MaxSandboxes: cfg.maxSandboxes,
-		ArchiveAfter: cfg.archiveAfter, Log: log, Registry: reg})
 	if err := svc.Start(ctx); err != nil {
 		return fmt.Errorf("recover sandboxes: %w", err)
 	}

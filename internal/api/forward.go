@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strings"
+	"regexp"
 	"sync"
 	"time"
 
@@ -184,10 +184,15 @@ func (s *Server) internalDestroy(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// reasonParam is the ?reason= another node gives for a retire or destroy
+// (drain, idle, health, ...): a short word of lower-case letters and
+// underscores, or "requested" when it is missing or anything else.
 func reasonParam(r *http.Request) string {
 	reason := r.URL.Query().Get("reason")
-	if reason == "" || len(reason) > 32 || strings.ContainsAny(reason, " \\n") {
+	if !reasonWord.MatchString(reason) {
 		return "requested"
 	}
 	return reason
 }
+
+var reasonWord = regexp.MustCompile(`^[a-z_]{1,32}$`)

@@ -19,16 +19,23 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/store"
 )
 
 // Store is what the cluster needs of the store.
 type Store interface {
-	Heartbeat(ctx context.Context, n store.Node) error
+	Heartbeat(ctx context.Context, n store.Node, staleBefore time.Time) (store.Node, error)
 	ListNodes(ctx context.Context) ([]store.Node, error)
-	MarkNodeLost(ctx context.Context, node string, before time.Time, active []string, errMsg string) ([]store.Sandbox, bool, error)
 	ClusterSecret(ctx context.Context, candidate string) (string, error)
+}
+
+// Sandboxes is what the cluster needs of the lifecycle service: when a
+// node is found silent, its sandboxes are lost (in one step with the node
+// being marked down; the service publishes their events).
+type Sandboxes interface {
+	NodeLost(ctx context.Context, node string, silentSince time.Time, why string) (lost int, won bool, err error)
 }
 
 // Options configure a Cluster.
@@ -42,18 +49,22 @@ type Options struct {
 	// (default 10s).
 	Heartbeat   time.Duration
 	NodeTimeout time.Duration
-	// Active lists the statuses of sandboxes a lost node had running.
-	Active []string
-	Log    *slog.Logger
+	// Exclusive says the store has one process at a time (SQLite, locked
+	// to its data directory): a name is never held by another process, so
+	// a restart after a crash takes it over at once.
+	Exclusive bool
+	Log       *slog.Logger
 }
 
 // Cluster is this node's view of the others.
 type Cluster struct {
 	st     Store
+	sbs    Sandboxes
 	events *events.Broker
 	opts   Options
 	hc     *http.Client
 	secret string
+	self   store.Node // this process's record, with its incarnation
 
 	mu    sync.Mutex
 	nodes map[string]store.Node
@@ -72,7 +83,7 @@ const (
 )
 
 // New makes the cluster view; Start registers the node.
-func New(st Store, ev *events.Broker, opts Options) *Cluster {
+func New(st Store, sbs Sandboxes, ev *events.Broker, opts Options) *Cluster {
 	if opts.Heartbeat == 0 {
 		opts.Heartbeat = time.Second
 	}
@@ -82,8 +93,11 @@ func New(st Store, ev *events.Broker, opts Options) *Cluster {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	return &Cluster{st: st, events: ev, opts: opts, nodes: map[string]store.Node{},
-		hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}}}
+	var inc [12]byte
+	_, _ = rand.Read(inc[:]) // crypto/rand does not fail on Linux
+	return &Cluster{st: st, sbs: sbs, events: ev, opts: opts, nodes: map[string]store.Node{},
+		self: store.Node{ID: opts.Node, Address: opts.Address, Capacity: opts.Capacity, Incarnation: hex.EncodeToString(inc[:])},
+		hc:   &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}}}
 }
 
 // Start registers this node and starts its heartbeat and its watch over
@@ -96,6 +110,9 @@ func (c *Cluster) Start(ctx context.Context) error {
 		return fmt.Errorf("cluster secret: %w", err)
 	}
 	c.secret = secret
+	if err := c.claim(ctx); err != nil {
+		return err
+	}
 	if err := c.beat(ctx); err != nil {
 		return err
 	}
@@ -130,8 +147,48 @@ func (c *Cluster) Close() {
 	c.bg.Wait()
 }
 
+// ErrNameTaken: another live process runs under this node's name.
+var ErrNameTaken = errors.New("node name taken")
+
+// claim takes this node's name in the store. A record held by another
+// process whose heart still beats means a second `sandpool serve` under
+// the same name: refused, since its reconciler would destroy the first's
+// sandboxes as unknown. A record whose heart has stopped (a crash) is
+// taken over; a fresh one is watched for two heartbeats first, to tell a
+// crashed holder from a live one.
+func (c *Cluster) claim(ctx context.Context) error {
+	stale := time.Now().Add(-c.opts.NodeTimeout)
+	if c.opts.Exclusive {
+		stale = time.Now().Add(time.Hour) // nobody else can hold it
+	}
+	holder, err := c.st.Heartbeat(ctx, c.self, stale)
+	if !errors.Is(err, errdefs.ErrConflict) {
+		return err
+	}
+	watch := 2*c.opts.Heartbeat + c.opts.Heartbeat/2
+	t := time.NewTimer(watch)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
+	// Taken over only if its heart did not beat meanwhile.
+	now, err := c.st.Heartbeat(ctx, c.self, holder.HeartbeatAt.Add(time.Nanosecond))
+	if errors.Is(err, errdefs.ErrConflict) {
+		return fmt.Errorf("%w: node name %q is held by a live sandpool at %s (its last heartbeat %s ago); "+
+			"stop that one, or give this one another name with --node (or SANDPOOL_NODE)",
+			ErrNameTaken, c.opts.Node, now.Address, time.Since(now.HeartbeatAt).Round(time.Millisecond))
+	}
+	return err
+}
+
 func (c *Cluster) beat(ctx context.Context) error {
-	if err := c.st.Heartbeat(ctx, store.Node{ID: c.opts.Node, Address: c.opts.Address, Capacity: c.opts.Capacity}); err != nil {
+	if holder, err := c.st.Heartbeat(ctx, c.self, time.Time{}); err != nil {
+		if errors.Is(err, errdefs.ErrConflict) {
+			c.opts.Log.Error("another sandpool took this node's name while this one was silent; stop one of them",
+				"node", c.opts.Node, "holder", holder.Address)
+		}
 		return err
 	}
 	nodes, err := c.st.ListNodes(ctx)
@@ -157,7 +214,7 @@ func (c *Cluster) watch(ctx context.Context) {
 			continue
 		}
 		// One transaction: the node down and its sandboxes lost, or neither.
-		lost, won, err := c.st.MarkNodeLost(ctx, n.ID, before, c.opts.Active, "node "+n.ID+" stopped answering")
+		lost, won, err := c.sbs.NodeLost(ctx, n.ID, before, "node "+n.ID+" stopped answering")
 		if err != nil {
 			c.opts.Log.Error("mark a silent node down", "node", n.ID, "err", err)
 			continue
@@ -165,12 +222,8 @@ func (c *Cluster) watch(ctx context.Context) {
 		if !won {
 			continue
 		}
-		c.opts.Log.Warn("node down: its heart stopped", "node", n.ID, "last_heartbeat", n.HeartbeatAt, "sandboxes_lost", len(lost))
-		for _, sb := range lost {
-			c.events.Publish(events.Event{Type: "sandbox", Sandbox: sb.ID, Tenant: sb.Tenant, Pool: sb.Pool,
-				Status: "lost", Reason: "node_lost", Error: sb.Error})
-		}
-		c.events.Publish(events.Event{Type: "node", Status: "down", Reason: fmt.Sprintf("%s: %d sandboxes lost", n.ID, len(lost))})
+		c.opts.Log.Warn("node down: its heart stopped", "node", n.ID, "last_heartbeat", n.HeartbeatAt, "sandboxes_lost", lost)
+		c.events.Publish(events.Event{Type: "node", Status: "down", Reason: fmt.Sprintf("%s: %d sandboxes lost", n.ID, lost)})
 	}
 }
 

@@ -2,19 +2,29 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/sandpool/sandpool/internal/cluster"
 	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/sandbox"
 	"github.com/sandpool/sandpool/internal/store"
 	"github.com/sandpool/sandpool/internal/store/sqlstore"
 	"github.com/sandpool/sandpool/internal/store/storetest"
 )
 
 func openStore(t *testing.T) *sqlstore.DB { return storetest.SQLite(t) }
+
+// services is the lifecycle service, for what the cluster asks of it (a
+// lost node's sandboxes); these tests make no sandboxes, so it has no
+// runtime.
+func services(st *sqlstore.DB, ev *events.Broker) *sandbox.Service {
+	return sandbox.New(nil, st, ev, sandbox.Config{Node: "a"})
+}
 
 // A call to another node keeps its path and query and carries the secret,
 // the tenant and the forwarding mark.
@@ -27,10 +37,11 @@ func TestCall(t *testing.T) {
 	}))
 	defer srv.Close()
 	ctx := context.Background()
-	if err := st.Heartbeat(ctx, store.Node{ID: "b", Address: srv.URL, Capacity: 1}); err != nil {
+	if _, err := st.Heartbeat(ctx, store.Node{ID: "b", Address: srv.URL, Capacity: 1, Incarnation: "b"}, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	c := cluster.New(st, events.NewBroker(), cluster.Options{Node: "a", Address: "http://a", Capacity: 1})
+	ev := events.NewBroker()
+	c := cluster.New(st, services(st, ev), ev, cluster.Options{Node: "a", Address: "http://a", Capacity: 1})
 	if err := c.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +69,7 @@ func TestCall(t *testing.T) {
 func TestSilentNodeIsLost(t *testing.T) {
 	st := openStore(t)
 	ctx := context.Background()
-	if err := st.Heartbeat(ctx, store.Node{ID: "b", Address: "http://b", Capacity: 1}); err != nil {
+	if _, err := st.Heartbeat(ctx, store.Node{ID: "b", Address: "http://b", Capacity: 1, Incarnation: "b"}, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, sb := range []store.Sandbox{
@@ -73,8 +84,8 @@ func TestSilentNodeIsLost(t *testing.T) {
 	ev := events.NewBroker()
 	sub := ev.Subscribe(16, nil)
 	defer sub.Close()
-	c := cluster.New(st, ev, cluster.Options{Node: "a", Address: "http://a", Capacity: 1,
-		Heartbeat: 50 * time.Millisecond, NodeTimeout: 300 * time.Millisecond, Active: []string{"running"}})
+	c := cluster.New(st, services(st, ev), ev, cluster.Options{Node: "a", Address: "http://a", Capacity: 1,
+		Heartbeat: 50 * time.Millisecond, NodeTimeout: 300 * time.Millisecond})
 	if err := c.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -94,5 +105,55 @@ func TestSilentNodeIsLost(t *testing.T) {
 	}
 	if c.Multi() {
 		t.Fatal("b is down, yet Multi is true")
+	}
+}
+
+// A second process under a live node's name is refused, with the holder's
+// address in the message (its reconciler would otherwise destroy the
+// first one's sandboxes as unknown). Once the first stops, the name can be
+// taken over.
+func TestNodeNameHeldByALiveNode(t *testing.T) {
+	st := openStore(t)
+	ctx := context.Background()
+	ev := events.NewBroker()
+	opts := func(addr string) cluster.Options {
+		return cluster.Options{Node: "n", Address: addr, Capacity: 1, Heartbeat: 20 * time.Millisecond, NodeTimeout: time.Minute}
+	}
+	first := cluster.New(st, services(st, ev), ev, opts("http://first:7423"))
+	if err := first.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	second := cluster.New(st, services(st, ev), ev, opts("http://second:7423"))
+	err := second.Start(ctx)
+	if !errors.Is(err, cluster.ErrNameTaken) || !strings.Contains(err.Error(), "http://first:7423") || !strings.Contains(err.Error(), "--node") {
+		second.Close()
+		first.Close()
+		t.Fatalf("second node under a live name: %v", err)
+	}
+	first.Close() // its heart stops
+	third := cluster.New(st, services(st, ev), ev, opts("http://third:7423"))
+	if err := third.Start(ctx); err != nil {
+		t.Fatalf("a silent name is not taken over: %v", err)
+	}
+	third.Close()
+}
+
+// With a store only one process can open (SQLite), a restart right after a
+// crash takes the name back at once.
+func TestNodeNameExclusiveStore(t *testing.T) {
+	st := openStore(t)
+	ctx := context.Background()
+	if _, err := st.Heartbeat(ctx, store.Node{ID: "n", Address: "http://crashed", Capacity: 1, Incarnation: "old"}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	ev := events.NewBroker()
+	c := cluster.New(st, services(st, ev), ev, cluster.Options{Node: "n", Address: "http://new", Capacity: 1, Exclusive: true})
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	nodes, _ := st.ListNodes(ctx)
+	if len(nodes) != 1 || nodes[0].Address != "http://new" {
+		t.Fatalf("nodes %+v", nodes)
 	}
 }

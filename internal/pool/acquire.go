@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/sandbox"
-	"github.com/sandpool/sandpool/internal/store"
 )
 
 // waitPoll is how often a waiting acquire looks for a sandbox readied on
@@ -41,8 +41,8 @@ func (m *Manager) Acquire(ctx context.Context, tenant, name string, wait time.Du
 		// The caller left while it was handed out: give it back rather
 		// than leave it in use by nobody.
 		var rerr error
-		if sb.Node() != m.opts.Node && m.opts.Remote != nil {
-			rerr = m.opts.Remote.Call(context.WithoutCancel(ctx), sb.Node(), tenant, "POST", "/v1/sandboxes/"+sb.ID+"/release")
+		if sb.NodeName != m.opts.Node && m.opts.Remote != nil {
+			rerr = m.opts.Remote.Call(context.WithoutCancel(ctx), sb.NodeName, tenant, "POST", "/v1/sandboxes/"+sb.ID+"/release")
 		} else {
 			_, rerr = m.Release(context.WithoutCancel(ctx), tenant, sb.ID, SessionOK)
 		}
@@ -74,9 +74,7 @@ func (m *Manager) acquire(ctx context.Context, p *pool, wait time.Duration) (san
 		ready := p.readyChan() // before looking: a sandbox readied after the look wakes us
 		sb, err := m.takeHealthy(ctx, p, cfg)
 		if err == nil {
-			if sb.Node() == m.opts.Node {
-				m.svc.Handed(sb) // its node tracks its activity
-			}
+			m.svc.Handed(sb)
 			p.nudge() // one fewer idle: replenish
 			return sb, OutcomeReused, nil
 		}
@@ -129,7 +127,7 @@ func (m *Manager) acquire(ctx context.Context, p *pool, wait time.Duration) (san
 func (m *Manager) takeHealthy(ctx context.Context, p *pool, cfg Config) (sandbox.Sandbox, error) {
 	node := m.opts.Node
 	for {
-		row, err := m.st.TakeIdle(ctx, p.name, node, cfg.SessionTimeout)
+		sb, err := m.svc.TakeIdle(ctx, p.name, node, cfg.SessionTimeout)
 		if errors.Is(err, errdefs.ErrNotFound) && node != "" && m.opts.Remote != nil {
 			node = "" // none here: any node's
 			continue
@@ -140,28 +138,28 @@ func (m *Manager) takeHealthy(ctx context.Context, p *pool, cfg Config) (sandbox
 		if err != nil {
 			return sandbox.Sandbox{}, err
 		}
-		herr := m.healthCheck(ctx, p, row, seconds(cfg.HealthCheckTimeout))
+		herr := m.healthCheck(ctx, p, sb, seconds(cfg.HealthCheckTimeout))
 		if herr == nil {
-			return m.svc.FromRow(row), nil
+			return sb, nil
 		}
 		if ctx.Err() != nil {
 			// The caller left; the sandbox is fine as far as we know.
-			m.destroy(p, row, "health")
+			m.destroy(p, sb, "health")
 			return sandbox.Sandbox{}, ctx.Err()
 		}
-		m.opts.Log.Warn("idle sandbox failed its health check; trying the next", "pool", p.name, "sandbox", row.ID, "node", row.Node, "err", herr)
-		m.destroy(p, row, "health")
+		m.opts.Log.Warn("idle sandbox failed its health check; trying the next", "pool", p.name, "sandbox", sb.ID, "node", sb.NodeName, "err", herr)
+		m.destroy(p, sb, "health")
 	}
 }
 
 // healthCheck is one agent round trip, on the sandbox's node.
-func (m *Manager) healthCheck(ctx context.Context, p *pool, row store.Sandbox, timeout time.Duration) error {
-	if row.Node == m.opts.Node || m.opts.Remote == nil {
-		return m.svc.HealthCheck(ctx, row.ID, timeout)
+func (m *Manager) healthCheck(ctx context.Context, p *pool, sb sandbox.Sandbox, timeout time.Duration) error {
+	if sb.NodeName == m.opts.Node || m.opts.Remote == nil {
+		return m.svc.HealthCheck(ctx, sb.ID, timeout)
 	}
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return m.opts.Remote.Call(hctx, row.Node, p.tenant, "POST", "/v1/internal/sandboxes/"+row.ID+"/ping")
+	return m.opts.Remote.Call(hctx, sb.NodeName, p.tenant, "POST", "/v1/internal/sandboxes/"+sb.ID+"/ping")
 }
 
 // createInUse makes a sandbox for a caller (direct_create), within max_total.
@@ -171,7 +169,7 @@ func (m *Manager) createInUse(ctx context.Context, p *pool, cfg Config) (sandbox
 	}
 	defer m.unreserve(p, 1)
 	sb, err := m.svc.CreateForPool(ctx, sandbox.PoolSandbox{Tenant: p.tenant, Pool: p.name, Template: cfg.Template,
-		Limits: cfg.Limits, Env: cfg.Env, InUse: true, Fence: &store.Fence{Pool: p.name, MaxInPool: cfg.MaxTotal}})
+		Limits: cfg.Limits, Env: cfg.Env, InUse: true, MaxTotal: cfg.MaxTotal})
 	if errors.Is(err, errdefs.ErrConflict) {
 		return sb, fmt.Errorf("%w: pool %s is at max_total %d or being deleted", ErrEmpty, p.name, cfg.MaxTotal)
 	}
@@ -185,14 +183,11 @@ func (m *Manager) reserve(ctx context.Context, p *pool, cfg Config, n int) error
 	if cfg.MaxTotal == 0 {
 		return nil
 	}
-	counts, err := m.st.CountPool(ctx, p.name)
+	counts, err := m.svc.PoolCounts(ctx, p.name)
 	if err != nil {
 		return err
 	}
-	total := 0
-	for _, c := range counts {
-		total += c
-	}
+	total := counts.Total()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if total+p.reserved+n > cfg.MaxTotal {
@@ -267,9 +262,9 @@ func (m *Manager) keep(ctx context.Context, p *pool, sb sandbox.Sandbox) string 
 	}
 	p.decide.Lock()
 	defer p.decide.Unlock()
-	counts, err := m.st.CountPool(ctx, p.name)
+	counts, err := m.svc.PoolCounts(ctx, p.name)
 	// This one is counted as resetting already.
-	if err == nil && counts[string(sandbox.StatusReady)]+counts[string(sandbox.StatusResetting)]-1+p.claims >= cfg.MaxIdle {
+	if err == nil && counts.Idle+counts.Resetting-1+p.claims >= cfg.MaxIdle {
 		return "idle" // enough idle ones
 	}
 	return ""
@@ -292,7 +287,7 @@ func (m *Manager) recycle(p *pool, sb sandbox.Sandbox) {
 			p.nudge()
 			return
 		}
-		if err := m.svc.Recycle(ctx, sb); err != nil {
+		if err := m.svc.Recycle(ctx, id); err != nil {
 			m.opts.Log.Warn("reset after release failed; sandbox destroyed", "pool", p.name, "sandbox", id, "err", err)
 			m.m.destroyed.WithLabelValues(p.name, "health").Inc()
 			p.nudge()
@@ -303,19 +298,19 @@ func (m *Manager) recycle(p *pool, sb sandbox.Sandbox) {
 }
 
 // destroy destroys a sandbox of p, on its node, in the background.
-func (m *Manager) destroy(p *pool, row store.Sandbox, reason string) {
+func (m *Manager) destroy(p *pool, sb sandbox.Sandbox, reason string) {
 	m.m.destroyed.WithLabelValues(p.name, reason).Inc()
 	m.goBG(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		var err error
-		if row.Node == m.opts.Node || m.opts.Remote == nil {
-			err = m.svc.DestroyPooled(ctx, row.ID, reason)
+		if sb.NodeName == m.opts.Node || m.opts.Remote == nil {
+			err = m.svc.DestroyPooled(ctx, sb.ID, reason)
 		} else {
-			err = m.opts.Remote.Call(ctx, row.Node, p.tenant, "POST", "/v1/internal/sandboxes/"+row.ID+"/destroy?reason="+reason)
+			err = m.opts.Remote.Call(ctx, sb.NodeName, p.tenant, "POST", "/v1/internal/sandboxes/"+sb.ID+"/destroy?reason="+url.QueryEscape(reason))
 		}
 		if err != nil {
-			m.opts.Log.Error("destroy pool sandbox", "pool", p.name, "sandbox", row.ID, "err", err)
+			m.opts.Log.Error("destroy pool sandbox", "pool", p.name, "sandbox", sb.ID, "err", err)
 		}
 		p.nudge()
 	})

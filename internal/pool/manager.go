@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/leader"
+	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/sandbox"
 	"github.com/sandpool/sandpool/internal/store"
 )
@@ -22,17 +24,42 @@ import (
 // ErrEmpty: no healthy idle sandbox, and the policy did not make one.
 var ErrEmpty = errdefs.New(errdefs.ErrExhausted, "pool_empty", "pool empty")
 
-// Store is what pools need of the store.
+// Store is what pools need of the store: their own records, and leases.
+// A pool's sandboxes are the lifecycle service's (Sandboxes).
 type Store interface {
-	TakeIdle(ctx context.Context, pool, node string, sessionTimeout int) (store.Sandbox, error)
-	CountPool(ctx context.Context, pool string) (map[string]int, error)
-	ListSandboxes(ctx context.Context, f store.Filter) ([]store.Sandbox, error)
 	CreatePool(ctx context.Context, p store.Pool) error
 	GetPool(ctx context.Context, name string) (store.Pool, error)
 	ListPools(ctx context.Context) ([]store.Pool, error)
 	UpdatePool(ctx context.Context, name, config, status string) error
 	DeletePool(ctx context.Context, name string) error
 	leader.Leases
+}
+
+// Sandboxes is what pools need of the lifecycle service, which alone
+// decides and records a sandbox's status.
+type Sandboxes interface {
+	// CreateForPool makes a sandbox of a pool: idle, or in use by a caller.
+	CreateForPool(ctx context.Context, p sandbox.PoolSandbox) (sandbox.Sandbox, error)
+	// TakeIdle takes the longest-idle sandbox of pool (on node, if set)
+	// for a session, atomically; errdefs.ErrNotFound if none is idle.
+	TakeIdle(ctx context.Context, pool, node string, sessionTimeout int) (sandbox.Sandbox, error)
+	// Handed records that the caller keeps a sandbox it took.
+	Handed(sb sandbox.Sandbox)
+	HealthCheck(ctx context.Context, id string, timeout time.Duration) error
+	// BeginRelease ends a caller's session (one release wins); Recycle
+	// then makes the sandbox idle again, or destroys it if that fails.
+	BeginRelease(ctx context.Context, tenant, id string) (sandbox.Sandbox, error)
+	Recycle(ctx context.Context, id string) error
+	DestroyPooled(ctx context.Context, id, reason string) error
+	// RetireIdle destroys an idle sandbox unless it was taken meanwhile.
+	RetireIdle(ctx context.Context, id, reason string) (bool, error)
+	PoolCounts(ctx context.Context, pool string) (sandbox.PoolCounts, error)
+	// Idle lists a pool's idle sandboxes (on node, if set), longest idle
+	// first.
+	Idle(ctx context.Context, pool, node string) ([]sandbox.Sandbox, error)
+	// Resetting lists this node's sandboxes whose reset a crash cut short.
+	Resetting(ctx context.Context) ([]sandbox.Sandbox, error)
+	CheckTemplate(ctx context.Context, template string, limits runtime.Limits) error
 }
 
 // Remote reaches the node a pool's sandbox lives on, when it is not this
@@ -64,7 +91,7 @@ type Options struct {
 
 // Manager runs every pool of this node.
 type Manager struct {
-	svc    *sandbox.Service
+	svc    Sandboxes
 	st     Store
 	events *events.Broker
 	opts   Options
@@ -82,7 +109,7 @@ type Manager struct {
 }
 
 // NewManager makes a manager; Start loads the pools.
-func NewManager(svc *sandbox.Service, st Store, ev *events.Broker, opts Options) *Manager {
+func NewManager(svc Sandboxes, st Store, ev *events.Broker, opts Options) *Manager {
 	if opts.Tick == 0 {
 		opts.Tick = 250 * time.Millisecond
 	}
@@ -177,11 +204,11 @@ func (m *Manager) Start(ctx context.Context) error {
 	for _, r := range rows {
 		known[r.Name] = true
 	}
-	orphans, err := m.st.ListSandboxes(ctx, store.Filter{Node: m.opts.Node, Statuses: []string{string(sandbox.StatusResetting)}})
+	resetting, err := m.svc.Resetting(ctx)
 	if err != nil {
 		return err
 	}
-	for _, sb := range orphans {
+	for _, sb := range resetting {
 		if sb.Pool != "" && !known[sb.Pool] {
 			if err := m.svc.DestroyPooled(ctx, sb.ID, "drain"); err != nil {
 				m.opts.Log.Error("destroy a reset sandbox of a deleted pool", "sandbox", sb.ID, "err", err)
@@ -202,12 +229,10 @@ func (m *Manager) Start(ctx context.Context) error {
 				}
 			})
 		}
-		stuck, err := m.st.ListSandboxes(ctx, store.Filter{Pool: row.Name, Node: m.opts.Node, Statuses: []string{string(sandbox.StatusResetting)}})
-		if err != nil {
-			return err
-		}
-		for _, row := range stuck {
-			m.recycle(p, sandbox.Sandbox{ID: row.ID})
+		for _, sb := range resetting {
+			if sb.Pool == row.Name {
+				m.recycle(p, sb)
+			}
 		}
 	}
 	m.goBG(func() {
@@ -231,11 +256,11 @@ func (m *Manager) Start(ctx context.Context) error {
 
 // retireIdle destroys an idle sandbox of p for reason, on whichever node it
 // lives, unless it was handed out meanwhile.
-func (m *Manager) retireIdle(ctx context.Context, p *pool, sb store.Sandbox, reason string) (bool, error) {
-	if sb.Node == m.opts.Node || m.opts.Remote == nil {
+func (m *Manager) retireIdle(ctx context.Context, p *pool, sb sandbox.Sandbox, reason string) (bool, error) {
+	if sb.NodeName == m.opts.Node || m.opts.Remote == nil {
 		return m.svc.RetireIdle(ctx, sb.ID, reason)
 	}
-	err := m.opts.Remote.Call(ctx, sb.Node, p.tenant, "POST", "/v1/internal/sandboxes/"+sb.ID+"/retire?reason="+reason)
+	err := m.opts.Remote.Call(ctx, sb.NodeName, p.tenant, "POST", "/v1/internal/sandboxes/"+sb.ID+"/retire?reason="+url.QueryEscape(reason))
 	return err == nil, err
 }
 
@@ -353,7 +378,7 @@ func (m *Manager) sync(ctx context.Context) error {
 		p.readied()
 		m.m.forget(p.name)
 		// Its idle sandboxes here, if its drain missed any, go too.
-		idle, err := m.st.ListSandboxes(ctx, store.Filter{Pool: p.name, Node: m.opts.Node, Statuses: []string{string(sandbox.StatusReady)}})
+		idle, err := m.svc.Idle(ctx, p.name, m.opts.Node)
 		if err == nil {
 			for _, sb := range idle {
 				if ok, err := m.svc.RetireIdle(ctx, sb.ID, "drain"); err == nil && ok {
@@ -401,7 +426,7 @@ type Info struct {
 }
 
 func (m *Manager) info(ctx context.Context, p *pool) (Info, error) {
-	counts, err := m.st.CountPool(ctx, p.name)
+	counts, err := m.svc.PoolCounts(ctx, p.name)
 	if err != nil {
 		return Info{}, err
 	}
@@ -411,10 +436,7 @@ func (m *Manager) info(ctx context.Context, p *pool) (Info, error) {
 	if p.leading.Load() {
 		in.Leader = m.opts.Node
 	}
-	in.Idle = counts[string(sandbox.StatusReady)]
-	in.InUse = counts[string(sandbox.StatusRunning)] + counts[string(sandbox.StatusPaused)]
-	in.Creating = counts[string(sandbox.StatusCreating)]
-	in.Resetting = counts[string(sandbox.StatusResetting)]
+	in.Idle, in.InUse, in.Creating, in.Resetting = counts.Idle, counts.InUse, counts.Creating, counts.Resetting
 	m.m.observe(p.name, in)
 	return in, nil
 }
@@ -595,17 +617,16 @@ func (m *Manager) drain(ctx context.Context, p *pool) error {
 	// destroyed, so look again until none is left.
 	deadline := time.Now().Add(m.opts.DrainTimeout)
 	for {
-		rows, err := m.st.ListSandboxes(ctx, store.Filter{Pool: p.name,
-			Statuses: []string{string(sandbox.StatusReady), string(sandbox.StatusResetting), string(sandbox.StatusCreating)}})
+		counts, err := m.svc.PoolCounts(ctx, p.name)
 		if err != nil {
 			return err
 		}
-		pending := 0
-		for _, sb := range rows {
-			if sb.Status != string(sandbox.StatusReady) {
-				pending++
-				continue
-			}
+		idle, err := m.svc.Idle(ctx, p.name, "")
+		if err != nil {
+			return err
+		}
+		pending := counts.Creating + counts.Resetting
+		for _, sb := range idle {
 			if ok, err := m.retireIdle(ctx, p, sb, "drain"); err != nil {
 				m.opts.Log.Error("drain: destroy idle sandbox", "pool", p.name, "sandbox", sb.ID, "err", err)
 			} else if ok {

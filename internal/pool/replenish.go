@@ -51,12 +51,10 @@ func (m *Manager) replenish(ctx context.Context, p *pool, fence *store.Fence) er
 	}
 	idle := in.Idle
 	if idle > cfg.MinIdle {
-		rows, err := m.st.ListSandboxes(ctx, store.Filter{Pool: p.name, Statuses: []string{string(sandbox.StatusReady)}})
+		rows, err := m.svc.Idle(ctx, p.name, "") // longest idle first
 		if err != nil {
 			return err
 		}
-		// Longest idle first.
-		slices.SortFunc(rows, func(a, b store.Sandbox) int { return a.UpdatedAt.Compare(b.UpdatedAt) })
 		now := time.Now()
 		for _, sb := range rows {
 			if idle <= cfg.MinIdle {
@@ -106,8 +104,7 @@ func (m *Manager) replenish(ctx context.Context, p *pool, fence *store.Fence) er
 	for i := range want {
 		wg.Go(func() {
 			_, errs[i] = m.svc.CreateForPool(ctx, sandbox.PoolSandbox{Tenant: p.tenant, Pool: p.name,
-				Template: cfg.Template, Limits: cfg.Limits, Env: cfg.Env,
-				Fence: &store.Fence{Lease: fence.Lease, Holder: fence.Holder, Term: fence.Term, Pool: p.name, MaxInPool: cfg.MaxTotal}})
+				Template: cfg.Template, Limits: cfg.Limits, Env: cfg.Env, Lease: fence, MaxTotal: cfg.MaxTotal})
 		})
 	}
 	wg.Wait()
@@ -139,11 +136,11 @@ func (m *Manager) replenish(ctx context.Context, p *pool, fence *store.Fence) er
 func (m *Manager) claim(ctx context.Context, p *pool, cfg Config) (int, error) {
 	p.decide.Lock()
 	defer p.decide.Unlock()
-	counts, err := m.st.CountPool(ctx, p.name)
+	counts, err := m.svc.PoolCounts(ctx, p.name)
 	if err != nil {
 		return 0, err
 	}
-	have := counts[string(sandbox.StatusReady)] + counts[string(sandbox.StatusResetting)] + p.claims
+	have := counts.Idle + counts.Resetting + p.claims
 	want := min(cfg.MinIdle-have, m.opts.MaxParallelCreates)
 	if cfg.MaxTotal > 0 {
 		for want > 0 && m.reserve(ctx, p, cfg, want) != nil {

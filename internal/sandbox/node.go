@@ -6,6 +6,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/events"
 )
 
 // NodeInfo is what a node reports of itself and its host.
@@ -58,4 +61,20 @@ func readKB(path string, keys ...string) []int64 {
 		}
 	}
 	return out
+}
+
+// NodeLost marks node down, if its heart has been silent since
+// silentSince, and its sandboxes lost, in one step of the store; one
+// caller of several wins. It publishes an event for each sandbox lost and
+// returns how many were.
+func (s *Service) NodeLost(ctx context.Context, node string, silentSince time.Time, why string) (int, bool, error) {
+	lost, won, err := s.st.MarkNodeLost(ctx, node, silentSince, statusStrings(Active), string(StatusLost), why)
+	if err != nil || !won {
+		return 0, won, err
+	}
+	for _, row := range lost {
+		s.events.Publish(events.Event{Type: "sandbox", Sandbox: row.ID, Tenant: row.Tenant, Pool: row.Pool,
+			Status: string(StatusLost), Reason: "node_lost", Error: row.Error})
+	}
+	return len(lost), true, nil
 }

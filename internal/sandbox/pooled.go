@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
@@ -25,15 +26,24 @@ type PoolSandbox struct {
 	// InUse hands the sandbox straight to a caller (counted as its first
 	// use) instead of leaving it idle in the pool.
 	InUse bool
-	// Fence is the pool leader's lease: the sandbox is recorded, and made
-	// ready, only while it is held.
-	Fence *store.Fence
+	// Lease, if set, is the pool leader's: the sandbox is recorded, and
+	// made ready, only while it is held.
+	Lease *store.Fence
+	// MaxTotal, if set, bounds the pool's sandboxes: none is recorded past
+	// it (checked in the store, with the write).
+	MaxTotal int
 }
 
 // CreateForPool makes a sandbox of a pool: idle ("ready", its session set
 // up) or, with InUse, running for a caller.
 func (s *Service) CreateForPool(ctx context.Context, p PoolSandbox) (Sandbox, error) {
-	n := newSandbox{tenant: p.Tenant, pool: p.Pool, final: StatusReady, fence: p.Fence,
+	// Every write is fenced on the pool still being there (and, for
+	// creates, on max_total), and on the lease when a leader makes it.
+	fence := &store.Fence{Pool: p.Pool, MaxInPool: p.MaxTotal, Counted: statusStrings(Active)}
+	if p.Lease != nil {
+		fence.Lease, fence.Holder, fence.Term = p.Lease.Lease, p.Lease.Holder, p.Lease.Term
+	}
+	n := newSandbox{tenant: p.Tenant, pool: p.Pool, final: StatusReady, fence: fence,
 		req: CreateRequest{Template: p.Template, Limits: p.Limits, Env: p.Env}}
 	if p.InUse {
 		n.final, n.uses = StatusRunning, 1
@@ -52,15 +62,78 @@ func (s *Service) HealthCheck(ctx context.Context, id string, timeout time.Durat
 	return s.rt.Ping(ctx, id)
 }
 
-// Handed records that an acquired sandbox (already "running" in the store)
-// is now a caller's: its activity is tracked from here.
+// TakeIdle takes the longest-idle sandbox of pool (on node, if not empty)
+// for a session: atomically, so no two callers get the same one. It is
+// running from then on, with the session's inactivity timeout (seconds;
+// killed when it passes; 0: none). ErrNotFound if none is idle. Call
+// Handed once the caller keeps it.
+func (s *Service) TakeIdle(ctx context.Context, pool, node string, sessionTimeout int) (Sandbox, error) {
+	row, err := s.st.TakeIdle(ctx, store.Take{Pool: pool, Node: node, From: string(StatusReady), To: string(StatusRunning),
+		SessionTimeout: sessionTimeout, OnTimeout: OnTimeoutKill})
+	if err != nil {
+		return Sandbox{}, err
+	}
+	return s.fromRow(row), nil
+}
+
+// Handed records that a sandbox taken from its pool is now a caller's:
+// its node tracks its activity from here.
 func (s *Service) Handed(sb Sandbox) {
-	s.track(store.Sandbox{ID: sb.ID, Timeout: sb.Timeout, OnTimeout: sb.OnTimeout}, time.Now())
+	if sb.NodeName == s.cfg.Node {
+		s.track(store.Sandbox{ID: sb.ID, Timeout: sb.Timeout, OnTimeout: sb.OnTimeout}, time.Now())
+	}
 	s.publish(store.Sandbox{ID: sb.ID, Tenant: sb.Tenant}, StatusRunning, "acquired", "")
 }
 
-// FromRow turns a store row into what callers see.
-func (s *Service) FromRow(row store.Sandbox) Sandbox { return s.fromRow(row) }
+// PoolCounts are a pool's sandboxes by what they are doing.
+type PoolCounts struct {
+	Idle      int // ready for a session
+	InUse     int // a caller's (running or paused)
+	Creating  int
+	Resetting int // released, being reset
+	Stopping  int
+}
+
+// Total is every sandbox of the pool that exists (what max_total bounds).
+func (c PoolCounts) Total() int { return c.Idle + c.InUse + c.Creating + c.Resetting + c.Stopping }
+
+// PoolCounts counts a pool's sandboxes on every node.
+func (s *Service) PoolCounts(ctx context.Context, pool string) (PoolCounts, error) {
+	n, err := s.st.CountPool(ctx, pool, statusStrings(Active))
+	if err != nil {
+		return PoolCounts{}, err
+	}
+	return PoolCounts{Idle: n[string(StatusReady)], InUse: n[string(StatusRunning)] + n[string(StatusPaused)],
+		Creating: n[string(StatusCreating)], Resetting: n[string(StatusResetting)], Stopping: n[string(StatusStopping)]}, nil
+}
+
+// Idle lists a pool's idle sandboxes (on node, if not empty), longest idle
+// first (UpdatedAt is when each became idle).
+func (s *Service) Idle(ctx context.Context, pool, node string) ([]Sandbox, error) {
+	rows, err := s.st.ListSandboxes(ctx, store.Filter{Pool: pool, Node: node, Statuses: []string{string(StatusReady)}})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(rows, func(a, b store.Sandbox) int { return a.UpdatedAt.Compare(b.UpdatedAt) })
+	return s.fromRows(rows), nil
+}
+
+// Resetting lists this node's sandboxes whose reset a crash cut short.
+func (s *Service) Resetting(ctx context.Context) ([]Sandbox, error) {
+	rows, err := s.st.ListSandboxes(ctx, store.Filter{Node: s.cfg.Node, Statuses: []string{string(StatusResetting)}})
+	if err != nil {
+		return nil, err
+	}
+	return s.fromRows(rows), nil
+}
+
+func (s *Service) fromRows(rows []store.Sandbox) []Sandbox {
+	out := make([]Sandbox, len(rows))
+	for i, row := range rows {
+		out[i] = s.fromRow(row)
+	}
+	return out
+}
 
 // BeginRelease moves a caller's pooled sandbox from running to resetting;
 // only one release of a session succeeds.
@@ -92,11 +165,10 @@ func (s *Service) BeginRelease(ctx context.Context, tenant, id string) (Sandbox,
 // session_teardown, then every process killed and every file written
 // discarded, then session_setup for the next session. On failure the
 // sandbox is destroyed and the error returned.
-func (s *Service) Recycle(ctx context.Context, sb Sandbox) error {
-	id := sb.ID
+func (s *Service) Recycle(ctx context.Context, id string) error {
 	unlock := s.locks.lock(id) // the reconciler leaves it alone meanwhile
 	defer unlock()
-	row, err := s.rowOf(ctx, sb)
+	row, err := s.st.GetSandbox(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -136,17 +208,6 @@ func (s *Service) Recycle(ctx context.Context, sb Sandbox) error {
 		return fmt.Errorf("reset sandbox %s: %w", id, err)
 	}
 	return nil
-}
-
-// rowOf rebuilds the store row of a sandbox the caller just had from the
-// service (as BeginRelease returns it), or reads it when it lacks one.
-func (s *Service) rowOf(ctx context.Context, sb Sandbox) (store.Sandbox, error) {
-	if sb.spec == "" {
-		return s.st.GetSandbox(ctx, sb.ID)
-	}
-	return store.Sandbox{ID: sb.ID, Tenant: sb.Tenant, Template: sb.Template, Status: string(sb.Status), Spec: sb.spec,
-		Metadata: sb.Metadata, Error: sb.Error, Node: sb.NodeName, Pool: sb.Pool, Uses: sb.Uses,
-		CreatedAt: sb.CreatedAt, UpdatedAt: sb.UpdatedAt}, nil
 }
 
 // DestroyPooled destroys a sandbox of a pool for reason (recorded, and

@@ -93,8 +93,6 @@ type Sandbox struct {
 
 	// NodeName is the node the sandbox lives on.
 	NodeName string `json:"node"`
-
-	spec string // the stored spec, for the service's own use
 }
 
 // Node is the node the sandbox lives on.
@@ -155,6 +153,9 @@ type Store interface {
 	SetStatus(ctx context.Context, id string, from []string, status, errMsg string) error
 	UpdateSandbox(ctx context.Context, id string, from []string, u store.Update) error
 	TouchSandboxes(ctx context.Context, active map[string]time.Time) error
+	TakeIdle(ctx context.Context, t store.Take) (store.Sandbox, error)
+	CountPool(ctx context.Context, pool string, statuses []string) (map[string]int, error)
+	MarkNodeLost(ctx context.Context, node string, before time.Time, active []string, lost, errMsg string) ([]store.Sandbox, bool, error)
 
 	CreateTemplate(ctx context.Context, t store.Template) error
 	GetTemplate(ctx context.Context, name string) (store.Template, error)
@@ -410,7 +411,7 @@ func (s *Service) fromRow(row store.Sandbox) Sandbox {
 	sb := Sandbox{ID: row.ID, Tenant: row.Tenant, Template: row.Template, Status: Status(row.Status),
 		Limits: sp.Limits, Env: sp.Env, Metadata: row.Metadata, Error: row.Error,
 		Timeout: row.Timeout, OnTimeout: row.OnTimeout, ArchiveAfter: s.archiveAfter(row),
-		Pool: row.Pool, Uses: row.Uses, spec: row.Spec, NodeName: row.Node,
+		Pool: row.Pool, Uses: row.Uses, NodeName: row.Node,
 		CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt}
 	if !row.LastActive.IsZero() {
 		t := row.LastActive

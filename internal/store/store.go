@@ -81,13 +81,24 @@ type Update struct {
 // Lease is set, that holder still holds the lease in term, unexpired (a
 // deposed leader's late writes change nothing); if Pool is set, the pool
 // exists and is not being deleted; if MaxInPool is set (creates only),
-// the pool has fewer active sandboxes than that.
+// the pool has fewer sandboxes in one of the Counted statuses than that.
 type Fence struct {
 	Lease     string
 	Holder    string
 	Term      int64
 	Pool      string
 	MaxInPool int
+	Counted   []string
+}
+
+// Take is what TakeIdle takes: a sandbox of Pool (on Node, if set) in
+// status From, moved to To with the session's inactivity timeout
+// (seconds; 0: none) and what happens when it passes.
+type Take struct {
+	Pool, Node     string
+	From, To       string
+	SessionTimeout int
+	OnTimeout      string
 }
 
 // Node is a sandpool node's record.
@@ -98,6 +109,9 @@ type Node struct {
 	Status      string // "up" or "down"
 	HeartbeatAt time.Time
 	StartedAt   time.Time
+	// Incarnation tells one process holding the name from another: each
+	// `sandpool serve` picks a new one.
+	Incarnation string
 }
 
 // Lease is a named lease: its holder, term (raised at each change of
@@ -165,14 +179,13 @@ type Store interface {
 	UpdateSandbox(ctx context.Context, id string, from []string, u Update) error
 	// TouchSandboxes records last activity times.
 	TouchSandboxes(ctx context.Context, active map[string]time.Time) error
-	// TakeIdle atomically moves the longest-idle "ready" sandbox of pool
-	// (on node, if not empty) to "running", counts a use and gives it the
-	// session's inactivity timeout (seconds, destroyed when it passes; 0:
-	// none). ErrNotFound if there is none. Two callers never get the same
-	// sandbox.
-	TakeIdle(ctx context.Context, pool, node string, sessionTimeout int) (Sandbox, error)
-	// CountPool counts the sandboxes of pool by status.
-	CountPool(ctx context.Context, pool string) (map[string]int, error)
+	// TakeIdle atomically moves the longest-idle sandbox of t.Pool (on
+	// t.Node, if not empty) from status t.From to t.To, counts a use and
+	// gives it t's inactivity timeout. ErrNotFound if there is none. Two
+	// callers never get the same sandbox.
+	TakeIdle(ctx context.Context, t Take) (Sandbox, error)
+	// CountPool counts the sandboxes of pool in each of statuses.
+	CountPool(ctx context.Context, pool string, statuses []string) (map[string]int, error)
 
 	// CreatePool fails with ErrExists if the name is taken.
 	CreatePool(ctx context.Context, p Pool) error
@@ -184,14 +197,18 @@ type Store interface {
 	DeletePool(ctx context.Context, name string) error
 
 	// CreateTemplate fails with ErrExists if the name is taken.
-	// Heartbeat records that node is up, creating its record if needed.
-	Heartbeat(ctx context.Context, n Node) error
+	// Heartbeat records that n is up, creating its record if needed. It
+	// takes over a record held by another incarnation only if that one
+	// is down or its last heartbeat is older than staleBefore; otherwise
+	// it changes nothing and returns the holder and ErrConflict.
+	Heartbeat(ctx context.Context, n Node, staleBefore time.Time) (Node, error)
 	ListNodes(ctx context.Context) ([]Node, error)
 	// MarkNodeLost, in one transaction, marks node down if it is up and
 	// its last heartbeat is older than before, and moves its sandboxes in
-	// an active status to "lost" with errMsg. It returns those, and true
-	// if this call did it (several nodes may try; one does).
-	MarkNodeLost(ctx context.Context, node string, before time.Time, active []string, errMsg string) ([]Sandbox, bool, error)
+	// one of the active statuses to status lost with errMsg. It returns
+	// those, and true if this call did it (several nodes may try; one
+	// does).
+	MarkNodeLost(ctx context.Context, node string, before time.Time, active []string, lost, errMsg string) ([]Sandbox, bool, error)
 
 	// ClusterSecret returns the secret nodes share, storing candidate if
 	// there is none yet.

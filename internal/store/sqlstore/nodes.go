@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -11,16 +12,39 @@ import (
 	"github.com/sandpool/sandpool/internal/store"
 )
 
-func (s *DB) Heartbeat(ctx context.Context, n store.Node) error {
+func (s *DB) Heartbeat(ctx context.Context, n store.Node, staleBefore time.Time) (store.Node, error) {
 	now := time.Now().UnixNano()
-	_, err := s.exec(ctx, "INSERT INTO nodes (id, address, capacity, status, heartbeat_at, started_at) VALUES (?, ?, ?, 'up', ?, ?) "+
-		"ON CONFLICT (id) DO UPDATE SET address = excluded.address, capacity = excluded.capacity, status = 'up', heartbeat_at = excluded.heartbeat_at",
-		n.ID, n.Address, n.Capacity, now, now)
-	return err
+	// The update applies only to the caller's own record, one marked
+	// down, or one whose heart stopped before staleBefore: a live node's
+	// name is not taken over.
+	res, err := s.exec(ctx, "INSERT INTO nodes (id, address, capacity, status, heartbeat_at, started_at, incarnation) VALUES (?, ?, ?, 'up', ?, ?, ?) "+
+		"ON CONFLICT (id) DO UPDATE SET address = excluded.address, capacity = excluded.capacity, status = 'up', "+
+		"heartbeat_at = excluded.heartbeat_at, started_at = CASE WHEN nodes.incarnation = excluded.incarnation THEN nodes.started_at ELSE excluded.started_at END, "+
+		"incarnation = excluded.incarnation "+
+		"WHERE nodes.incarnation = excluded.incarnation OR nodes.status <> 'up' OR nodes.heartbeat_at < ?",
+		n.ID, n.Address, n.Capacity, now, now, n.Incarnation, staleBefore.UnixNano())
+	if err != nil {
+		return store.Node{}, err
+	}
+	if k, err := res.RowsAffected(); err != nil || k == 1 {
+		return store.Node{}, err
+	}
+	nodes, err := s.listNodes(ctx, "WHERE id = ?", n.ID)
+	if err != nil {
+		return store.Node{}, err
+	}
+	if len(nodes) == 0 {
+		return store.Node{}, fmt.Errorf("node %s: record vanished: %w", n.ID, errdefs.ErrConflict)
+	}
+	return nodes[0], fmt.Errorf("node %s is held by another process at %s: %w", n.ID, nodes[0].Address, errdefs.ErrConflict)
 }
 
 func (s *DB) ListNodes(ctx context.Context) ([]store.Node, error) {
-	rows, err := s.query(ctx, "SELECT id, address, capacity, status, heartbeat_at, started_at FROM nodes ORDER BY id")
+	return s.listNodes(ctx, "ORDER BY id")
+}
+
+func (s *DB) listNodes(ctx context.Context, where string, args ...any) ([]store.Node, error) {
+	rows, err := s.query(ctx, "SELECT id, address, capacity, status, heartbeat_at, started_at, incarnation FROM nodes "+where, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -29,7 +53,7 @@ func (s *DB) ListNodes(ctx context.Context) ([]store.Node, error) {
 	for rows.Next() {
 		var n store.Node
 		var hb, st int64
-		if err := rows.Scan(&n.ID, &n.Address, &n.Capacity, &n.Status, &hb, &st); err != nil {
+		if err := rows.Scan(&n.ID, &n.Address, &n.Capacity, &n.Status, &hb, &st, &n.Incarnation); err != nil {
 			return nil, err
 		}
 		n.HeartbeatAt, n.StartedAt = fromNanos(hb), fromNanos(st)
@@ -38,7 +62,7 @@ func (s *DB) ListNodes(ctx context.Context) ([]store.Node, error) {
 	return out, rows.Err()
 }
 
-func (s *DB) MarkNodeLost(ctx context.Context, node string, before time.Time, active []string, errMsg string) ([]store.Sandbox, bool, error) {
+func (s *DB) MarkNodeLost(ctx context.Context, node string, before time.Time, active []string, lost, errMsg string) ([]store.Sandbox, bool, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, false, err
@@ -53,11 +77,11 @@ func (s *DB) MarkNodeLost(ctx context.Context, node string, before time.Time, ac
 	}
 	var out []store.Sandbox
 	if len(active) > 0 {
-		args := []any{errMsg, time.Now().UnixNano(), node}
+		args := []any{lost, errMsg, time.Now().UnixNano(), node}
 		for _, a := range active {
 			args = append(args, a)
 		}
-		rows, err := tx.QueryContext(ctx, s.q("UPDATE sandboxes SET status = 'lost', error = ?, updated_at = ? WHERE node = ? AND status IN (?"+
+		rows, err := tx.QueryContext(ctx, s.q("UPDATE sandboxes SET status = ?, error = ?, updated_at = ? WHERE node = ? AND status IN (?"+
 			strings.Repeat(", ?", len(active)-1)+") RETURNING "+sandboxCols), args...)
 		if err != nil {
 			return nil, false, err
@@ -118,9 +142,13 @@ func fenceCond(f *store.Fence) (string, []any) {
 		conds = append(conds, "EXISTS (SELECT 1 FROM pools WHERE name = ? AND status <> 'draining')")
 		args = append(args, f.Pool)
 	}
-	if f.Pool != "" && f.MaxInPool > 0 {
-		conds = append(conds, "(SELECT COUNT(*) FROM sandboxes WHERE pool = ? AND status NOT IN ('stopped', 'failed', 'lost')) < ?")
-		args = append(args, f.Pool, f.MaxInPool)
+	if f.Pool != "" && f.MaxInPool > 0 && len(f.Counted) > 0 {
+		conds = append(conds, "(SELECT COUNT(*) FROM sandboxes WHERE pool = ? AND status IN (?"+strings.Repeat(", ?", len(f.Counted)-1)+")) < ?")
+		args = append(args, f.Pool)
+		for _, st := range f.Counted {
+			args = append(args, st)
+		}
+		args = append(args, f.MaxInPool)
 	}
 	return strings.Join(conds, " AND "), args
 }

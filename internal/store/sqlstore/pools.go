@@ -5,18 +5,19 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/store"
 )
 
-func (s *DB) TakeIdle(ctx context.Context, pool, node string, sessionTimeout int) (store.Sandbox, error) {
-	pick := "SELECT id FROM sandboxes WHERE pool = ? AND status = 'ready'"
-	args := []any{time.Now().UnixNano(), sessionTimeout, pool}
-	if node != "" {
+func (s *DB) TakeIdle(ctx context.Context, t store.Take) (store.Sandbox, error) {
+	pick := "SELECT id FROM sandboxes WHERE pool = ? AND status = ?"
+	args := []any{t.To, time.Now().UnixNano(), t.SessionTimeout, t.OnTimeout, t.Pool, t.From}
+	if t.Node != "" {
 		pick += " AND node = ?"
-		args = append(args, node)
+		args = append(args, t.Node)
 	}
 	pick += " ORDER BY updated_at, id LIMIT 1"
 	if s.d.SkipLocked {
@@ -24,17 +25,26 @@ func (s *DB) TakeIdle(ctx context.Context, pool, node string, sessionTimeout int
 	}
 	// One statement: the pick and the update are atomic, and the status
 	// condition makes a lost race update nothing rather than the same row.
-	row := s.queryRow(ctx, ("UPDATE sandboxes SET status = 'running', uses = uses + 1, updated_at = ?, timeout_s = ?, on_timeout = 'kill' " +
-		"WHERE id = (" + pick + ") AND status = 'ready' RETURNING " + sandboxCols), args...)
+	args = append(args, t.From)
+	row := s.queryRow(ctx, ("UPDATE sandboxes SET status = ?, uses = uses + 1, updated_at = ?, timeout_s = ?, on_timeout = ? " +
+		"WHERE id = (" + pick + ") AND status = ? RETURNING " + sandboxCols), args...)
 	sb, err := scanSandbox(row)
 	if errors.Is(err, sql.ErrNoRows) {
-		return sb, fmt.Errorf("pool %s has no idle sandbox: %w", pool, errdefs.ErrNotFound)
+		return sb, fmt.Errorf("pool %s has no idle sandbox: %w", t.Pool, errdefs.ErrNotFound)
 	}
 	return sb, err
 }
 
-func (s *DB) CountPool(ctx context.Context, pool string) (map[string]int, error) {
-	rows, err := s.query(ctx, ("SELECT status, COUNT(*) FROM sandboxes WHERE pool = ? AND status NOT IN ('stopped', 'failed', 'lost') GROUP BY status"), pool)
+func (s *DB) CountPool(ctx context.Context, pool string, statuses []string) (map[string]int, error) {
+	if len(statuses) == 0 {
+		return map[string]int{}, nil
+	}
+	args := []any{pool}
+	for _, st := range statuses {
+		args = append(args, st)
+	}
+	rows, err := s.query(ctx, "SELECT status, COUNT(*) FROM sandboxes WHERE pool = ? AND status IN (?"+
+		strings.Repeat(", ?", len(statuses)-1)+") GROUP BY status", args...)
 	if err != nil {
 		return nil, err
 	}

@@ -13,8 +13,8 @@ import (
 
 func testNodes(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	for _, n := range []store.Node{{ID: "n1", Address: "http://a:1", Capacity: 10}, {ID: "n2", Address: "http://b:1", Capacity: 20}} {
-		if err := s.Heartbeat(ctx, n); err != nil {
+	for _, n := range []store.Node{{ID: "n1", Address: "http://a:1", Capacity: 10, Incarnation: "i1"}, {ID: "n2", Address: "http://b:1", Capacity: 20, Incarnation: "i2"}} {
+		if _, err := s.Heartbeat(ctx, n, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -31,15 +31,15 @@ func testNodes(t *testing.T, s store.Store) {
 	}
 	// A node seen recently is not marked down; one silent long enough is,
 	// once.
-	if _, down, err := s.MarkNodeLost(ctx, "n1", time.Now().Add(-time.Minute), []string{"running"}, "x"); err != nil || down {
+	if _, down, err := s.MarkNodeLost(ctx, "n1", time.Now().Add(-time.Minute), []string{"running"}, "lost", "x"); err != nil || down {
 		t.Fatalf("recent node marked down: %v %v", down, err)
 	}
 	later := time.Now().Add(time.Minute)
-	lost, down, err := s.MarkNodeLost(ctx, "n1", later, []string{"running", "paused"}, "node n1 lost")
+	lost, down, err := s.MarkNodeLost(ctx, "n1", later, []string{"running", "paused"}, "lost", "node n1 lost")
 	if err != nil || !down || len(lost) != 1 || lost[0].ID != "sb_a" || lost[0].Status != "lost" || lost[0].Error != "node n1 lost" {
 		t.Fatalf("lost: %+v %v %v", lost, down, err)
 	}
-	if _, down, _ := s.MarkNodeLost(ctx, "n1", later, []string{"running"}, "x"); down {
+	if _, down, _ := s.MarkNodeLost(ctx, "n1", later, []string{"running"}, "lost", "x"); down {
 		t.Fatal("marked down twice")
 	}
 	if sb, _ := s.GetSandbox(ctx, "sb_c"); sb.Status != "running" {
@@ -52,13 +52,41 @@ func testNodes(t *testing.T, s store.Store) {
 	if sec, _ := s.ClusterSecret(ctx, "second"); sec != "first" {
 		t.Fatalf("secret changed to %q", sec)
 	}
-	// A heartbeat brings it back up.
-	if err := s.Heartbeat(ctx, store.Node{ID: "n1", Address: "http://a:2", Capacity: 10}); err != nil {
+	// A heartbeat brings it back up, even from another process (the
+	// record was down).
+	if _, err := s.Heartbeat(ctx, store.Node{ID: "n1", Address: "http://a:2", Capacity: 10, Incarnation: "i1b"}, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	nodes, _ = s.ListNodes(ctx)
-	if nodes[0].Status != "up" || nodes[0].Address != "http://a:2" {
+	if nodes[0].Status != "up" || nodes[0].Address != "http://a:2" || nodes[0].Incarnation != "i1b" {
 		t.Fatalf("after heartbeat: %+v", nodes[0])
+	}
+}
+
+func testNodeName(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	first := store.Node{ID: "n", Address: "http://first:1", Capacity: 1, Incarnation: "a"}
+	if _, err := s.Heartbeat(ctx, first, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	// Another process under the same name is refused while the first's
+	// heart beats, and told who holds it.
+	second := store.Node{ID: "n", Address: "http://second:1", Capacity: 1, Incarnation: "b"}
+	holder, err := s.Heartbeat(ctx, second, time.Now().Add(-time.Minute))
+	if !errors.Is(err, errdefs.ErrConflict) || holder.Address != "http://first:1" || holder.Incarnation != "a" {
+		t.Fatalf("second process under a live name: %+v %v", holder, err)
+	}
+	// The first goes on beating.
+	if _, err := s.Heartbeat(ctx, first, time.Time{}); err != nil {
+		t.Fatalf("the holder's own heartbeat: %v", err)
+	}
+	// Once the first's heart is older than staleBefore, the name is taken
+	// over, and the first's next heartbeat is refused.
+	if _, err := s.Heartbeat(ctx, second, time.Now().Add(time.Minute)); err != nil {
+		t.Fatalf("take over a silent name: %v", err)
+	}
+	if holder, err := s.Heartbeat(ctx, first, time.Time{}); !errors.Is(err, errdefs.ErrConflict) || holder.Incarnation != "b" {
+		t.Fatalf("old holder after a takeover: %+v %v", holder, err)
 	}
 }
 

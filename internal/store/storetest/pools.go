@@ -72,22 +72,22 @@ func testTakeIdle(t *testing.T, s store.Store) {
 	addPooled(t, s, "sb_4", "other", "n1", "ready")
 
 	// The longest idle first; a use is counted; the session timeout set.
-	got, err := s.TakeIdle(ctx, "p", "", 90)
+	got, err := take(ctx, s, "p", "", 90)
 	if err != nil || got.ID != "sb_1" || got.Status != "running" || got.Uses != 1 || got.Pool != "p" ||
 		got.Timeout != 90 || got.OnTimeout != "kill" {
 		t.Fatalf("take: %+v %v", got, err)
 	}
 	// On a node.
-	if _, err := s.TakeIdle(ctx, "p", "n1", 0); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := take(ctx, s, "p", "n1", 0); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("take on n1: %v", err)
 	}
-	if got, err := s.TakeIdle(ctx, "p", "n2", 0); err != nil || got.ID != "sb_2" {
+	if got, err := take(ctx, s, "p", "n2", 0); err != nil || got.ID != "sb_2" {
 		t.Fatalf("take on n2: %+v %v", got, err)
 	}
-	if _, err := s.TakeIdle(ctx, "p", "", 0); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := take(ctx, s, "p", "", 0); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("take from an empty pool: %v", err)
 	}
-	counts, err := s.CountPool(ctx, "p")
+	counts, err := s.CountPool(ctx, "p", []string{"creating", "ready", "running", "resetting", "paused", "stopping"})
 	if err != nil || counts["running"] != 3 || counts["ready"] != 0 {
 		t.Fatalf("counts: %v %v", counts, err)
 	}
@@ -95,7 +95,7 @@ func testTakeIdle(t *testing.T, s store.Store) {
 	if err := s.SetStatus(ctx, "sb_1", []string{"running"}, "ready", ""); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.TakeIdle(ctx, "p", "", 0); got.ID != "sb_1" || got.Uses != 2 {
+	if got, _ := take(ctx, s, "p", "", 0); got.ID != "sb_1" || got.Uses != 2 {
 		t.Fatalf("second take: %+v", got)
 	}
 	list, _ := s.ListSandboxes(ctx, store.Filter{Pool: "other"})
@@ -117,7 +117,7 @@ func testTakeIdleConcurrent(t *testing.T, s store.Store) {
 	for range takers {
 		wg.Go(func() {
 			for {
-				sb, err := s.TakeIdle(ctx, "p", "", 0)
+				sb, err := take(ctx, s, "p", "", 0)
 				if errors.Is(err, errdefs.ErrNotFound) {
 					return
 				}
@@ -165,4 +165,9 @@ func testTemplates(t *testing.T, s store.Store) {
 	if _, err := s.GetTemplate(ctx, "slow"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("after delete: %v", err)
 	}
+}
+
+// take is TakeIdle as the lifecycle service asks it.
+func take(ctx context.Context, s store.Store, pool, node string, sessionTimeout int) (store.Sandbox, error) {
+	return s.TakeIdle(ctx, store.Take{Pool: pool, Node: node, From: "ready", To: "running", SessionTimeout: sessionTimeout, OnTimeout: "kill"})
 }

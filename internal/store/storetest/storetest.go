@@ -31,6 +31,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("Templates", func(t *testing.T) { testTemplates(t, newStore(t)) })
 	t.Run("UpdateAndTouch", func(t *testing.T) { testUpdate(t, newStore(t)) })
 	t.Run("Nodes", func(t *testing.T) { testNodes(t, newStore(t)) })
+	t.Run("NodeName", func(t *testing.T) { testNodeName(t, newStore(t)) })
 	t.Run("Leases", func(t *testing.T) { testLeases(t, newStore(t)) })
 	t.Run("LeaseContention", func(t *testing.T) { testLeaseContention(t, newStore(t)) })
 }
