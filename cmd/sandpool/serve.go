@@ -22,6 +22,8 @@ import (
 	"github.com/sandpool/sandpool/internal/api"
 	"github.com/sandpool/sandpool/internal/cluster"
 	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/idempotency"
+	"github.com/sandpool/sandpool/internal/keys"
 	"github.com/sandpool/sandpool/internal/pool"
 	"github.com/sandpool/sandpool/internal/runtime/linux"
 	"github.com/sandpool/sandpool/internal/sandbox"
@@ -170,7 +172,8 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		return err
 	}
 	defer st.Close()
-	if err := ensureAdminKey(ctx, st, cfg.data, stderr); err != nil {
+	ks := keys.New(st)
+	if err := ensureAdminKey(ctx, ks, cfg.data, stderr); err != nil {
 		return err
 	}
 
@@ -199,7 +202,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		return fmt.Errorf("start pools: %w", err)
 	}
 	defer pools.Close()
-	apiSrv := api.New(svc, pools, rt, st, api.Config{Log: log, Registry: reg, Cluster: cl})
+	apiSrv := api.New(svc, pools, ks, idempotency.New(st), api.Config{Log: log, Registry: reg, Cluster: cl})
 	srv := &http.Server{
 		Handler:           apiSrv,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -233,22 +236,17 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 
 // ensureAdminKey makes the first admin key on a fresh database and writes
 // it to <data>/admin.key (mode 0600), where the CLI finds it.
-func ensureAdminKey(ctx context.Context, st *sqlstore.DB, data string, stderr io.Writer) error {
-	keys, err := st.ListKeys(ctx)
-	if err != nil {
-		return err
-	}
-	if len(keys) > 0 {
-		return nil
-	}
-	secret, rec := api.NewKey("admin", true)
+func ensureAdminKey(ctx context.Context, ks *keys.Keys, data string, stderr io.Writer) error {
 	path := filepath.Join(data, adminKeyFile)
-	if err := os.WriteFile(path+".tmp", []byte(secret+"\n"), 0o600); err != nil {
-		return fmt.Errorf("write admin key: %w", err)
-	}
-	if err := st.CreateKey(ctx, rec); err != nil {
+	secret, err := ks.EnsureAdmin(ctx, func(secret string) error {
+		return os.WriteFile(path+".tmp", []byte(secret+"\n"), 0o600)
+	})
+	if err != nil {
 		os.Remove(path + ".tmp")
-		return err
+		return fmt.Errorf("admin key: %w", err)
+	}
+	if secret == "" {
+		return nil // keys exist already
 	}
 	if err := os.Rename(path+".tmp", path); err != nil {
 		return fmt.Errorf("write admin key: %w", err)

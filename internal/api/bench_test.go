@@ -12,6 +12,8 @@ import (
 	"github.com/sandpool/sandpool/client"
 	"github.com/sandpool/sandpool/internal/api"
 	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/idempotency"
+	"github.com/sandpool/sandpool/internal/keys"
 	"github.com/sandpool/sandpool/internal/latency"
 	"github.com/sandpool/sandpool/internal/pool"
 	"github.com/sandpool/sandpool/internal/proc"
@@ -38,13 +40,15 @@ func BenchmarkExecOverHTTP(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer svc.Close()
-	secret, key := api.NewKey("bench", false)
-	if err := st.CreateKey(ctx, key); err != nil {
+	ks := keys.New(st)
+	key, err := ks.Create(ctx, "bench", false, keys.Native)
+	if err != nil {
 		b.Fatal(err)
 	}
+	secret := key.Secret
 	pools := pool.NewManager(svc, st, svc.Events(), pool.Options{Node: "bench", Log: discard()})
 	defer pools.Close()
-	srv := httptest.NewServer(api.New(svc, pools, rt, st, api.Config{Log: discard()}))
+	srv := httptest.NewServer(api.New(svc, pools, ks, idempotency.New(st), api.Config{Log: discard()}))
 	defer srv.Close()
 	c, err := client.New(srv.URL, secret)
 	if err != nil {

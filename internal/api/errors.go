@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/idempotency"
 )
 
 // Errors the API itself raises (about HTTP, not about sandboxes).
@@ -15,9 +16,7 @@ var (
 	errForbidden    = errors.New("forbidden")
 	errBadRequest   = errors.New("bad request")
 	errTooLarge     = errors.New("too large")
-	errIdemMismatch = errors.New("idempotency key reused with a different request")
 	errNodeDown     = errdefs.New(errdefs.ErrUnavailable, "node_unavailable", "node unavailable")
-	errInProgress   = errors.New("a create with this Idempotency-Key is under way; retry")
 )
 
 // apiError is the body of every error response.
@@ -41,8 +40,7 @@ var kinds = []struct {
 	{errForbidden, http.StatusForbidden, "forbidden"},
 	{errTooLarge, http.StatusRequestEntityTooLarge, "too_large"},
 	{errBadRequest, http.StatusBadRequest, "bad_request"},
-	{errInProgress, http.StatusTooEarly, "in_progress"},
-	{errIdemMismatch, http.StatusUnprocessableEntity, "idempotency_mismatch"},
+	{idempotency.ErrInProgress, http.StatusTooEarly, "in_progress"},
 
 	{errdefs.ErrNotFound, http.StatusNotFound, "not_found"},
 	{errdefs.ErrInvalid, http.StatusUnprocessableEntity, "invalid"},

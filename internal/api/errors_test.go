@@ -11,6 +11,7 @@ import (
 
 	"github.com/sandpool/sandpool/internal/agent"
 	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/idempotency"
 	"github.com/sandpool/sandpool/internal/pool"
 	"github.com/sandpool/sandpool/internal/sandbox"
 )
@@ -27,8 +28,8 @@ func TestStatusFor(t *testing.T) {
 		{&http.MaxBytesError{Limit: 1}, 413, "too_large"},
 		{wrap(errTooLarge), 413, "too_large"},
 		{wrap(errBadRequest), 400, "bad_request"},
-		{errIdemMismatch, 422, "idempotency_mismatch"},
-		{errInProgress, 425, "in_progress"},
+		{idempotency.ErrMismatch, 422, "idempotency_mismatch"},
+		{idempotency.ErrInProgress, 425, "in_progress"},
 		{errNodeDown, 503, "node_unavailable"},
 		{wrap(sandbox.ErrCapacity), 429, "at_capacity"},
 		{sandbox.ErrShuttingDown, 503, "shutting_down"},

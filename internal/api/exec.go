@@ -79,10 +79,21 @@ type Event struct {
 	// exit
 	*proc.ExitStatus
 	// error
-	Error *struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error,omitempty"`
+	Error *streamError `json:"error,omitempty"`
+}
+
+// streamError is the error event that ends a stream that failed.
+type streamError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func newStreamError(err error) *streamError {
+	_, code := statusFor(err)
+	if code == "internal" {
+		return &streamError{code, "internal error; see the server log"}
+	}
+	return &streamError{code, err.Error()}
 }
 
 // cappedBuffer keeps the first max bytes written.
@@ -175,7 +186,7 @@ func newEventWriter(w http.ResponseWriter) *eventWriter {
 	return &eventWriter{w: w, rc: http.NewResponseController(w)}
 }
 
-func (e *eventWriter) send(ev Event) error {
+func (e *eventWriter) send(ev any) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if !e.started {
@@ -194,17 +205,19 @@ func (e *eventWriter) send(ev Event) error {
 	return e.rc.Flush()
 }
 
+// outputWriter sends what is written to it as events made by event.
 type outputWriter struct {
-	e   *eventWriter
-	typ string
+	e     *eventWriter
+	event func(data, dataBase64 string) any
 }
 
-func (e *eventWriter) output(typ string) outputWriter { return outputWriter{e, typ} }
+// output sends writes as Events of typ (stdout, stderr).
+func (e *eventWriter) output(typ string) outputWriter {
+	return outputWriter{e, func(data, b64 string) any { return Event{Type: typ, Data: data, DataBase64: b64} }}
+}
 
 func (o outputWriter) Write(p []byte) (int, error) {
-	ev := Event{Type: o.typ}
-	ev.Data, ev.DataBase64 = textOrBase64(p)
-	if err := o.e.send(ev); err != nil {
+	if err := o.e.send(o.event(textOrBase64(p))); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -217,13 +230,7 @@ func (s *Server) followStream(r *http.Request, ev *eventWriter, p proc.Process) 
 	}
 	st, err := p.Wait()
 	if err != nil {
-		_, code := statusFor(err)
-		e := Event{Type: "error"}
-		e.Error = &struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		}{code, err.Error()}
-		_ = ev.send(e) // best effort: the stream may be gone
+		_ = ev.send(Event{Type: "error", Error: newStreamError(err)}) // best effort: the stream may be gone
 		return
 	}
 	_ = ev.send(Event{Type: "exit", ExitStatus: &st}) // likewise

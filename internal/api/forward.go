@@ -15,7 +15,6 @@ import (
 
 	"github.com/sandpool/sandpool/internal/cluster"
 	"github.com/sandpool/sandpool/internal/errdefs"
-	"github.com/sandpool/sandpool/internal/store"
 )
 
 // Cluster is what the API needs to know of the other nodes.
@@ -25,7 +24,7 @@ type Cluster interface {
 	// Multi reports whether other nodes are up.
 	Multi() bool
 	Address(node string) (*url.URL, error)
-	Others() []store.Node
+	Others() []cluster.Node
 }
 
 // clusterPrincipal authenticates a call from another node: the cluster
@@ -86,18 +85,19 @@ func (s *Server) forwarded(h http.HandlerFunc) http.HandlerFunc {
 			h(w, r)
 			return
 		}
-		row, err := s.st.GetSandbox(r.Context(), r.PathValue("id"))
-		if err != nil || row.Node == s.cluster.Self() || row.Node == "" {
+		id := r.PathValue("id")
+		node, err := s.svc.NodeOf(r.Context(), id)
+		if err != nil || node == s.cluster.Self() || node == "" {
 			h(w, r) // not found, or ours: answered here
 			return
 		}
-		u, err := s.cluster.Address(row.Node)
+		u, err := s.cluster.Address(node)
 		if err != nil {
 			if r.Method == http.MethodGet && r.Pattern == "GET /v1/sandboxes/{id}" {
 				h(w, r) // the record is in the store: any node can show it
 				return
 			}
-			s.writeError(w, r, fmt.Errorf("%w: sandbox %s lives on node %s: %v", errNodeDown, row.ID, row.Node, err))
+			s.writeError(w, r, fmt.Errorf("%w: sandbox %s lives on node %s: %v", errNodeDown, id, node, err))
 			return
 		}
 		s.proxyTo(u).ServeHTTP(w, r)

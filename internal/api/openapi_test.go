@@ -12,6 +12,7 @@ import (
 
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/fsys"
+	"github.com/sandpool/sandpool/internal/keys"
 	"github.com/sandpool/sandpool/internal/pool"
 	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
@@ -101,28 +102,30 @@ func jsonFields(t reflect.Type) []string {
 func TestOpenAPIMatchesTypes(t *testing.T) {
 	doc := loadOpenAPI(t)
 	for name, v := range map[string]any{
-		"Limits":        runtime.Limits{},
-		"CreateSandbox": sandbox.CreateRequest{},
-		"Sandbox":       sandbox.Sandbox{},
-		"Exec":          ExecRequest{},
-		"ExitStatus":    proc.ExitStatus{},
-		"ExecResult":    ExecResult{},
-		"ExecEvent":     Event{},
-		"Process":       proc.Info{},
-		"FileInfo":      fsys.Info{},
-		"Template":      sandbox.Template{},
-		"Hooks":         sandbox.Hooks{},
-		"PoolConfig":    pool.Config{},
-		"Pool":          pool.Info{},
-		"PoolUpdate":    pool.Update{},
-		"Acquire":       AcquireRequest{},
-		"Release":       ReleaseRequest{},
-		"Pause":         PauseRequest{},
-		"Resumed":       ResumeResult{},
-		"Timeout":       sandbox.TimeoutRequest{},
-		"Node":          sandbox.NodeInfo{},
-		"Key":           KeyInfo{},
-		"Event":         events.Event{},
+		"Limits":          runtime.Limits{},
+		"CreateSandbox":   sandbox.CreateRequest{},
+		"Sandbox":         sandbox.Sandbox{},
+		"Exec":            ExecRequest{},
+		"ExitStatus":      proc.ExitStatus{},
+		"ExecResult":      ExecResult{},
+		"ExecEvent":       Event{},
+		"Process":         proc.Info{},
+		"FileInfo":        fsys.Info{},
+		"Template":        sandbox.Template{},
+		"Hooks":           sandbox.Hooks{},
+		"PoolConfig":      pool.Config{},
+		"Pool":            pool.Info{},
+		"PoolUpdate":      pool.Update{},
+		"Acquire":         AcquireRequest{},
+		"Release":         ReleaseRequest{},
+		"Pause":           PauseRequest{},
+		"Resumed":         ResumeResult{},
+		"Timeout":         sandbox.TimeoutRequest{},
+		"Node":            sandbox.NodeInfo{},
+		"Key":             keys.Key{},
+		"BuildEvent":      BuildEvent{},
+		"TemplateRequest": TemplateRequest{},
+		"Event":           events.Event{},
 	} {
 		schema, ok := doc.Components.Schemas[name]
 		if !ok {

@@ -6,7 +6,6 @@ import (
 
 	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/pool"
-	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/sandbox"
 )
 
@@ -98,7 +97,7 @@ func (s *Server) acquireFor(r *http.Request, tenant string, req sandbox.CreateRe
 	if req.Template != "" && req.Template != in.Template {
 		return sandbox.Sandbox{}, errdefs.Userf(errdefs.ErrInvalid, "template %q differs from pool %s's template %q", req.Template, req.Pool, in.Template)
 	}
-	if req.Limits != (runtime.Limits{}) || len(req.Env) > 0 || req.Timeout != 0 || len(req.Metadata) > 0 {
+	if req.Limits != (sandbox.Limits{}) || len(req.Env) > 0 || req.Timeout != 0 || len(req.Metadata) > 0 {
 		return sandbox.Sandbox{}, errdefs.Userf(errdefs.ErrInvalid, "a sandbox from a pool has the pool's settings: give only template and pool")
 	}
 	return s.pools.Acquire(r.Context(), tenant, req.Pool, 0)

@@ -4,7 +4,6 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,30 +20,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/idempotency"
+	"github.com/sandpool/sandpool/internal/keys"
 	"github.com/sandpool/sandpool/internal/pool"
-	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/sandbox"
-	"github.com/sandpool/sandpool/internal/store"
 )
-
-// Templates is what the API needs of the runtime: importing a template's
-// files (listing, defining and deleting go through the service).
-type Templates interface {
-	ImportTemplate(ctx context.Context, name string, src runtime.TemplateSource) (runtime.Template, error)
-}
-
-// Store is what the API needs of the store directly: keys and
-// idempotency records.
-type Store interface {
-	CreateKey(ctx context.Context, k store.Key) error
-	KeyByHash(ctx context.Context, hash string) (store.Key, error)
-	ListKeys(ctx context.Context) ([]store.Key, error)
-	RevokeKey(ctx context.Context, id string) error
-	PutIdempotency(ctx context.Context, idem store.Idempotency) (store.Idempotency, error)
-	SetIdempotency(ctx context.Context, tenant, key, sandboxID string) error
-	DeleteIdempotency(ctx context.Context, tenant, key string) error
-	GetSandbox(ctx context.Context, id string) (store.Sandbox, error)
-}
 
 // Config configures a Server.
 type Config struct {
@@ -63,11 +43,10 @@ type Config struct {
 type Server struct {
 	svc       *sandbox.Service
 	pools     *pool.Manager
-	templates Templates
-	st        Store
+	keys      *keys.Keys
+	idem      *idempotency.Records
 	cluster   Cluster
 	fwd       forwarders
-	keys      keyCache
 	cfg       Config
 	log       *slog.Logger
 	handler   http.Handler
@@ -79,8 +58,9 @@ type Server struct {
 	latency  *prometheus.HistogramVec
 }
 
-// New builds the API on the lifecycle service.
-func New(svc *sandbox.Service, pools *pool.Manager, tpl Templates, st Store, cfg Config) *Server {
+// New builds the API on the lifecycle service, the pools, the keys and the
+// idempotency records.
+func New(svc *sandbox.Service, pools *pool.Manager, ks *keys.Keys, idem *idempotency.Records, cfg Config) *Server {
 	if cfg.MaxUploadBytes == 0 {
 		cfg.MaxUploadBytes = 64 << 30
 	}
@@ -94,7 +74,7 @@ func New(svc *sandbox.Service, pools *pool.Manager, tpl Templates, st Store, cfg
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	f := promauto.With(cfg.Registry)
-	s := &Server{svc: svc, pools: pools, templates: tpl, st: st, cluster: cfg.Cluster, cfg: cfg, log: cfg.Log, drained: make(chan struct{}),
+	s := &Server{svc: svc, pools: pools, keys: ks, idem: idem, cluster: cfg.Cluster, cfg: cfg, log: cfg.Log, drained: make(chan struct{}),
 		requests: f.NewCounterVec(prometheus.CounterOpts{Name: "sandpool_http_requests_total",
 			Help: "HTTP requests by route and status code."}, []string{"route", "code"}),
 		latency: f.NewHistogramVec(prometheus.HistogramOpts{Name: "sandpool_http_request_duration_seconds",

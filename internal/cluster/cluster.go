@@ -24,6 +24,9 @@ import (
 	"github.com/sandpool/sandpool/internal/store"
 )
 
+// Node is a node as the store records it.
+type Node = store.Node
+
 // Store is what the cluster needs of the store.
 type Store interface {
 	Heartbeat(ctx context.Context, n store.Node, staleBefore time.Time) (store.Node, error)

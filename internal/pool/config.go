@@ -10,7 +10,7 @@ import (
 	"regexp"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
-	"github.com/sandpool/sandpool/internal/runtime"
+	"github.com/sandpool/sandpool/internal/sandbox"
 )
 
 // Acquire policies: what an acquire does when no idle sandbox is healthy.
@@ -31,7 +31,7 @@ const (
 type Config struct {
 	Name     string            `json:"name"`
 	Template string            `json:"template"`
-	Limits   runtime.Limits    `json:"limits,omitzero"`
+	Limits   sandbox.Limits    `json:"limits,omitzero"`
 	Env      map[string]string `json:"env,omitempty"`
 
 	// MinIdle idle sandboxes are kept ready; at most MaxIdle (default:

@@ -16,7 +16,6 @@ import (
 	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/leader"
-	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/sandbox"
 	"github.com/sandpool/sandpool/internal/store"
 )
@@ -59,7 +58,7 @@ type Sandboxes interface {
 	Idle(ctx context.Context, pool, node string) ([]sandbox.Sandbox, error)
 	// Resetting lists this node's sandboxes whose reset a crash cut short.
 	Resetting(ctx context.Context) ([]sandbox.Sandbox, error)
-	CheckTemplate(ctx context.Context, template string, limits runtime.Limits) error
+	CheckTemplate(ctx context.Context, template string, limits sandbox.Limits) error
 }
 
 // Remote reaches the node a pool's sandbox lives on, when it is not this

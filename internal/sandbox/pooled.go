@@ -179,7 +179,7 @@ func (s *Service) Recycle(ctx context.Context, id string) error {
 	if err == nil && hooks.SessionTeardown != "" {
 		// A failing teardown is the session's business; the reset
 		// below clears what it left either way.
-		if herr := s.runHook(ctx, row, "session_teardown", hooks.SessionTeardown, hooks.setupTimeout()); herr != nil {
+		if herr := s.runHook(ctx, row, "session_teardown", hooks.SessionTeardown, hooks.setupTimeout(), nil); herr != nil {
 			s.cfg.Log.Warn("session teardown failed", "sandbox", id, "err", herr)
 		}
 	}
@@ -187,7 +187,7 @@ func (s *Service) Recycle(ctx context.Context, id string) error {
 		_, err = s.rt.Reset(ctx, id)
 	}
 	if err == nil && hooks.SessionSetup != "" {
-		err = s.runHook(ctx, row, "session_setup", hooks.SessionSetup, hooks.setupTimeout())
+		err = s.runHook(ctx, row, "session_setup", hooks.SessionSetup, hooks.setupTimeout(), nil)
 	}
 	if err == nil {
 		// Back to the pool only if the pool is still there.

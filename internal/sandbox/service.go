@@ -57,13 +57,18 @@ var (
 	ErrElsewhere = errdefs.New(errdefs.ErrUnavailable, "node_unavailable", "on another node")
 )
 
+// Limits bound what a sandbox may use; zero fields take the backend's
+// defaults. (The runtime's type: callers above the service need not know
+// the runtime.)
+type Limits = runtime.Limits
+
 // Sandbox is what callers see of a sandbox.
 type Sandbox struct {
 	ID       string            `json:"id"`
 	Tenant   string            `json:"-"`
 	Template string            `json:"template"`
 	Status   Status            `json:"status"`
-	Limits   runtime.Limits    `json:"limits"`
+	Limits   Limits            `json:"limits"`
 	Env      map[string]string `json:"env,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
 	// Timeout is seconds of inactivity before OnTimeout ("pause" or
@@ -101,7 +106,7 @@ func (sb Sandbox) Node() string { return sb.NodeName }
 // CreateRequest is what a caller asks for.
 type CreateRequest struct {
 	Template string            `json:"template"`
-	Limits   runtime.Limits    `json:"limits"`
+	Limits   Limits            `json:"limits"`
 	Env      map[string]string `json:"env,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
 	// Timeout is seconds of inactivity before OnTimeout: "pause" (the
@@ -274,6 +279,8 @@ type newSandbox struct {
 	// fence, if set, makes the row's creation and its final status depend
 	// on a pool leader's lease.
 	fence *store.Fence
+	// progress, if set, gets the template's setup output as it comes.
+	progress io.Writer
 }
 
 // create makes a sandbox: checks, writes the row, has the runtime make
@@ -326,7 +333,7 @@ func (s *Service) create(ctx context.Context, n newSandbox) (store.Sandbox, erro
 		return fail(err)
 	}
 	if hooks.Setup != "" {
-		if err := s.runHook(cctx, row, "setup", hooks.Setup, hooks.setupTimeout()); err != nil {
+		if err := s.runHook(cctx, row, "setup", hooks.Setup, hooks.setupTimeout(), n.progress); err != nil {
 			return fail(err)
 		}
 		if err := s.rt.Seal(cctx, id); err != nil {
@@ -334,7 +341,7 @@ func (s *Service) create(ctx context.Context, n newSandbox) (store.Sandbox, erro
 		}
 	}
 	if hooks.SessionSetup != "" {
-		if err := s.runHook(cctx, row, "session_setup", hooks.SessionSetup, hooks.setupTimeout()); err != nil {
+		if err := s.runHook(cctx, row, "session_setup", hooks.SessionSetup, hooks.setupTimeout(), n.progress); err != nil {
 			return fail(err)
 		}
 	}
@@ -748,4 +755,23 @@ func (s *Service) Close() {
 		stop()
 	}
 	s.bg.Wait()
+}
+
+// NodeOf names the node a sandbox lives on ("" if it is not known).
+func (s *Service) NodeOf(ctx context.Context, id string) (string, error) {
+	row, err := s.st.GetSandbox(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	return row.Node, nil
+}
+
+// Exists reports whether a sandbox with this id was ever recorded (in any
+// status, for any tenant).
+func (s *Service) Exists(ctx context.Context, id string) (bool, error) {
+	_, err := s.st.GetSandbox(ctx, id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }

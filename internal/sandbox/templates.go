@@ -1,16 +1,13 @@
 package sandbox
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
-	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/store"
 )
@@ -96,41 +93,6 @@ func (s *Service) forgetTemplates() {
 	s.tplMu.Lock()
 	clear(s.tplCache)
 	s.tplMu.Unlock()
-}
-
-// hookOutputTail is how much of a failing hook's output its error keeps.
-const hookOutputTail = 2048
-
-// runHook runs a template hook as root and fails unless it exits 0.
-func (s *Service) runHook(ctx context.Context, row store.Sandbox, name, script string, timeout time.Duration) error {
-	var out bytes.Buffer
-	p, err := s.rt.Exec(ctx, row.ID, proc.Spec{Shell: script, User: "root", Cwd: "/", Timeout: timeout, Env: s.sandboxEnv(row)},
-		proc.Stdio{Stdout: &out, Stderr: &out})
-	if err != nil {
-		return fmt.Errorf("template %s: %s: %w", row.Template, name, err)
-	}
-	st, err := p.Wait()
-	if err != nil {
-		return fmt.Errorf("template %s: %s: %w", row.Template, name, err)
-	}
-	if st.Code != 0 || st.Signal != "" {
-		tail := out.String()
-		if len(tail) > hookOutputTail {
-			tail = "..." + tail[len(tail)-hookOutputTail:]
-		}
-		why := fmt.Sprintf("exit status %d", st.Code)
-		if st.TimedOut {
-			why = "timed out after " + timeout.String()
-		}
-		return fmt.Errorf("template %s: %s failed (%s): %s", row.Template, name, why, strings.TrimSpace(tail))
-	}
-	return nil
-}
-
-func (s *Service) sandboxEnv(row store.Sandbox) map[string]string {
-	var sp spec
-	_ = json.Unmarshal([]byte(row.Spec), &sp) // written by us
-	return sp.Env
 }
 
 // Templates lists runtime templates and templates defined on them.

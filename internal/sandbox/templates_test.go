@@ -70,6 +70,13 @@ func TestFailingSetup(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "setup failed (exit status 3): cannot install") {
 		t.Fatalf("create: %v", err)
 	}
+	// A failed setup is the template's failure, not an internal error:
+	// the API answers 422 setup_failed.
+	var he *sandbox.HookError
+	if !errors.Is(err, sandbox.ErrSetupFailed) || !errors.Is(err, errdefs.ErrFailed) || !errors.As(err, &he) ||
+		he.Hook != "setup" || he.Output != "cannot install" {
+		t.Fatalf("create error %#v is not a setup failure", err)
+	}
 	rows, _ := e.st.ListSandboxes(ctx, store.Filter{Statuses: []string{"failed"}})
 	if len(rows) != 1 || !strings.Contains(rows[0].Error, "cannot install") {
 		t.Fatalf("failed rows: %+v", rows)
@@ -79,5 +86,43 @@ func TestFailingSetup(t *testing.T) {
 	}
 	if left := linuxtest.Leftovers(e.rt.DataDir(), []string{rows[0].ID}); len(left) > 0 {
 		t.Fatalf("left: %v", left)
+	}
+}
+
+// A template added with build runs its setup once, now, with its output
+// streamed; one whose setup fails is refused with the tail of its output
+// and leaves nothing behind.
+func TestAddTemplateBuild(t *testing.T) {
+	e := newEnv(t, sandbox.Config{})
+	ctx := context.Background()
+	var out strings.Builder
+	tpl, err := e.svc.AddTemplate(ctx, sandbox.TemplateRequest{Name: "good", From: "base", Build: true, Progress: &out,
+		Hooks: sandbox.Hooks{Setup: "echo installing; echo done >&2"}})
+	if err != nil || tpl.Name != "good" || tpl.Hooks.Setup == "" {
+		t.Fatalf("build good: %+v %v", tpl, err)
+	}
+	if !strings.Contains(out.String(), "installing") || !strings.Contains(out.String(), "done") {
+		t.Fatalf("build output %q", out.String())
+	}
+	out.Reset()
+	_, err = e.svc.AddTemplate(ctx, sandbox.TemplateRequest{Name: "bad", From: "base", Build: true, Progress: &out,
+		Hooks: sandbox.Hooks{Setup: "for i in $(seq 3000); do echo line $i; done; echo pip: no network >&2; exit 1"}})
+	var he *sandbox.HookError
+	if !errors.As(err, &he) || !strings.HasSuffix(he.Output, "pip: no network") || len(he.Output) > 2100 {
+		t.Fatalf("build bad: %v", err)
+	}
+	if !strings.Contains(out.String(), "line 1\n") {
+		t.Fatal("the failing build's output did not stream")
+	}
+	if _, err := e.svc.Template(ctx, "bad"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("a template whose build failed is kept: %v", err)
+	}
+	// The build sandboxes are gone, on both counts.
+	if infos, _ := e.rt.List(ctx); len(infos) != 0 {
+		t.Fatalf("%d build sandboxes left in the runtime", len(infos))
+	}
+	// Neither source nor two at once.
+	if _, err := e.svc.AddTemplate(ctx, sandbox.TemplateRequest{Name: "x"}); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("no source: %v", err)
 	}
 }
