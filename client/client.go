@@ -81,6 +81,15 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("sandpool: %s (%d %s)", e.Message, e.Status, e.Code)
 }
 
+// IsExhausted reports whether err says a limit is reached: the sandbox's
+// process limit (resource_exhausted), the node's capacity (at_capacity) or
+// an empty pool (pool_empty). Retrying later, or freeing something, may
+// work.
+func IsExhausted(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Status == http.StatusTooManyRequests
+}
+
 // IsNotFound reports whether err is a 404 from the server.
 func IsNotFound(err error) bool {
 	var ae *APIError

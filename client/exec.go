@@ -262,3 +262,13 @@ func (c *Client) Signal(ctx context.Context, id, proc, signal string) error {
 	return c.call(ctx, request{method: "POST", path: sandboxPath(id, "/processes/"+url.PathEscape(proc)+"/signal"),
 		body: jsonBody(map[string]string{"signal": signal})}, nil)
 }
+
+// KillAll kills every process of a sandbox but its agent (what a fork bomb
+// left, say) and returns how many there were. The sandbox lives on.
+func (c *Client) KillAll(ctx context.Context, id string) (int, error) {
+	var out struct {
+		Killed int `json:"killed"`
+	}
+	err := c.call(ctx, request{method: "DELETE", path: sandboxPath(id, "/processes")}, &out)
+	return out.Killed, err
+}

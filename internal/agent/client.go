@@ -142,6 +142,13 @@ func (cl *Client) open(ctx context.Context, req request) (*conn, reply, func() b
 	return c, rep, stop, nil
 }
 
+// KillAll kills every process of the sandbox but the agent and returns
+// how many there were.
+func (cl *Client) KillAll(ctx context.Context) (int, error) {
+	rep, err := cl.call(ctx, request{Op: "killall"})
+	return int(rep.N), err
+}
+
 // ioErr prefers the context's error when the context ended the call.
 func (cl *Client) ioErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"log/slog"
 	"os"
 	"sync"
 	"syscall"
@@ -128,6 +129,14 @@ func (p *process) signal(sig syscall.Signal) error {
 		return nil
 	}
 	return err
+}
+
+// killFamily kills the process and every process it started (see
+// family.go), as a timeout or a caller that went away asks.
+func (p *process) killFamily() {
+	if err := killFamily(p.pid, 5*time.Second); err != nil {
+		slog.Warn("kill an exec's processes", "proc", p.id, "err", err)
+	}
 }
 
 func exitFromWait(ws syscall.WaitStatus, timedOut bool) exitStatus {

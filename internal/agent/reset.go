@@ -62,6 +62,29 @@ func (s *Server) reset(c *conn) error {
 	return c.sendJSON(frameReply, reply{Dirty: dirty})
 }
 
+// killAll kills every process of the sandbox but the agent (what a fork
+// bomb left, say) and reports how many there were. Processes the agent
+// tracks end as killed by SIGKILL.
+func (s *Server) killAll(c *conn) error {
+	if os.Getpid() != 1 {
+		return replyErr(c, codeInvalid, "kill-all is only for a sandbox's PID 1")
+	}
+	procs, err := readProcs()
+	if err != nil {
+		return replyErr(c, codeInternal, "kill-all: %v", err)
+	}
+	n := 0
+	for _, p := range procs {
+		if !p.zombie {
+			n++
+		}
+	}
+	if err := killOthers(10 * time.Second); err != nil {
+		return replyErr(c, codeInternal, "kill-all: %v", err)
+	}
+	return c.sendJSON(frameReply, reply{N: int64(n)})
+}
+
 // killOthers kills every process of the PID namespace but PID 1 and waits
 // until the reaper has collected them all.
 func killOthers(timeout time.Duration) error {

@@ -106,6 +106,8 @@ func (s *Server) handleOne(c *conn, req *request) {
 		err = c.sendJSON(frameReply, reply{Procs: s.list()})
 	case "signal":
 		err = s.signal(c, req)
+	case "killall":
+		err = s.killAll(c)
 	case "stdin":
 		err = s.writeStdin(c, req)
 	case "read":
@@ -200,7 +202,7 @@ func (s *Server) exec(c *conn, req *request) error {
 		Env:   env,
 		Files: []uintptr{stdinR.Fd(), outW.Fd(), errW.Fd()},
 		Sys: &syscall.SysProcAttr{
-			Setpgid:    true,
+			Setsid:     true, // its own session and group: see family.go
 			Credential: &syscall.Credential{Uid: uint32(acc.UID), Gid: uint32(acc.GID), Groups: acc.Groups},
 		},
 	}
@@ -238,7 +240,7 @@ func (s *Server) exec(c *conn, req *request) error {
 	if err := c.sendJSON(frameReply, reply{Proc: p.id, Pid: pid}); err != nil {
 		p.unsubscribe(sub)
 		if !p.background {
-			_ = p.signal(syscall.SIGKILL) // the caller is gone; a foreground process dies with it
+			p.killFamily() // the caller is gone; a foreground process dies with it
 		}
 		return err
 	}
@@ -274,7 +276,7 @@ func (s *Server) supervise(p *process, outR, errR *os.File, timeout time.Duratio
 			tmu.Lock()
 			timedOut = true
 			tmu.Unlock()
-			_ = p.signal(syscall.SIGKILL) // nothing more to do if it is already gone
+			p.killFamily() // with what it started in the background
 		})
 		defer t.Stop()
 	}
@@ -387,7 +389,7 @@ func (s *Server) follow(c *conn, p *process, sub *subscriber) error {
 	case <-hostGone:
 		p.unsubscribe(sub)
 		if !p.background {
-			_ = p.signal(syscall.SIGKILL) // best effort: it may have exited already
+			p.killFamily()
 		}
 		<-stdinDone
 		return io.EOF

@@ -236,6 +236,16 @@ func (s *Server) followStream(r *http.Request, ev *eventWriter, p proc.Process) 
 	_ = ev.send(Event{Type: "exit", ExitStatus: &st}) // likewise
 }
 
+// killAll kills every process of the sandbox but its agent.
+func (s *Server) killAll(w http.ResponseWriter, r *http.Request) {
+	n, err := s.svc.KillAll(r.Context(), who(r).Tenant, r.PathValue("id"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"killed": n})
+}
+
 func (s *Server) startProcess(w http.ResponseWriter, r *http.Request) {
 	var req ExecRequest
 	if err := decode(w, r, &req); err != nil {

@@ -134,6 +134,7 @@ func (s *Server) routes() []route {
 		{pattern: "POST /v1/sandboxes/{id}/exec", h: s.exec},
 		{pattern: "POST /v1/sandboxes/{id}/processes", h: s.startProcess},
 		{pattern: "GET /v1/sandboxes/{id}/processes", h: s.listProcesses},
+		{pattern: "DELETE /v1/sandboxes/{id}/processes", h: s.killAll},
 		{pattern: "GET /v1/sandboxes/{id}/processes/{proc}/output", h: s.attach},
 		{pattern: "POST /v1/sandboxes/{id}/processes/{proc}/stdin", h: s.stdin},
 		{pattern: "POST /v1/sandboxes/{id}/processes/{proc}/signal", h: s.signal},

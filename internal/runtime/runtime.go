@@ -69,6 +69,9 @@ type Runtime interface {
 	Processes(ctx context.Context, id string) ([]proc.Info, error)
 	// Signal sends sig to a process started through Exec.
 	Signal(ctx context.Context, id, procID string, sig syscall.Signal) error
+	// KillAll kills every process of the sandbox but its agent and returns
+	// how many there were.
+	KillAll(ctx context.Context, id string) (int, error)
 	// WriteStdin copies r to a tracked process's stdin, closing it
 	// afterwards if closeStdin.
 	WriteStdin(ctx context.Context, id, procID string, r io.Reader, closeStdin bool) error

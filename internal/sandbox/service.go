@@ -724,6 +724,17 @@ func (s *Service) Signal(ctx context.Context, tenant, id, procID string, sig sys
 	return s.check(row, s.rt.Signal(ctx, id, procID, sig))
 }
 
+// KillAll kills every process of a sandbox but its agent (what a fork bomb
+// left, for one) and returns how many there were.
+func (s *Service) KillAll(ctx context.Context, tenant, id string) (int, error) {
+	row, err := s.running(ctx, tenant, id)
+	if err != nil {
+		return 0, err
+	}
+	n, err := s.rt.KillAll(ctx, id)
+	return n, s.check(row, err)
+}
+
 // WriteStdin feeds a tracked process.
 func (s *Service) WriteStdin(ctx context.Context, tenant, id, procID string, r io.Reader, closeStdin bool) error {
 	row, err := s.running(ctx, tenant, id)

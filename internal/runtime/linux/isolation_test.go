@@ -186,13 +186,12 @@ except OSError as e:
 
 	// Now a real bomb, while the host and another sandbox keep working.
 	p, err := r.Exec(context.Background(), bomb, proc.Spec{Shell: "f(){ f | f & }; f; sleep 5", Timeout: 4 * time.Second}, proc.Stdio{})
-	if err != nil {
+	if err != nil && !errors.Is(err, errdefs.ErrExhausted) {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for i := 0; i < 5; i++ {
+	for range 5 {
 		if out := sh(t, r, other, "echo alive").Stdout; out != "alive\n" {
 			t.Fatalf("other sandbox: %+v", sh(t, r, other, "echo alive"))
 		}
@@ -200,8 +199,35 @@ except OSError as e:
 			t.Fatalf("host cannot run processes during the bomb: %v", err)
 		}
 	}
-	if _, err := p.Wait(); err != nil {
+	if p != nil {
+		if _, err := p.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Whatever is left holds every pid: a new process cannot start, and
+	// that is said as a limit reached (not a bad request, not a broken
+	// sandbox).
+	sh(t, r, bomb, "true") // may succeed if the bomb's timeout ended it all; then fill it again:
+	if _, err := r.Exec(context.Background(), bomb, proc.Spec{Shell: "f(){ f | f & }; f", Background: true}, proc.Stdio{}); err != nil && !errors.Is(err, errdefs.ErrExhausted) {
 		t.Fatal(err)
+	}
+	var full error
+	for range 100 {
+		if _, full = tryRun(r, bomb, proc.Spec{Cmd: []string{"true"}}, nil); full != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !errors.Is(full, errdefs.ErrExhausted) || errdefs.IsStateError(full) || !strings.Contains(full.Error(), "64") {
+		t.Fatalf("exec in a full sandbox: %v, want a limit reached naming the limit (64)", full)
+	}
+	// Kill-all frees it, and the sandbox works again.
+	n, err := r.KillAll(context.Background(), bomb)
+	if err != nil || n == 0 {
+		t.Fatalf("kill-all: %d %v", n, err)
+	}
+	if out := sh(t, r, bomb, "echo free").Stdout; out != "free\n" {
+		t.Fatalf("after kill-all: %q", out)
 	}
 	// The bomb sandbox can be destroyed cleanly.
 	if err := r.Destroy(context.Background(), bomb); err != nil {

@@ -171,6 +171,16 @@ func (r *Runtime) Signal(ctx context.Context, id, procID string, sig syscall.Sig
 	return r.agentErr(sb, cl.Signal(ctx, procID, sig))
 }
 
+// KillAll kills every process of the sandbox but its agent.
+func (r *Runtime) KillAll(ctx context.Context, id string) (int, error) {
+	cl, sb, err := r.agentFor(id)
+	if err != nil {
+		return 0, err
+	}
+	n, err := cl.KillAll(ctx)
+	return n, r.agentErr(sb, err)
+}
+
 // WriteStdin copies r to a tracked process's stdin.
 func (r *Runtime) WriteStdin(ctx context.Context, id, procID string, src io.Reader, closeStdin bool) error {
 	cl, sb, err := r.agentFor(id)
