@@ -90,6 +90,16 @@ func IsExhausted(err error) bool {
 	return errors.As(err, &ae) && ae.Status == http.StatusTooManyRequests
 }
 
+// StatusOf is the HTTP status of an error answer from the server, or 0 if
+// err is not one.
+func StatusOf(err error) int {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.Status
+	}
+	return 0
+}
+
 // IsNotFound reports whether err is a 404 from the server.
 func IsNotFound(err error) bool {
 	var ae *APIError

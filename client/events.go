@@ -11,10 +11,12 @@ import (
 	"time"
 )
 
-// SandboxEvent is one transition of one of the tenant's sandboxes.
+// SandboxEvent is one transition of one of the tenant's sandboxes or
+// pools.
 type SandboxEvent struct {
-	Type    string    `json:"type"` // "sandbox", or "dropped" when events were lost
+	Type    string    `json:"type"` // "sandbox", "pool", or "dropped" when events were lost
 	Sandbox string    `json:"sandbox,omitempty"`
+	Pool    string    `json:"pool,omitempty"`
 	Status  string    `json:"status,omitempty"`
 	Reason  string    `json:"reason,omitempty"`
 	Error   string    `json:"error,omitempty"`

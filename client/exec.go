@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"time"
 )
 
 // ExecRequest is a process to run in a sandbox.
@@ -217,6 +218,7 @@ type Process struct {
 	Cmd        []string    `json:"cmd"`
 	Background bool        `json:"background"`
 	Running    bool        `json:"running"`
+	StartedAt  time.Time   `json:"started_at"`
 	Exit       *ExitStatus `json:"exit,omitempty"`
 }
 

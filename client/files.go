@@ -23,9 +23,25 @@ type FileInfo struct {
 
 func pathQuery(p string) url.Values { return url.Values{"path": {p}} }
 
-// ReadFile streams a file out of a sandbox. Close the reader.
+// userQuery is ?path=p, with ?user= if user is set.
+func userQuery(p, user string) url.Values {
+	q := pathQuery(p)
+	if user != "" {
+		q.Set("user", user)
+	}
+	return q
+}
+
+// ReadFile streams a file out of a sandbox, read as the sandbox's user.
+// Close the reader.
 func (c *Client) ReadFile(ctx context.Context, id, path string) (io.ReadCloser, error) {
-	resp, err := c.do(ctx, request{method: "GET", path: sandboxPath(id, "/files"), query: pathQuery(path), retry: true})
+	return c.ReadFileAs(ctx, id, path, "")
+}
+
+// ReadFileAs is ReadFile acting as user (a name or uid; "" for the
+// sandbox's user). A file the user may not read is a 403.
+func (c *Client) ReadFileAs(ctx context.Context, id, path, user string) (io.ReadCloser, error) {
+	resp, err := c.do(ctx, request{method: "GET", path: sandboxPath(id, "/files"), query: userQuery(path, user), retry: true})
 	if err != nil {
 		return nil, err
 	}
@@ -35,7 +51,7 @@ func (c *Client) ReadFile(ctx context.Context, id, path string) (io.ReadCloser, 
 // WriteOptions for WriteFile.
 type WriteOptions struct {
 	Mode        uint32 // permission bits; 0 means 0644
-	User        string // owner; empty means the sandbox's "user"
+	User        string // who writes (and owns) it; empty means the sandbox's user
 	MakeParents bool
 }
 
@@ -60,12 +76,27 @@ func (c *Client) WriteFile(ctx context.Context, id, path string, r io.Reader, op
 	return out.Size, err
 }
 
-// ListFiles lists a directory.
+// ListFiles lists a directory, as the sandbox's user.
 func (c *Client) ListFiles(ctx context.Context, id, path string) ([]FileInfo, error) {
+	return c.ListFilesWith(ctx, id, path, ListFilesOptions{})
+}
+
+// ListFilesOptions for ListFilesWith.
+type ListFilesOptions struct {
+	User  string // act as this user; "" for the sandbox's user
+	Depth int    // levels to list; 0 or 1 for the directory's own entries
+}
+
+// ListFilesWith lists a directory (and, with Depth, its subdirectories).
+func (c *Client) ListFilesWith(ctx context.Context, id, path string, opts ListFilesOptions) ([]FileInfo, error) {
+	q := userQuery(path, opts.User)
+	if opts.Depth > 1 {
+		q.Set("depth", strconv.Itoa(opts.Depth))
+	}
 	var out struct {
 		Files []FileInfo `json:"files"`
 	}
-	err := c.call(ctx, request{method: "GET", path: sandboxPath(id, "/files/list"), query: pathQuery(path), retry: true}, &out)
+	err := c.call(ctx, request{method: "GET", path: sandboxPath(id, "/files/list"), query: q, retry: true}, &out)
 	return out.Files, err
 }
 

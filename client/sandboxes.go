@@ -159,14 +159,7 @@ type Hooks struct {
 // DefineTemplate makes a template that uses the files of template from,
 // with hooks (admin key).
 func (c *Client) DefineTemplate(ctx context.Context, name, from string, hooks Hooks) (*Template, error) {
-	body := struct {
-		Name string `json:"name"`
-		From string `json:"from"`
-		Hooks
-	}{name, from, hooks}
-	var t Template
-	err := c.call(ctx, request{method: "POST", path: "/v1/templates", body: jsonBody(body)}, &t)
-	return &t, err
+	return c.AddTemplate(ctx, TemplateRequest{Name: name, From: from, Hooks: hooks}, nil)
 }
 
 // ListTemplates returns the templates.
@@ -181,19 +174,13 @@ func (c *Client) ListTemplates(ctx context.Context) ([]Template, error) {
 // CreateTemplateFromDir registers a root filesystem directory on the
 // server's host as a template (admin key).
 func (c *Client) CreateTemplateFromDir(ctx context.Context, name, dir string) (*Template, error) {
-	var t Template
-	err := c.call(ctx, request{method: "POST", path: "/v1/templates", body: jsonBody(map[string]string{"name": name, "dir": dir})}, &t)
-	return &t, err
+	return c.AddTemplate(ctx, TemplateRequest{Name: name, Dir: dir}, nil)
 }
 
 // CreateTemplateFromTar registers a root filesystem tar stream as a
 // template (admin key).
 func (c *Client) CreateTemplateFromTar(ctx context.Context, name string, tar io.Reader) (*Template, error) {
-	var t Template
-	h := http.Header{}
-	h.Set("Content-Type", "application/x-tar")
-	err := c.call(ctx, request{method: "PUT", path: "/v1/templates/" + url.PathEscape(name), stream: tar, header: h}, &t)
-	return &t, err
+	return c.AddTemplateFromTar(ctx, name, tar, TemplateUpload{}, nil)
 }
 
 // DeleteTemplate removes a template no sandbox uses (admin key).
@@ -213,8 +200,22 @@ type Key struct {
 
 // CreateKey makes an API key for tenant (admin key).
 func (c *Client) CreateKey(ctx context.Context, tenant string, admin bool) (*Key, error) {
+	return c.CreateKeyWith(ctx, KeyRequest{Tenant: tenant, Admin: admin})
+}
+
+// KeyRequest asks for an API key.
+type KeyRequest struct {
+	Tenant string `json:"tenant"`
+	Admin  bool   `json:"admin,omitempty"`
+	// E2B makes the secret in the form the E2B SDKs accept (e2b_ and 40
+	// hex digits), for use with sandpool's E2B-compatible API.
+	E2B bool `json:"e2b,omitempty"`
+}
+
+// CreateKeyWith makes an API key (admin key).
+func (c *Client) CreateKeyWith(ctx context.Context, req KeyRequest) (*Key, error) {
 	var k Key
-	err := c.call(ctx, request{method: "POST", path: "/v1/keys", body: jsonBody(map[string]any{"tenant": tenant, "admin": admin})}, &k)
+	err := c.call(ctx, request{method: "POST", path: "/v1/keys", body: jsonBody(req)}, &k)
 	return &k, err
 }
 
@@ -240,6 +241,17 @@ type NodeInfo struct {
 	MemTotalBytes      int64  `json:"mem_total_bytes"`
 	MemAvailableBytes  int64  `json:"mem_available_bytes"`
 	ServerRSSBytes     int64  `json:"server_rss_bytes"`
+	// Build is which build of sandpool the node runs.
+	Build BuildInfo `json:"build"`
+}
+
+// BuildInfo describes a build of sandpool.
+type BuildInfo struct {
+	Version   string `json:"version"`
+	Revision  string `json:"revision,omitempty"`
+	Time      string `json:"time,omitempty"`
+	Modified  bool   `json:"modified,omitempty"`
+	GoVersion string `json:"go_version"`
 }
 
 // Node reports the node this client talks to and its host's memory

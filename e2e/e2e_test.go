@@ -6,10 +6,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -75,15 +77,19 @@ func TestSandboxLifecycle(t *testing.T) {
 		t.Fatalf("stream: chunks %q stderr %q exit %+v", chunks, stderr, exit)
 	}
 
-	// Files round trip.
-	if _, err := c.WriteFile(ctx, sb.ID, "/work/notes.txt", strings.NewReader("data"), client.WriteOptions{MakeParents: true}); err != nil {
+	// Files round trip, as the sandbox's user (who cannot write where
+	// only root may: 403, and nothing changes).
+	if _, err := c.WriteFile(ctx, sb.ID, "/etc/passwd", strings.NewReader("x"), client.WriteOptions{}); client.StatusOf(err) != 403 {
+		t.Fatalf("overwrite /etc/passwd as the user: %v", err)
+	}
+	if _, err := c.WriteFile(ctx, sb.ID, "/home/user/work/notes.txt", strings.NewReader("data"), client.WriteOptions{MakeParents: true}); err != nil {
 		t.Fatal(err)
 	}
-	files, err := c.ListFiles(ctx, sb.ID, "/work")
+	files, err := c.ListFiles(ctx, sb.ID, "/home/user/work")
 	if err != nil || len(files) != 1 || files[0].Name != "notes.txt" || files[0].Size != 4 {
 		t.Fatalf("list: %+v %v", files, err)
 	}
-	res, err = c.Exec(ctx, sb.ID, client.ExecRequest{Cmd: []string{"cat", "/work/notes.txt"}})
+	res, err = c.Exec(ctx, sb.ID, client.ExecRequest{Cmd: []string{"cat", "/home/user/work/notes.txt"}})
 	if err != nil || string(res.Stdout) != "data" {
 		t.Fatalf("file seen from inside: %q %v", res.Stdout, err)
 	}
@@ -237,16 +243,16 @@ func TestLargeFileConstantMemory(t *testing.T) {
 
 	const size = 200 << 20
 	want := sha256.New()
-	n, err := c.WriteFile(ctx, sb.ID, "/data/big.bin", io.TeeReader(&pattern{rng: rand.NewChaCha8([32]byte{2}), left: size}, want),
+	n, err := c.WriteFile(ctx, sb.ID, "/home/user/big.bin", io.TeeReader(&pattern{rng: rand.NewChaCha8([32]byte{2}), left: size}, want),
 		client.WriteOptions{MakeParents: true})
 	if err != nil || n != size {
 		t.Fatalf("upload: %d %v", n, err)
 	}
-	res, err := c.Exec(ctx, sb.ID, client.ExecRequest{Cmd: []string{"stat", "-c", "%s", "/data/big.bin"}})
+	res, err := c.Exec(ctx, sb.ID, client.ExecRequest{Cmd: []string{"stat", "-c", "%s", "/home/user/big.bin"}})
 	if err != nil || strings.TrimSpace(string(res.Stdout)) != "209715200" {
 		t.Fatalf("size inside: %q %v", res.Stdout, err)
 	}
-	rc, err := c.ReadFile(ctx, sb.ID, "/data/big.bin")
+	rc, err := c.ReadFile(ctx, sb.ID, "/home/user/big.bin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,5 +433,34 @@ func TestServeExplainsWhatIsWrong(t *testing.T) {
 	out, err = exec.Command(binary, "serve", "--data", "relative/dir", "--listen", "127.0.0.1:0").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "absolute path") {
 		t.Fatalf("relative data dir: %v\n%s", err, out)
+	}
+}
+
+// The node says which build it runs, in GET /v1/node and as a metric, and
+// the CLI says the same; a build from a git checkout names its revision.
+func TestBuildInfo(t *testing.T) {
+	s := startServer(t, "")
+	ctx := context.Background()
+	node, err := s.client(s.adminKey).Node(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(node.Build.GoVersion, "go1.") || node.Build.Version == "" {
+		t.Fatalf("build %+v", node.Build)
+	}
+	rev, gitErr := exec.Command("git", "rev-parse", "HEAD").Output()
+	if gitErr == nil && node.Build.Revision != strings.TrimSpace(string(rev)) {
+		t.Fatalf("revision %q, want %q (the checkout it was built from)", node.Build.Revision, rev)
+	}
+	out, err := exec.Command(binary, "version").Output()
+	if err != nil || !strings.Contains(string(out), node.Build.GoVersion) ||
+		(node.Build.Revision != "" && !strings.Contains(string(out), node.Build.Revision[:12])) {
+		t.Fatalf("sandpool version: %q %v", out, err)
+	}
+	metrics := s.metrics(t)
+	want := fmt.Sprintf(`sandpool_build_info{go_version=%q,modified=%q,revision=%q,version=%q} 1`,
+		node.Build.GoVersion, strconv.FormatBool(node.Build.Modified), node.Build.Revision, node.Build.Version)
+	if !strings.Contains(metrics, want) {
+		t.Fatalf("metrics lack %s", want)
 	}
 }

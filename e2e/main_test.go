@@ -6,6 +6,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,7 +37,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "sandpool")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/sandpool")
+	// -buildvcs=auto: stamped with the checkout's revision when git is there
+	// (whatever GOFLAGS says), as a user's build is.
+	build := exec.Command("go", "build", "-buildvcs=auto", "-o", binary, "../cmd/sandpool")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build sandpool:", err)
@@ -215,3 +219,18 @@ func vmHWM(tb testing.TB, pid int) int64 {
 }
 
 func osStat(p string) (os.FileInfo, error) { return os.Stat(p) }
+
+// metrics reads the server's /metrics page.
+func (s *server) metrics(tb testing.TB) string {
+	tb.Helper()
+	resp, err := http.Get(s.url + "/metrics")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		tb.Fatalf("metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(b)
+}

@@ -15,9 +15,6 @@ import (
 	"github.com/sandpool/sandpool/internal/runtime/linux"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 func main() {
 	if linux.IsInit() {
 		linux.Init() // a sandbox's PID 1; never returns

@@ -11,15 +11,18 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/spf13/cobra"
 
 	"github.com/sandpool/sandpool/internal/api"
+	"github.com/sandpool/sandpool/internal/buildinfo"
 	"github.com/sandpool/sandpool/internal/cluster"
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/idempotency"
@@ -179,6 +182,11 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	build := buildinfo.Get()
+	promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{Name: "sandpool_build_info",
+		Help: "The build this node runs (always 1): module version, VCS revision, whether the tree was modified, Go version."},
+		[]string{"version", "revision", "modified", "go_version"}).
+		WithLabelValues(build.Version, build.Revision, strconv.FormatBool(build.Modified), build.GoVersion).Set(1)
 	broker := events.NewBroker()
 	advertise := cfg.advertise
 	if advertise == "" {
@@ -215,7 +223,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if cfg.store != "" {
 		storeName = "PostgreSQL"
 	}
-	fmt.Fprintf(stderr, "sandpool: serving on http://%s (data %s, node %s, store %s)\n", ln.Addr(), cfg.data, cfg.node, storeName)
+	fmt.Fprintf(stderr, "sandpool: serving on http://%s (data %s, node %s, store %s, build %s)\n", ln.Addr(), cfg.data, cfg.node, storeName, build)
 
 	select {
 	case err := <-serveErr:

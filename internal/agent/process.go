@@ -132,8 +132,15 @@ func (p *process) signal(sig syscall.Signal) error {
 }
 
 // killFamily kills the process and every process it started (see
-// family.go), as a timeout or a caller that went away asks.
+// family.go), as a timeout or a caller that went away asks, unless it has
+// exited: what a finished command left running was meant to stay.
 func (p *process) killFamily() {
+	p.mu.Lock()
+	exited := p.exited
+	p.mu.Unlock()
+	if exited {
+		return
+	}
 	if err := killFamily(p.pid, 5*time.Second); err != nil {
 		slog.Warn("kill an exec's processes", "proc", p.id, "err", err)
 	}

@@ -36,7 +36,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			}
 		case e := <-sub.C:
 			if n := sub.Dropped(); n > 0 {
-				fmt.Fprintf(w, "event: dropped\ndata: {\"count\":%d}\n\n", n)
+				b, _ := json.Marshal(events.Event{Type: "dropped", Count: n, Time: time.Now().UTC()}) // plain data: cannot fail
+				fmt.Fprintf(w, "event: dropped\ndata: %s\n\n", b)
 			}
 			b, err := json.Marshal(e)
 			if err != nil {

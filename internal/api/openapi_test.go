@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"gopkg.in/yaml.v3"
 
+	"github.com/sandpool/sandpool/client"
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/fsys"
 	"github.com/sandpool/sandpool/internal/keys"
@@ -98,9 +99,13 @@ func jsonFields(t reflect.Type) []string {
 	return out
 }
 
-// The document's schemas have the fields the Go types have.
+// The document's schemas have the fields the Go types have: the server's,
+// and the public client's, so neither can drift from the document.
 func TestOpenAPIMatchesTypes(t *testing.T) {
 	doc := loadOpenAPI(t)
+	for name, v := range clientTypes {
+		checkSchema(t, doc, name, "client", v)
+	}
 	for name, v := range map[string]any{
 		"Limits":          runtime.Limits{},
 		"CreateSandbox":   sandbox.CreateRequest{},
@@ -127,10 +132,40 @@ func TestOpenAPIMatchesTypes(t *testing.T) {
 		"TemplateRequest": TemplateRequest{},
 		"Event":           events.Event{},
 	} {
+		checkSchema(t, doc, name, "server", v)
+	}
+}
+
+// clientTypes are the client's types that travel as they are on the wire,
+// by schema.
+var clientTypes = map[string]any{
+	"Limits":          client.Limits{},
+	"CreateSandbox":   client.CreateSandboxRequest{},
+	"Sandbox":         client.Sandbox{},
+	"ExitStatus":      client.ExitStatus{},
+	"Process":         client.Process{},
+	"FileInfo":        client.FileInfo{},
+	"Template":        client.Template{},
+	"Hooks":           client.Hooks{},
+	"TemplateRequest": client.TemplateRequest{},
+	"PoolConfig":      client.PoolConfig{},
+	"Pool":            client.Pool{},
+	"PoolUpdate":      client.PoolUpdate{},
+	"Resumed":         client.Resumed{},
+	"Timeout":         client.TimeoutUpdate{},
+	"Node":            client.NodeInfo{},
+	"Build":           client.BuildInfo{},
+	"Key":             client.Key{},
+	"Event":           client.SandboxEvent{},
+}
+
+func checkSchema(t *testing.T, doc openAPIDoc, name, side string, v any) {
+	t.Helper()
+	{
 		schema, ok := doc.Components.Schemas[name]
 		if !ok {
 			t.Errorf("schema %s missing", name)
-			continue
+			return
 		}
 		var documented []string
 		for p := range schema.Properties {
@@ -150,7 +185,7 @@ func TestOpenAPIMatchesTypes(t *testing.T) {
 		slices.Sort(code)
 		documented = slices.Compact(documented)
 		if diff := cmp.Diff(code, documented); diff != "" {
-			t.Errorf("schema %s (-Go +documented):\n%s", name, diff)
+			t.Errorf("schema %s, %s type %T (-Go +documented):\n%s", name, side, v, diff)
 		}
 	}
 }

@@ -18,6 +18,8 @@ type Event struct {
 	Reason  string    `json:"reason,omitempty"`
 	Error   string    `json:"error,omitempty"`
 	Time    time.Time `json:"time"`
+	// Count is how many events a slow subscriber lost (type "dropped").
+	Count int `json:"count,omitempty"`
 }
 
 // Broker fans events out to subscribers.

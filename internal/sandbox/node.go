@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/buildinfo"
 	"github.com/sandpool/sandpool/internal/events"
 )
 
@@ -22,11 +23,13 @@ type NodeInfo struct {
 	MemAvailableBytes  int64 `json:"mem_available_bytes"`
 	// ServerRSSBytes is this sandpool process's resident memory.
 	ServerRSSBytes int64 `json:"server_rss_bytes"`
+	// Build is which build of sandpool runs here.
+	Build buildinfo.Info `json:"build"`
 }
 
 // Node reports this node and its host's memory.
 func (s *Service) Node(ctx context.Context) (NodeInfo, error) {
-	in := NodeInfo{Node: s.cfg.Node}
+	in := NodeInfo{Node: s.cfg.Node, Build: buildinfo.Get()}
 	infos, err := s.rt.List(ctx)
 	if err != nil {
 		return in, err

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -85,6 +86,10 @@ func (s *Service) build(ctx context.Context, req TemplateRequest) error {
 				s.cfg.Log.Error("destroy a template's build sandbox", "sandbox", row.ID, "err", derr)
 			}
 		}()
+	}
+	var he *HookError
+	if errors.As(err, &he) {
+		return he // it names the template and the hook already
 	}
 	if err != nil {
 		return fmt.Errorf("build template %s: %w", req.Name, err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"time"
@@ -15,42 +16,22 @@ func (c *cli) pauseCommands() []*cobra.Command {
 	var archive bool
 	pause := &cobra.Command{
 		Use: "pause ID", Short: "Freeze a sandbox (memory kept); --archive also stops its processes (files kept)", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			sb, err := cl.Pause(cmd.Context(), args[0], archive)
-			if err != nil {
-				return err
-			}
-			if c.json {
-				return c.printJSON(sb)
-			}
-			return nil
-		},
+		RunE: act(c, func(ctx context.Context, cl *client.Client, args []string) (*client.Sandbox, error) {
+			return cl.Pause(ctx, args[0], archive)
+		}, nil),
 	}
 	pause.Flags().BoolVar(&archive, "archive", false, "stop the processes too, freeing memory")
 
 	resume := &cobra.Command{
 		Use: "resume ID", Short: "Run a paused sandbox again", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			r, err := cl.Resume(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if c.json {
-				return c.printJSON(r)
-			}
+		RunE: act(c, func(ctx context.Context, cl *client.Client, args []string) (*client.Resumed, error) {
+			return cl.Resume(ctx, args[0])
+		}, func(r *client.Resumed) error {
 			if r.ResumedFrom == "archive" {
 				fmt.Fprintln(c.stderr, "sandpool: resumed from its archive: files kept, processes were not")
 			}
 			return nil
-		},
+		}),
 	}
 
 	var onTimeout string
@@ -69,19 +50,9 @@ func (c *cli) pauseCommands() []*cobra.Command {
 			if cmd.Flags().Changed("archive-after") {
 				u.ArchiveAfter = &archiveAfter
 			}
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			sb, err := cl.SetTimeout(cmd.Context(), args[0], u)
-			if err != nil {
-				return err
-			}
-			if c.json {
-				return c.printJSON(sb)
-			}
-			c.table("FIELD\tVALUE", sandboxTimeRows(sb))
-			return nil
+			return act(c, func(ctx context.Context, cl *client.Client, args []string) (*client.Sandbox, error) {
+				return cl.SetTimeout(ctx, args[0], u)
+			}, func(sb *client.Sandbox) error { return c.table("FIELD\tVALUE", sandboxTimeRows(sb)) })(cmd, args)
 		},
 	}
 	timeout.Flags().StringVar(&onTimeout, "on-timeout", "pause", "pause or kill")
@@ -89,20 +60,9 @@ func (c *cli) pauseCommands() []*cobra.Command {
 
 	ping := &cobra.Command{
 		Use: "ping ID", Short: "Keep a sandbox alive (counts as activity; resumes a paused one)", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			sb, err := cl.Ping(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if c.json {
-				return c.printJSON(sb)
-			}
-			return nil
-		},
+		RunE: act(c, func(ctx context.Context, cl *client.Client, args []string) (*client.Sandbox, error) {
+			return cl.Ping(ctx, args[0])
+		}, nil),
 	}
 	return []*cobra.Command{pause, resume, timeout, ping}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"time"
@@ -19,22 +20,14 @@ func (c *cli) poolCommand() *cobra.Command {
 		Use:   "create NAME --template T [--min-idle N] ...",
 		Short: "Create a pool; it starts filling at once",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: act(c, func(ctx context.Context, cl *client.Client, args []string) (*client.Pool, error) {
 			mem, err := parseSize(memory)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			cfg.Name, cfg.Limits.MemoryBytes = args[0], mem
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			p, err := cl.CreatePool(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			return c.showPool(p)
-		},
+			return cl.CreatePool(ctx, cfg)
+		}, c.showPool),
 	}
 	f := create.Flags()
 	f.StringVarP(&cfg.Template, "template", "t", "base", "template of the pool's sandboxes")
@@ -52,44 +45,23 @@ func (c *cli) poolCommand() *cobra.Command {
 
 	list := &cobra.Command{
 		Use: "list", Aliases: []string{"ls"}, Short: "List your pools", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			list, err := cl.ListPools(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if c.json {
-				if list == nil {
-					list = []client.Pool{}
-				}
-				return c.printJSON(list)
-			}
+		RunE: act(c, func(ctx context.Context, cl *client.Client, _ []string) ([]client.Pool, error) {
+			return cl.ListPools(ctx)
+		}, func(list []client.Pool) error {
 			rows := make([][]string, 0, len(list))
 			for _, p := range list {
 				rows = append(rows, []string{p.Name, p.Template, p.Status, strconv.Itoa(p.Idle), strconv.Itoa(p.InUse),
 					strconv.Itoa(p.Creating), fmt.Sprintf("%d-%d", p.MinIdle, p.MaxIdle), p.AcquirePolicy})
 			}
-			c.table("NAME\tTEMPLATE\tSTATUS\tIDLE\tIN USE\tCREATING\tIDLE RANGE\tPOLICY", rows)
-			return nil
-		},
+			return c.table("NAME\tTEMPLATE\tSTATUS\tIDLE\tIN USE\tCREATING\tIDLE RANGE\tPOLICY", rows)
+		}),
 	}
 
 	get := &cobra.Command{
 		Use: "get NAME", Short: "Show a pool with live counts", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			p, err := cl.GetPool(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return c.showPool(p)
-		},
+		RunE: act(c, func(ctx context.Context, cl *client.Client, args []string) (*client.Pool, error) {
+			return cl.GetPool(ctx, args[0])
+		}, c.showPool),
 	}
 
 	var minIdle, maxIdle, maxTotal, maxUses, sessionTimeout int
@@ -122,15 +94,9 @@ func (c *cli) poolCommand() *cobra.Command {
 			if fl.Changed("session-timeout") {
 				u.SessionTimeout = &sessionTimeout
 			}
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			p, err := cl.UpdatePool(cmd.Context(), args[0], u)
-			if err != nil {
-				return err
-			}
-			return c.showPool(p)
+			return act(c, func(ctx context.Context, cl *client.Client, args []string) (*client.Pool, error) {
+				return cl.UpdatePool(ctx, args[0], u)
+			}, c.showPool)(cmd, args)
 		},
 	}
 	uf := update.Flags()
@@ -144,53 +110,26 @@ func (c *cli) poolCommand() *cobra.Command {
 
 	rm := &cobra.Command{
 		Use: "rm NAME", Aliases: []string{"delete"}, Short: "Drain and delete a pool", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			return cl.DeletePool(cmd.Context(), args[0])
-		},
+		RunE: act(c, func(ctx context.Context, cl *client.Client, args []string) (any, error) {
+			return nil, cl.DeletePool(ctx, args[0])
+		}, nil),
 	}
 
 	var wait time.Duration
 	acquire := &cobra.Command{
 		Use: "acquire NAME", Short: "Take a ready sandbox from a pool and print its id", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			sb, err := cl.Acquire(cmd.Context(), args[0], wait)
-			if err != nil {
-				return err
-			}
-			if c.json {
-				return c.printJSON(sb)
-			}
-			fmt.Fprintln(c.stdout, sb.ID)
-			return nil
-		},
+		RunE: act(c, func(ctx context.Context, cl *client.Client, args []string) (*client.Sandbox, error) {
+			return cl.Acquire(ctx, args[0], wait)
+		}, func(sb *client.Sandbox) error { return c.line(sb.ID) }),
 	}
 	acquire.Flags().DurationVar(&wait, "wait", 0, "how long the wait policy may wait (default: the pool's)")
 
 	var fatal bool
 	release := &cobra.Command{
 		Use: "release ID", Short: "End your session: the sandbox is reset for the next one", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			sb, err := cl.Release(cmd.Context(), args[0], fatal)
-			if err != nil {
-				return err
-			}
-			if c.json {
-				return c.printJSON(sb)
-			}
-			return nil
-		},
+		RunE: act(c, func(ctx context.Context, cl *client.Client, args []string) (*client.Sandbox, error) {
+			return cl.Release(ctx, args[0], fatal)
+		}, nil),
 	}
 	release.Flags().BoolVar(&fatal, "fatal", false, "the session broke the sandbox: destroy it")
 
@@ -199,9 +138,6 @@ func (c *cli) poolCommand() *cobra.Command {
 }
 
 func (c *cli) showPool(p *client.Pool) error {
-	if c.json {
-		return c.printJSON(p)
-	}
 	rows := [][]string{{"name", p.Name}, {"template", p.Template}, {"status", p.Status},
 		{"idle", strconv.Itoa(p.Idle)}, {"in use", strconv.Itoa(p.InUse)}, {"creating", strconv.Itoa(p.Creating)},
 		{"resetting", strconv.Itoa(p.Resetting)},
@@ -211,8 +147,7 @@ func (c *cli) showPool(p *client.Pool) error {
 	if p.LastError != "" {
 		rows = append(rows, []string{"last error", p.LastError})
 	}
-	c.table("FIELD\tVALUE", rows)
-	return nil
+	return c.table("FIELD\tVALUE", rows)
 }
 
 func limitText(n int) string {

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sandpool/sandpool/client"
+)
+
+func (c *cli) templateCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "template", Aliases: []string{"templates"}, Short: "Manage templates"}
+	cmd.AddCommand(c.templateList(), c.templateAdd(), c.templateRemove())
+	return cmd
+}
+
+func (c *cli) templateList() *cobra.Command {
+	return &cobra.Command{
+		Use: "list", Aliases: []string{"ls"}, Short: "List templates", Args: cobra.NoArgs,
+		RunE: act(c, func(ctx context.Context, cl *client.Client, _ []string) ([]client.Template, error) {
+			return cl.ListTemplates(ctx)
+		}, func(list []client.Template) error {
+			rows := make([][]string, 0, len(list))
+			for _, t := range list {
+				kind := "imported"
+				switch {
+				case t.BuiltIn:
+					kind = "built-in"
+				case t.From != "":
+					kind = "from " + t.From
+				}
+				var hooks []string
+				for _, h := range []struct{ name, script string }{{"setup", t.Hooks.Setup},
+					{"session_setup", t.Hooks.SessionSetup}, {"session_teardown", t.Hooks.SessionTeardown}} {
+					if h.script != "" {
+						hooks = append(hooks, h.name)
+					}
+				}
+				rows = append(rows, []string{t.Name, kind, strings.Join(hooks, ","), strconv.FormatInt(t.SizeBytes, 10), t.CreatedAt.Local().Format(time.DateTime)})
+			}
+			return c.table("NAME\tKIND\tHOOKS\tSIZE\tCREATED", rows)
+		}),
+	}
+}
+
+func (c *cli) templateAdd() *cobra.Command {
+	var (
+		tarFile string
+		req     client.TemplateRequest
+	)
+	add := &cobra.Command{
+		Use:   "add NAME (--dir DIR | --tar FILE | --from TEMPLATE) [--setup SCRIPT] ... [--build]",
+		Short: "Register a root filesystem as a template, or define one on another with hooks (admin)",
+		Long: `Register a root filesystem as a template, or define one on another with hooks (admin).
+
+With --build, a sandbox of the new template is made at once and its setup runs
+there, its output shown as it comes: a setup that fails refuses the template
+with the end of its output, and leaves nothing behind. Without it, the setup
+first runs when a sandbox is created.`,
+		Args: cobra.ExactArgs(1),
+		RunE: act(c, func(ctx context.Context, cl *client.Client, args []string) (*client.Template, error) {
+			given := 0
+			for _, v := range []string{req.Dir, tarFile, req.From} {
+				if v != "" {
+					given++
+				}
+			}
+			if given != 1 {
+				return nil, errors.New("give exactly one of --dir (a directory on the server's host), --tar (a local tar file, - for stdin) and --from (an existing template)")
+			}
+			req.Name = args[0]
+			var progress io.Writer
+			if req.Build {
+				progress = c.stderr
+				fmt.Fprintf(c.stderr, "sandpool: building %s: running its setup in a new sandbox\n", req.Name)
+			}
+			if tarFile == "" {
+				if req.Dir != "" {
+					abs, err := filepath.Abs(req.Dir)
+					if err != nil {
+						return nil, err
+					}
+					req.Dir = abs
+				}
+				return cl.AddTemplate(ctx, req, progress)
+			}
+			var r io.Reader = c.stdin
+			if tarFile != "-" {
+				f, err := os.Open(tarFile)
+				if err != nil {
+					return nil, err
+				}
+				defer f.Close()
+				r = f
+			}
+			return cl.AddTemplateFromTar(ctx, req.Name, r, client.TemplateUpload{Hooks: req.Hooks, Build: req.Build}, progress)
+		}, func(t *client.Template) error { return c.line(t.Name) }),
+	}
+	f := add.Flags()
+	f.StringVar(&req.Dir, "dir", "", "root filesystem directory on the server's host")
+	f.StringVar(&tarFile, "tar", "", "root filesystem tar archive (- for standard input)")
+	f.StringVar(&req.From, "from", "", "use this template's files")
+	f.StringVar(&req.Setup, "setup", "", "shell script run as root once per sandbox, before it is ready")
+	f.StringVar(&req.SessionSetup, "session-setup", "", "shell script run as root before each session")
+	f.StringVar(&req.SessionTeardown, "session-teardown", "", "shell script run as root after each session")
+	f.IntVar(&req.SetupTimeout, "setup-timeout", 0, "seconds each hook may take (default 600)")
+	f.BoolVar(&req.Build, "build", false, "run the setup now, showing its output; refuse the template if it fails")
+	return add
+}
+
+func (c *cli) templateRemove() *cobra.Command {
+	return &cobra.Command{
+		Use: "rm NAME", Short: "Delete a template no sandbox uses (admin)", Args: cobra.ExactArgs(1),
+		RunE: act(c, func(ctx context.Context, cl *client.Client, args []string) (any, error) {
+			return nil, cl.DeleteTemplate(ctx, args[0])
+		}, nil),
+	}
+}
