@@ -45,6 +45,7 @@ func rootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		c.templateCommand(), c.keysCommand(), c.benchCommand(),
 		&cobra.Command{Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 			Run: func(*cobra.Command, []string) { fmt.Fprintln(stdout, "sandpool", version) }})
+	root.AddCommand(c.mcpCommand())
 	return root
 }
 
