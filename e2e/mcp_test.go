@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -481,4 +482,53 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// The published TypeScript SDK's client (e2e/mcpnode, installed by
+// `npm ci --prefix e2e/mcpnode`, which .ci/run does) against /mcp.
+func TestMCPNodeClient(t *testing.T) {
+	if _, err := os.Stat("mcpnode/node_modules/@modelcontextprotocol/sdk/package.json"); err != nil {
+		t.Fatalf("the Node MCP SDK is not installed: run npm ci --prefix e2e/mcpnode (%v)", err)
+	}
+	s := startServer(t, "")
+	key := tenantKey(t, s, "nodejs")
+	c := s.client(key)
+	deleteAll(t, c)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "client.mjs")
+	cmd.Dir = "mcpnode"
+	cmd.Env = append(os.Environ(), "SANDPOOL_MCP_URL="+s.url+"/mcp", "SANDPOOL_API_KEY="+key)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node client.mjs: %v\n%s%s", err, out, stderr.String())
+	}
+	var got struct {
+		Tools        []string
+		Python, Node struct {
+			IsError    bool
+			Text       string
+			Structured map[string]any
+		}
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("node client.mjs printed %q: %v", out, err)
+	}
+	if !slices.Equal(got.Tools, mcpTools) {
+		t.Errorf("tools %v, want %v", got.Tools, mcpTools)
+	}
+	if got.Python.IsError || got.Python.Structured["stdout"] != "42 3\n" || !strings.Contains(got.Python.Text, "42 3") {
+		t.Errorf("python: %+v", got.Python)
+	}
+	if got.Node.IsError || got.Node.Structured["stdout"] != "2,4,6\n" {
+		t.Errorf("node: %+v", got.Node)
+	}
+	// The session ended: its sandbox is gone.
+	id, _ := got.Python.Structured["sandbox_id"].(string)
+	if id == "" || id != got.Node.Structured["sandbox_id"] || !gone(t, c, id) {
+		t.Errorf("the session's sandbox %q (node's %v) is not gone after the session ended", id, got.Node.Structured["sandbox_id"])
+	}
 }
