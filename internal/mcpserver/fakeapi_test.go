@@ -53,14 +53,28 @@ func newFakeAPI() *fakeAPI {
 		f.mu.Unlock()
 		writeJSONTest(w, http.StatusOK, map[string]any{"id": id, "status": "running"})
 	}))
+	f.mux.HandleFunc("PUT /v1/sandboxes/{id}/files", f.owned(func(w http.ResponseWriter, r *http.Request, id string) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		writeJSONTest(w, http.StatusOK, map[string]any{"size": n})
+	}))
+	f.mux.HandleFunc("DELETE /v1/sandboxes/{id}/files", f.owned(func(w http.ResponseWriter, r *http.Request, id string) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
 	// exec streams "start", the shell line as stdout, and "exit"; the
-	// shell "block" waits until the call is cancelled.
+	// shell "block" waits until the call is cancelled. The program "node"
+	// is missing.
 	f.mux.HandleFunc("POST /v1/sandboxes/{id}/exec", f.owned(func(w http.ResponseWriter, r *http.Request, id string) {
 		var req struct {
-			Shell string `json:"shell"`
+			Cmd   []string `json:"cmd"`
+			Shell string   `json:"shell"`
 		}
 		b, _ := io.ReadAll(r.Body)
 		_ = json.Unmarshal(b, &req) // the client's own JSON
+		if len(req.Cmd) > 0 && req.Cmd[0] == "node" {
+			writeJSONTest(w, http.StatusNotFound, map[string]any{"error": map[string]string{"code": "not_found",
+				"message": `exec: "node": executable file not found in $PATH`}})
+			return
+		}
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		enc := json.NewEncoder(w)
 		enc.Encode(map[string]any{"type": "start", "process": "p1", "pid": 2})

@@ -49,7 +49,7 @@ func NewHandler(api http.Handler, cfg Config) (*Handler, error) {
 	h.s = s
 	streamable := mcp.NewStreamableHTTPHandler(h.serverFor, &mcp.StreamableHTTPOptions{
 		SessionTimeout: s.cfg.SessionTimeout,
-		Logger:         s.cfg.Log,
+		Logger:         s.sdkLog(),
 		// The SDK refuses requests to a loopback address that name another
 		// host, against DNS rebinding. A rebound page cannot send the API
 		// key, which every request needs, so the API's own rule suffices

@@ -207,3 +207,31 @@ func TestStdioKeepAliveAndEnd(t *testing.T) {
 		}
 	})
 }
+
+// A language whose interpreter the template lacks is an error that says
+// so; a sandbox that is gone is one that says what to do.
+func TestToolErrors(t *testing.T) {
+	f := newFakeAPI()
+	_, ts := serveHTTPTest(t, f)
+	cs := connectHTTP(t, ts, "key-a")
+	text, isErr := callText(t, cs, "run_code", map[string]any{"language": "node", "code": "console.log(1)"})
+	if !isErr || !strings.Contains(text, "no node interpreter") || !strings.Contains(text, "template (base)") {
+		t.Fatalf("missing interpreter: %v %s", isErr, text)
+	}
+	// The session's sandbox vanishes (destroyed behind the session's back):
+	// the model is told, and the next call gets a new one.
+	own := "sb_1"
+	f.mu.Lock()
+	delete(f.sandboxes, own)
+	f.mu.Unlock()
+	text, isErr = callText(t, cs, "run_command", map[string]any{"shell": "echo"})
+	if !isErr || !strings.Contains(text, "sandbox "+own+" is gone") {
+		t.Fatalf("own sandbox gone: %v %s", isErr, text)
+	}
+	if text, isErr = callText(t, cs, "run_command", map[string]any{"shell": "echo"}); isErr {
+		t.Fatalf("after the own sandbox went: %s", text)
+	}
+	if created, _, _ := f.counts(); created != 2 {
+		t.Fatalf("%d sandboxes made, want 2", created)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -92,7 +93,7 @@ func (s *server) newMCPServer(pool string) (*mcp.Server, error) {
 	srv := mcp.NewServer(&mcp.Implementation{Name: "sandpool", Title: "sandpool sandboxes", Version: s.cfg.Version},
 		&mcp.ServerOptions{
 			Instructions: instructions(pool),
-			Logger:       s.cfg.Log,
+			Logger:       s.sdkLog(),
 			// Tools only: no logging, prompts or resources.
 			Capabilities: &mcp.ServerCapabilities{},
 		})
@@ -101,6 +102,30 @@ func (s *server) newMCPServer(pool string) (*mcp.Server, error) {
 		return nil, err
 	}
 	return srv, nil
+}
+
+// sdkLog is the SDK's logger: its warnings and errors only (it tells of
+// every session's start and end at info level).
+func (s *server) sdkLog() *slog.Logger {
+	return slog.New(atLeast{Handler: s.cfg.Log.Handler(), min: slog.LevelWarn})
+}
+
+// atLeast passes on the records of level min and above.
+type atLeast struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h atLeast) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h atLeast) WithAttrs(as []slog.Attr) slog.Handler {
+	return atLeast{Handler: h.Handler.WithAttrs(as), min: h.min}
+}
+
+func (h atLeast) WithGroup(name string) slog.Handler {
+	return atLeast{Handler: h.Handler.WithGroup(name), min: h.min}
 }
 
 func instructions(pool string) string {
