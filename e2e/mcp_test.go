@@ -244,6 +244,19 @@ func exerciseMCP(t *testing.T, mc *mcpClient, native *client.Client) string {
 		t.Fatalf("unknown language: %s", resultText(res))
 	}
 
+	// Oversize: a long output is cut in the middle, with a note; a file
+	// over read_file's limit is an error that says how to read it.
+	res = mc.call("run_command", map[string]any{"shell": "seq 1 200000; head -c 300000 /dev/zero | tr '\\0' a > big.txt"})
+	if got := structured(t, res); res.IsError || got["stdout_truncated"] != true ||
+		!strings.HasPrefix(got["stdout"].(string), "1\n2\n") || !strings.HasSuffix(got["stdout"].(string), "199999\n200000\n") ||
+		!strings.Contains(resultText(res), "bytes left out") {
+		t.Fatalf("long output: isError %v, truncated %v\n%.300s", res.IsError, got["stdout_truncated"], resultText(res))
+	}
+	res = mc.call("read_file", map[string]any{"path": "big.txt"})
+	if !res.IsError || !strings.Contains(resultText(res), "larger than read_file's limit") {
+		t.Fatalf("oversize file: isError %v %.300s", res.IsError, resultText(res))
+	}
+
 	// Output streams as progress notifications when the client asks.
 	res = mc.callParams(&mcp.CallToolParams{Name: "run_command", Meta: mcp.Meta{"progressToken": "p1"},
 		Arguments: map[string]any{"shell": "for i in 1 2 3; do echo line$i; sleep 0.1; done"}})
@@ -530,5 +543,30 @@ func TestMCPNodeClient(t *testing.T) {
 	id, _ := got.Python.Structured["sandbox_id"].(string)
 	if id == "" || id != got.Node.Structured["sandbox_id"] || !gone(t, c, id) {
 		t.Errorf("the session's sandbox %q (node's %v) is not gone after the session ended", id, got.Node.Structured["sandbox_id"])
+	}
+}
+
+// Stopping sandpool serve ends its MCP sessions, and their sandboxes go
+// with them (other sandboxes outlive a stop by design).
+func TestMCPServeStopEndsSessions(t *testing.T) {
+	s := startServer(t, "")
+	key := tenantKey(t, s, "acme")
+	c := s.client(key)
+	kept, err := c.CreateSandbox(context.Background(), client.CreateSandboxRequest{Template: "base"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc := mcpHTTP(t, s, key, "")
+	own := mc.ok("run_command", map[string]any{"shell": "true"})["sandbox_id"].(string)
+	s.stop()
+
+	s = startServer(t, s.data)
+	c = s.client(key)
+	deleteAll(t, c)
+	if !gone(t, c, own) {
+		t.Errorf("the MCP session's sandbox %s outlived the server's stop", own)
+	}
+	if sb, err := c.GetSandbox(context.Background(), kept.ID); err != nil || sb.Status != "running" {
+		t.Errorf("a sandbox made through the API, after a stop: %+v %v", sb, err)
 	}
 }

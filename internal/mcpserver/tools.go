@@ -45,6 +45,17 @@ func add[In any](t *tools, srv *mcp.Server, tool *mcp.Tool, docs map[string]stri
 
 func hint(b bool) *bool { return &b }
 
+// size says n bytes the way a person would.
+func size(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
 // register adds the tools to srv.
 func (t *tools) register(srv *mcp.Server) error {
 	cfg := t.s.cfg
@@ -86,7 +97,9 @@ func (t *tools) register(srv *mcp.Server) error {
 				"cwd":        "Working directory: absolute, or relative to /home/user (the default).",
 				"env":        "Extra environment variables for this command.",
 				"timeout":    timeout,
-			}, nil, t.runCommand),
+			}, func(sc *jsonschema.Schema) { // a list, not "list or null"
+				sc.Properties["argv"].Types, sc.Properties["argv"].Type = nil, "array"
+			}, t.runCommand),
 		add(t, srv, &mcp.Tool{Name: "run_code", Annotations: local,
 			Description: "Run a program written in Python, Bash or JavaScript (Node.js) in a sandbox and wait for it to " +
 				"end: the code is saved to a temporary file and run with python3, bash or node from /home/user. Returns " +
@@ -107,8 +120,8 @@ func (t *tools) register(srv *mcp.Server) error {
 				"encoding":   "text (the default) or base64 (for binary content).",
 			}, enum("encoding", "text", "base64"), t.writeFile),
 		add(t, srv, &mcp.Tool{Name: "read_file", Annotations: readOnly,
-			Description: fmt.Sprintf("Read a file from a sandbox (at most %d bytes: read parts of a larger one with "+
-				"run_command and head, tail, sed -n or grep). A file that is not UTF-8 text comes as base64.", cfg.MaxReadBytes)},
+			Description: fmt.Sprintf("Read a file from a sandbox (at most %s: read parts of a larger one with "+
+				"run_command and head, tail, sed -n or grep). A file that is not UTF-8 text comes as base64.", size(cfg.MaxReadBytes))},
 			map[string]string{
 				"sandbox_id": sandboxID,
 				"path":       "The file: absolute, or relative to /home/user.",

@@ -50,8 +50,8 @@ func (t *tools) readFile(c *call, a readFileArgs) *mcp.CallToolResult {
 		return t.failed(c, "read_file", id, err)
 	}
 	if int64(len(data)) > limit {
-		return toolError("read_file", fmt.Errorf("%s is larger than read_file's limit of %d bytes: read parts of it "+
-			"with run_command (head -c, tail, sed -n '1,100p', grep), or make it smaller first", p, limit))
+		return toolError("read_file", fmt.Errorf("%s is larger than read_file's limit of %s: read parts of it "+
+			"with run_command (head -c, tail, sed -n '1,100p', grep), or make it smaller first", p, size(limit)))
 	}
 	out := map[string]any{"sandbox_id": id, "path": p, "size": len(data)}
 	if a.Encoding == "base64" || !utf8.Valid(data) {
