@@ -70,6 +70,11 @@ func NewHandler(api http.Handler, cfg Config) (*Handler, error) {
 // ServeHTTP serves MCP. A client names the pool its sessions' sandboxes
 // come from with ?pool=NAME (default Config.Pool).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.s.isClosed() { // no new sessions while serve stops
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, errClosing.Error(), http.StatusServiceUnavailable)
+		return
+	}
 	if p := r.URL.Query().Get("pool"); p != "" && !poolName.MatchString(p) {
 		http.Error(w, fmt.Sprintf("pool %q: want a-z, 0-9, '.', '_' and '-', at most 63", p), http.StatusBadRequest)
 		return

@@ -247,6 +247,12 @@ func (s *server) session(id string) *session {
 	return s.byID[id]
 }
 
+func (s *server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
 // close ends every session, waits for the calls under way, and disposes
 // of every session's sandboxes.
 func (s *server) close() {

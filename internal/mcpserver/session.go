@@ -3,7 +3,6 @@ package mcpserver
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"sync"
 	"time"
@@ -96,26 +95,26 @@ func (s *session) sandbox(ctx context.Context, cfg Config) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if !s.adopt(sb.ID, s.pool) {
+	if !s.adopt(sb.ID, s.pool, true) {
 		s.dispose(mctx, cfg, sb.ID, s.pool)
 		return "", errSessionEnded
 	}
-	s.mu.Lock()
-	s.own = sb.ID
-	s.mu.Unlock()
 	return sb.ID, nil
 }
 
-// adopt makes id the session's, to destroy (or, from a pool, release)
-// when it ends. It reports false if the session has ended: the caller
-// undoes what it made.
-func (s *session) adopt(id, pool string) bool {
+// adopt makes id the session's (its own sandbox, if own), to destroy
+// (or, from a pool, release) when it ends. It reports false if the
+// session has ended: the caller undoes what it made.
+func (s *session) adopt(id, pool string, own bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended {
 		return false
 	}
 	s.owned[id] = pool
+	if own {
+		s.own = id
+	}
 	return true
 }
 
@@ -205,12 +204,4 @@ func (s *session) cleanup(cfg Config) {
 	for id, pool := range s.end() {
 		s.dispose(ctx, cfg, id, pool)
 	}
-}
-
-// String names the session in logs and messages.
-func (s *session) String() string {
-	if s.id == "" {
-		return "stdio session"
-	}
-	return fmt.Sprintf("session %s", s.id)
 }

@@ -78,7 +78,7 @@ func (t *tools) acquire(c *call, a acquireArgs) *mcp.CallToolResult {
 	if err != nil {
 		return toolError("acquire_from_pool", err)
 	}
-	if !c.ss.adopt(sb.ID, pool) { // the session ended meanwhile: give it back
+	if !c.ss.adopt(sb.ID, pool, false) { // the session ended meanwhile: give it back
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), cleanupTimeout)
 		defer cancel()
 		c.ss.dispose(ctx, t.s.cfg, sb.ID, pool)
