@@ -235,3 +235,36 @@ func TestToolErrors(t *testing.T) {
 		t.Fatalf("%d sandboxes made, want 2", created)
 	}
 }
+
+// An HTTP session that sends nothing for SessionTimeout ends, and its
+// sandbox goes with it; until then the keepalive pings it.
+func TestHTTPIdleSessionEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeAPI()
+		h, err := NewHandler(f, Config{SessionTimeout: 10 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		mc := mcp.NewClient(&mcp.Implementation{Name: "test", Version: "1"}, nil)
+		cs, err := mc.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: inProcessURL + "/mcp",
+			HTTPClient: &http.Client{Transport: keyed{"key-a", inProcess{h}}}, MaxRetries: -1, DisableStandaloneSSE: true}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cs.Close()
+		if text, isErr := callText(t, cs, "run_command", map[string]any{"shell": "echo"}); isErr {
+			t.Fatal(text)
+		}
+		time.Sleep(9 * time.Minute)
+		synctest.Wait()
+		if _, deleted, pings := f.counts(); len(deleted) != 0 || pings != 18 {
+			t.Fatalf("after 9 idle minutes: deleted %v, %d pings (want none, and 18)", deleted, pings)
+		}
+		time.Sleep(2 * time.Minute)
+		synctest.Wait()
+		if _, deleted, _ := f.counts(); !slices.Equal(deleted, []string{"sb_1"}) {
+			t.Fatalf("after 11 idle minutes with a 10 minute session timeout: deleted %v, want [sb_1]", deleted)
+		}
+	})
+}
