@@ -47,7 +47,7 @@ func rootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	pf.BoolVar(&c.json, "json", false, "print JSON for scripts")
 
 	root.AddCommand(serveCommand(stderr), c.sandboxCommand(), c.poolCommand(), c.execCommand(), c.processCommand(),
-		c.filesCommand(), c.templateCommand(), c.keysCommand(), c.benchCommand(), c.versionCommand())
+		c.filesCommand(), c.templateCommand(), c.keysCommand(), c.benchCommand(), c.mcpCommand(), c.versionCommand())
 	return root
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/idempotency"
 	"github.com/sandpool/sandpool/internal/keys"
+	"github.com/sandpool/sandpool/internal/mcpserver"
 	"github.com/sandpool/sandpool/internal/pool"
 	"github.com/sandpool/sandpool/internal/runtime/linux"
 	"github.com/sandpool/sandpool/internal/sandbox"
@@ -211,8 +212,15 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 	defer pools.Close()
 	apiSrv := api.New(svc, pools, ks, idempotency.New(st), api.Config{Log: log, Registry: reg, Cluster: cl})
+	mcpSrv, err := mcpserver.NewHandler(apiSrv, mcpserver.Config{Version: build.Version, Log: log})
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/mcp", mcpSrv) // MCP over streamable HTTP: the API in process, per caller's key
+	mux.Handle("/", apiSrv)
 	srv := &http.Server{
-		Handler:           apiSrv,
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -231,6 +239,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	case <-ctx.Done():
 	}
 	log.Info("shutting down: finishing in-flight requests", "timeout", cfg.shutdownTimeout)
+	mcpSrv.Close() // MCP sessions end, their sandboxes go through the API: before it drains
 	apiSrv.Drain()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
