@@ -497,12 +497,9 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// The published TypeScript SDK's client (e2e/mcpnode, installed by
-// `npm ci --prefix e2e/mcpnode`, which .ci/run does) against /mcp.
+// The published TypeScript SDK's client (e2e/mcpnode) against /mcp.
 func TestMCPNodeClient(t *testing.T) {
-	if _, err := os.Stat("mcpnode/node_modules/@modelcontextprotocol/sdk/package.json"); err != nil {
-		t.Fatalf("the Node MCP SDK is not installed: run npm ci --prefix e2e/mcpnode (%v)", err)
-	}
+	npmInstall(t, "mcpnode")
 	s := startServer(t, "")
 	key := tenantKey(t, s, "nodejs")
 	c := s.client(key)
