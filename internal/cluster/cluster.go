@@ -21,6 +21,7 @@ import (
 
 	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/loop"
 	"github.com/sandpool/sandpool/internal/store"
 )
 
@@ -122,21 +123,12 @@ func (c *Cluster) Start(ctx context.Context) error {
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.stop = cancel
 	c.bg.Go(func() {
-		t := time.NewTicker(c.opts.Heartbeat)
-		defer t.Stop()
-		for {
-			select {
-			case <-lctx.Done():
-				return
-			case <-t.C:
-			}
-			rctx, rcancel := context.WithTimeout(lctx, c.opts.NodeTimeout)
-			if err := c.beat(rctx); err != nil {
-				c.opts.Log.Warn("heartbeat failed", "err", err)
-			}
-			c.watch(rctx)
-			rcancel()
-		}
+		loop.Run(lctx, loop.Options{Name: "heartbeat", Every: c.opts.Heartbeat, Timeout: c.opts.NodeTimeout, Log: c.opts.Log},
+			func(ctx context.Context) error {
+				err := c.beat(ctx)
+				c.watch(ctx)
+				return err
+			})
 	})
 	return nil
 }

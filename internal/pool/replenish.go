@@ -7,37 +7,17 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/loop"
 	"github.com/sandpool/sandpool/internal/sandbox"
 	"github.com/sandpool/sandpool/internal/store"
 )
 
-// loop keeps one pool filled until ctx ends. Each round has its own
-// deadline, and a failing (or panicking) round never ends the loop.
+// loop keeps one pool filled until ctx ends: a round at once, then every
+// Tick or when woken. Each round has its own deadline, and a failing (or
+// panicking) round never ends the loop.
 func (m *Manager) loop(ctx context.Context, p *pool, fence *store.Fence) {
-	t := time.NewTicker(m.opts.Tick)
-	defer t.Stop()
-	for {
-		m.round(ctx, p, fence)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-p.wake:
-		}
-	}
-}
-
-func (m *Manager) round(ctx context.Context, p *pool, fence *store.Fence) {
-	rctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
-	defer cancel()
-	defer func() {
-		if r := recover(); r != nil {
-			m.opts.Log.Error("pool round panicked; the loop goes on", "pool", p.name, "panic", r)
-		}
-	}()
-	if err := m.replenish(rctx, p, fence); err != nil && ctx.Err() == nil {
-		m.opts.Log.Warn("pool round failed", "pool", p.name, "err", err)
-	}
+	loop.Run(ctx, loop.Options{Name: "pool " + p.name, Every: m.opts.Tick, Timeout: 15 * time.Minute, Now: true,
+		Wake: p.wake, Log: m.opts.Log}, func(rctx context.Context) error { return m.replenish(rctx, p, fence) })
 }
 
 // replenish is one round: shed idle sandboxes above max_idle or idle

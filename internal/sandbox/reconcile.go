@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/loop"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/store"
 )
@@ -22,40 +23,17 @@ func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.stop = cancel
 	s.mu.Unlock()
-	s.bg.Go(func() { s.every(lctx, s.cfg.ReapInterval, s.reapOnce) })
+	// Rounds are detached: a pause or destroy under way is finished, not
+	// cut in half by a shutdown.
 	s.bg.Go(func() {
-		s.every(lctx, s.cfg.ReconcileInterval, func(ctx context.Context) {
-			if err := s.reconcile(ctx, false); err != nil {
-				s.cfg.Log.Warn("reconcile pass failed", "err", err)
-			}
-		})
+		loop.Run(lctx, loop.Options{Name: "reaper", Every: s.cfg.ReapInterval, Timeout: 5 * time.Minute, Detached: true, Log: s.cfg.Log},
+			func(ctx context.Context) error { s.reapOnce(ctx); return nil })
+	})
+	s.bg.Go(func() {
+		loop.Run(lctx, loop.Options{Name: "reconciler", Every: s.cfg.ReconcileInterval, Timeout: 5 * time.Minute, Detached: true, Log: s.cfg.Log},
+			func(ctx context.Context) error { return s.reconcile(ctx, false) })
 	})
 	return nil
-}
-
-// every runs round every interval until ctx ends. Each round has its own
-// deadline and is not cancelled by ctx (work such as a pause is finished);
-// a failing or panicking round never ends the loop.
-func (s *Service) every(ctx context.Context, interval time.Duration, round func(context.Context)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		func() {
-			defer func() {
-				if r := recover(); r != nil {
-					s.cfg.Log.Error("background round panicked; the loop goes on", "panic", r)
-				}
-			}()
-			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			round(rctx)
-		}()
-	}
 }
 
 // reapOnce persists activity, pauses (or kills) sandboxes idle past their
