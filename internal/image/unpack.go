@@ -210,10 +210,8 @@ func (u *unpacker) openDir(rel string, create bool) (int, error) {
 		switch {
 		case err == nil:
 			return fd, nil
-		case errors.Is(err, unix.ELOOP):
-			return -1, invalidf("%s: writes through a symbolic link", rel)
-		case errors.Is(err, unix.ENOTDIR):
-			return -1, invalidf("%s: a component is not a directory", rel)
+		case errors.Is(err, unix.ELOOP), errors.Is(err, unix.ENOTDIR):
+			return -1, u.notDir(rel)
 		case !errors.Is(err, unix.ENOENT) || !create || rel == "." || try > 0:
 			return -1, fmt.Errorf("%s: %w", rel, err)
 		}
@@ -233,6 +231,30 @@ func (u *unpacker) openDir(rel string, create bool) (int, error) {
 			return -1, fmt.Errorf("%s: %w", rel, err)
 		}
 	}
+}
+
+// notDir says which component of rel is in the way: a symlink (the layer
+// would write through it) or something else that is not a directory.
+func (u *unpacker) notDir(rel string) error {
+	parts := strings.Split(rel, "/")
+	for i := range parts {
+		prefix := strings.Join(parts[:i+1], "/")
+		var st unix.Stat_t
+		// Each shorter prefix is a real directory, so nothing is
+		// followed on the way.
+		if err := unix.Fstatat(u.root, prefix, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			break
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			continue
+		case unix.S_IFLNK:
+			return invalidf("%s: writes through a symbolic link (%s)", rel, prefix)
+		default:
+			return invalidf("%s: %s is not a directory", rel, prefix)
+		}
+	}
+	return invalidf("%s: not a directory", rel)
 }
 
 // clear removes what is at parent/name, unless it is a directory and
