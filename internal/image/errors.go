@@ -39,3 +39,7 @@ func invalidf(format string, args ...any) error {
 func notFoundf(format string, args ...any) error {
 	return &Error{Kind: ErrNotFound, Msg: fmt.Sprintf(format, args...)}
 }
+
+// Invalidf makes an *Error of kind ErrInvalid, for packages that build on
+// this one (the Dockerfile builder).
+func Invalidf(format string, args ...any) error { return invalidf(format, args...) }

@@ -130,7 +130,7 @@ func TestUnusualLayers(t *testing.T) {
 		`sticky dtrwxrwxrwx 100000:100000`,
 		`sticky/f -rw-r--r-- 100000:100000 ""`,
 	}
-	gotTree := tree(t, got.Layers[0].Dir)
+	gotTree := it.Tree(t, got.Layers[0].Dir)
 	if strings.Join(gotTree, "\n") != strings.Join(want, "\n") {
 		t.Errorf("layer:\n%s\nwant:\n%s", strings.Join(gotTree, "\n"), strings.Join(want, "\n"))
 	}

@@ -32,7 +32,7 @@ func (s *Store) Unpack(ctx context.Context, lease *Lease, r *Remote, opts Option
 			s.discard(mine, created)
 			return
 		}
-		for _, l := range mine.heldList() {
+		for _, l := range mine.Held() {
 			lease.pin(l)
 		}
 		mine.Release()
@@ -110,7 +110,8 @@ func (s *Store) pullLayer(ctx context.Context, lease *Lease, r *Remote, i int, b
 	}
 }
 
-func (l *Lease) heldList() []string {
+// Held lists the layers the lease holds.
+func (l *Lease) Held() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := make([]string, 0, len(l.held))

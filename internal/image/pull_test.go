@@ -119,7 +119,7 @@ func TestPullStacksAsOverlayLowerDirs(t *testing.T) {
 		}
 	}
 
-	merged := mountOverlay(t, got.Dirs())
+	merged := it.Mount(t, got.Dirs())
 	wantTree := []string{
 		`bin drwxr-xr-x 100000:100000`,
 		`bin/tool urwxr-xr-x 100000:100000 "tool"`,
@@ -141,7 +141,7 @@ func TestPullStacksAsOverlayLowerDirs(t *testing.T) {
 		`usr/lib drwxr-xr-x 100000:100000`,
 		`usr/lib/libx.so -rw-r--r-- 100000:100000 "x"`,
 	}
-	if diff := cmp.Diff(wantTree, tree(t, merged)); diff != "" {
+	if diff := cmp.Diff(wantTree, it.Tree(t, merged)); diff != "" {
 		t.Errorf("merged tree (-want +got):\n%s", diff)
 	}
 	// A layer's root never keeps the private mode of a temporary dir.

@@ -10,14 +10,19 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
+	"io/fs"
 	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,6 +34,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sys/unix"
 )
 
 // Entry is one tar entry of a test layer. Type defaults to a regular file
@@ -302,4 +308,71 @@ func Busybox(tb testing.TB) []Entry {
 		}
 	}
 	return entries
+}
+
+// Mount mounts layer dirs (lowest first) with a writable upper in a
+// temporary directory and returns the merged root.
+func Mount(tb testing.TB, dirs []string) string {
+	tb.Helper()
+	tmp := tb.TempDir()
+	upper, work, merged := filepath.Join(tmp, "upper"), filepath.Join(tmp, "work"), filepath.Join(tmp, "merged")
+	for _, d := range []string{upper, work, merged} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	lower := make([]string, len(dirs))
+	for i, d := range dirs {
+		lower[len(dirs)-1-i] = d
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lower, ":"), upper, work)
+	if err := unix.Mount("overlay", merged, "overlay", 0, opts); err != nil {
+		tb.Fatalf("mount overlay: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := unix.Unmount(merged, unix.MNT_DETACH); err != nil {
+			tb.Errorf("unmount: %v", err)
+		}
+	})
+	return merged
+}
+
+// Tree describes every entry under root, one line each: path, type,
+// permissions, owner and content or target.
+func Tree(tb testing.TB, root string) []string {
+	tb.Helper()
+	var out []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if rel == "." {
+			return nil
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		line := fmt.Sprintf("%s %s %d:%d", rel, fi.Mode().String(), st.Uid, st.Gid)
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			t, _ := os.Readlink(p)
+			line += " -> " + t
+		case fi.Mode().IsRegular():
+			b, _ := os.ReadFile(p)
+			if len(b) > 40 {
+				b = b[:40]
+			}
+			line += fmt.Sprintf(" %q", b)
+		}
+		out = append(out, line)
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sort.Strings(out)
+	return out
 }
