@@ -4,14 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-		"net/http"
+	"net/http"
 	"os"
 	"path/filepath"
-		"strings"
-		"testing"
+	"strings"
+	"testing"
 
 	"go.uber.org/goleak"
-	
+
 	"github.com/sandpool/sandpool/internal/image"
 )
 
