@@ -341,18 +341,27 @@ func readJSON(path string, v any) error {
 	return nil
 }
 
-// writeJSON replaces path atomically.
+// writeJSON replaces path atomically. Each writer has its own temporary
+// file, so concurrent writers of one path do not trip over each other:
+// the last rename wins.
 func writeJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
+	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp) // best effort; swept at the next Open
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name()) // best effort; swept at the next Open
 		return err
 	}
 	return nil
