@@ -10,11 +10,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 
 	"github.com/sandpool/sandpool/internal/dockerfile"
 	"github.com/sandpool/sandpool/internal/dockerfile/localrun"
@@ -442,5 +444,57 @@ func TestExtractContext(t *testing.T) {
 	err = image.Extract(context.Background(), t.TempDir(), strings.NewReader(string(bad)), 0, 0)
 	if !errors.Is(err, image.ErrInvalid) {
 		t.Errorf("hostile context: %v", err)
+	}
+}
+
+// What a RUN deletes, renames or replaces comes out right in the layer
+// made from its upper dir: whiteouts, opaque directories, renamed
+// directories (copied, since the runner turns overlayfs redirects off).
+func TestBuildRunDeletesRenamesReplaces(t *testing.T) {
+	e := newEnv(t)
+	src := fmt.Sprintf(`FROM %s/busybox:1
+RUN mkdir -p /d/sub && echo x > /d/sub/f && echo keep > /d/keep && mkdir /e && echo old > /e/old
+RUN mv /d /moved && rm /moved/keep && rm -rf /e && mkdir /e && echo new > /e/new && ln /e/new /e/hard && ln -s new /e/soft
+`, e.host)
+	res, out, err := e.build(t, src, "", dockerfile.Options{})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	merged := it.Mount(t, res.Image.Dirs())
+	var got []string
+	for _, l := range it.Tree(t, merged) {
+		name, _, _ := strings.Cut(l, " ")
+		if top, _, _ := strings.Cut(name, "/"); top == "d" || top == "e" || top == "moved" {
+			got = append(got, l)
+		}
+	}
+	want := []string{
+		`e drwxr-xr-x 100000:100000`,
+		`e/hard -rw-r--r-- 100000:100000 "new\n"`,
+		`e/new -rw-r--r-- 100000:100000 "new\n"`,
+		`e/soft Lrwxrwxrwx 100000:100000 -> new`,
+		`moved drwxr-xr-x 100000:100000`,
+		`moved/sub drwxr-xr-x 100000:100000`,
+		`moved/sub/f -rw-r--r-- 100000:100000 "x\n"`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("merged tree (-want +got):\n%s", diff)
+	}
+	// The last layer carries them as a lower layer would: a whiteout for
+	// /d and an opaque /e.
+	top := res.Image.Layers[len(res.Image.Layers)-1].Dir
+	var st syscall.Stat_t
+	if err := syscall.Lstat(filepath.Join(top, "d"), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFCHR || st.Rdev != 0 {
+		t.Errorf("d in the top layer: mode %o rdev %d %v; want a whiteout", st.Mode, st.Rdev, err)
+	}
+	buf := make([]byte, 4)
+	if n, err := unix.Lgetxattr(filepath.Join(top, "e"), "trusted.overlay.opaque", buf); err != nil || string(buf[:n]) != "y" {
+		t.Errorf("e in the top layer is not opaque: %q %v", buf[:n], err)
+	}
+	var a, b syscall.Stat_t
+	_ = syscall.Lstat(filepath.Join(top, "e/new"), &a)
+	_ = syscall.Lstat(filepath.Join(top, "e/hard"), &b)
+	if a.Ino == 0 || a.Ino != b.Ino {
+		t.Error("e/hard is not a hard link of e/new in the layer")
 	}
 }

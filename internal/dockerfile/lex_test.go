@@ -53,3 +53,17 @@ func TestRawWords(t *testing.T) {
 		}
 	}
 }
+
+// FuzzWord: expansion and splitting never panic, whatever the input.
+func FuzzWord(f *testing.F) {
+	for _, s := range []string{`$A ${B:-x} "q $A" 'l' \$`, "${A:?m}", "${${A}}", `a\`, "${A:-${B:+${C}}}"} {
+		f.Add(s)
+	}
+	lx := lexer{escape: '\\', lookup: func(n string) (string, bool) { return n + "-value", len(n)%2 == 0 }}
+	f.Fuzz(func(t *testing.T, s string) {
+		_, _ = lx.word(s)
+		_, _ = lx.vars(s)
+		_, _ = rawWords(s, '\\')
+		_, _ = rawWords(s, '`')
+	})
+}
