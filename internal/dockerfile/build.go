@@ -175,8 +175,7 @@ func (b *Builder) Build(ctx context.Context, lease *image.Lease, df *Dockerfile,
 		out = io.Discard
 	}
 	mine := b.Store.Lease()
-	var created []string
-	res, err := b.build(ctx, mine, df, opts, out, &created)
+	res, err := b.build(ctx, mine, df, opts, out)
 	if err == nil {
 		for _, l := range res.Image.Layers {
 			if _, err = b.Store.Hold(lease, l.DiffID); err != nil {
@@ -194,7 +193,7 @@ func (b *Builder) Build(ctx context.Context, lease *image.Lease, df *Dockerfile,
 	return res, nil
 }
 
-func (b *Builder) build(ctx context.Context, lease *image.Lease, df *Dockerfile, opts Options, out io.Writer, created *[]string) (Result, error) {
+func (b *Builder) build(ctx context.Context, lease *image.Lease, df *Dockerfile, opts Options, out io.Writer) (Result, error) {
 	st := &state{
 		args: map[string]*string{}, globals: map[string]string{},
 		shell: []string{"/bin/sh", "-c"}, escape: df.Escape,
@@ -219,9 +218,6 @@ func (b *Builder) build(ctx context.Context, lease *image.Lease, df *Dockerfile,
 			return Result{}, fmt.Errorf("Dockerfile line %d: %s: %w", in.Line, in.Cmd, err)
 		}
 		step.Line = in.Line
-		if step.Layer != "" && !step.Cached {
-			*created = append(*created, step.Layer)
-		}
 		switch {
 		case step.Cached:
 			fmt.Fprintf(out, " ---> Using cache %s\n", short(step.Layer))

@@ -14,7 +14,7 @@ import (
 //
 // On error, layers this pull stored that nothing else uses are removed:
 // a refused image leaves nothing behind.
-func (s *Store) Pull(ctx context.Context, lease *Lease, src Source, opts Options) (_ Image, retErr error) {
+func (s *Store) Pull(ctx context.Context, lease *Lease, src Source, opts Options) (Image, error) {
 	r, err := Fetch(ctx, src, opts)
 	if err != nil {
 		return Image{}, err

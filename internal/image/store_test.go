@@ -107,3 +107,25 @@ func TestConcurrentPullsAndGC(t *testing.T) {
 		t.Errorf("%d layers, want %d", got, n+1)
 	}
 }
+
+func TestMountPointLayer(t *testing.T) {
+	s := openStore(t)
+	host := it.Registry(t, "", "")
+	it.Push(t, host+"/bare:1", it.Image(t, "", v1.Config{}, it.Layer(t, it.Dir("proc/", 0o555), it.File("bin/x", "x", 0o755))), "", "")
+	it.Push(t, host+"/full:1", it.Image(t, "", v1.Config{}, it.Layer(t, it.Dir("proc/", 0o555), it.Dir("dev/", 0o755), it.Dir("tmp/", 0o1777))), "", "")
+	lease := s.Lease()
+	defer lease.Release()
+	bare := mustPull(t, s, image.Source{Ref: host + "/bare:1"}, image.Options{})
+	l, ok, err := s.MountPointLayer(context.Background(), lease, bare)
+	if err != nil || !ok {
+		t.Fatalf("bare: %v %v", ok, err)
+	}
+	want := []string{`dev drwxr-xr-x 100000:100000`, `tmp dtrwxrwxrwx 100000:100000`}
+	if got := it.Tree(t, l.Dir); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("mount point layer: %q", got)
+	}
+	full := mustPull(t, s, image.Source{Ref: host + "/full:1"}, image.Options{})
+	if _, ok, err := s.MountPointLayer(context.Background(), lease, full); ok || err != nil {
+		t.Errorf("full: %v %v; want no layer", ok, err)
+	}
+}
