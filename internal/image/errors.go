@@ -1,23 +1,23 @@
 package image
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/sandpool/sandpool/internal/errdefs"
 )
 
 // The kinds of error this package and internal/dockerfile return; every
-// error a caller can act on wraps one of them. They stand in for the
-// project's shared error kinds (errdefs.ErrInvalid, errdefs.ErrNotFound),
-// which the integration points these at, so the API maps them without a
+// error a caller can act on wraps one of them. They are the project's
+// shared kinds (internal/errdefs), so the API maps them without a
 // translation table.
 var (
 	// ErrInvalid: bad input. A reference that does not parse, a refused
 	// login, an unsupported media type or platform, a hostile, corrupt or
 	// truncated layer, an image over the size limit, a Dockerfile that does
 	// not parse, a user the image lacks.
-	ErrInvalid = errors.New("invalid argument")
+	ErrInvalid = errdefs.ErrInvalid
 	// ErrNotFound: no such image, tag, layer or owner record.
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = errdefs.ErrNotFound
 )
 
 // Error is a failure caused by the input, with a message meant for the
