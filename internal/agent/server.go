@@ -18,7 +18,8 @@ type Server struct {
 	spawner *spawner
 	log     *slog.Logger
 	// etc is where passwd and group are read from ("/etc" in a sandbox).
-	etc string
+	etc      string
+	defaults Defaults
 
 	mu     sync.Mutex
 	procs  map[string]*process
@@ -33,6 +34,8 @@ type Options struct {
 	Log           *slog.Logger
 	// Etc overrides "/etc" (tests).
 	Etc string
+	// Defaults fill what requests leave out (a template's user, env, cwd).
+	Defaults Defaults
 }
 
 // NewServer starts the spawner and reaper.
@@ -41,7 +44,7 @@ func NewServer(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("harden spawner: %w", err)
 	}
-	s := &Server{spawner: sp, log: opts.Log, etc: opts.Etc, procs: map[string]*process{}}
+	s := &Server{spawner: sp, log: opts.Log, etc: opts.Etc, defaults: opts.Defaults, procs: map[string]*process{}}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
@@ -92,6 +95,7 @@ func (s *Server) handle(c *conn) {
 
 // handleOne serves one request that owns its connection.
 func (s *Server) handleOne(c *conn, req *request) {
+	s.applyDefaults(req)
 	var err error
 	switch req.Op {
 	case "exec":

@@ -25,9 +25,13 @@ const DefaultUser = "user"
 // lookupUser resolves a name or a numeric uid against the sandbox's
 // /etc/passwd (and /etc/group for supplementary groups). A numeric uid
 // without an entry is allowed, with gid equal to uid and home "/".
+// "uid:gid" (numbers, as an image's user resolves to) sets the group too.
 func lookupUser(etc, who string) (account, error) {
 	if who == "" {
 		who = DefaultUser
+	}
+	if u, g, ok := strings.Cut(who, ":"); ok {
+		return lookupIDs(etc, u, g)
 	}
 	numeric, numErr := strconv.Atoi(who)
 	if numErr == nil && (numeric < 0 || numeric > 65535) {
@@ -95,4 +99,25 @@ func scanColon(path string, nfields int, fn func([]string) bool) error {
 		}
 	}
 	return sc.Err()
+}
+
+// lookupIDs resolves "uid:gid": the account of uid if /etc/passwd has one
+// (its name, home, shell and supplementary groups), with gid as its group.
+func lookupIDs(etc, u, g string) (account, error) {
+	gid, err := strconv.Atoi(g)
+	if err != nil || gid < 0 || gid > 65535 {
+		return account{}, fmt.Errorf("user %s:%s: want uid:gid, numbers in 0..65535", u, g)
+	}
+	if _, err := strconv.Atoi(u); err != nil {
+		return account{}, fmt.Errorf("user %s:%s: want uid:gid, numbers in 0..65535", u, g)
+	}
+	acc, err := lookupUser(etc, u)
+	if err != nil {
+		return account{}, err
+	}
+	if acc.GID != gid {
+		acc.GID = gid
+		acc.Groups = nil // they were the passwd entry's group's neighbours
+	}
+	return acc, nil
 }

@@ -131,6 +131,26 @@ type Spec struct {
 	// Hostname inside the sandbox; empty means "sandbox".
 	Hostname string
 	Limits   Limits
+	// Layers, when set, are the sandbox's read-only layers (directories,
+	// lowest first) instead of Template's files, with nothing of the host
+	// bound in; Template then only names where they came from. The
+	// writable layer over them is kept plain (no overlayfs redirects or
+	// metacopy), so that once the sandbox is stopped it can be stored as
+	// an image layer: what a Dockerfile's RUN step needs.
+	Layers []string
+}
+
+// Defaults are what a sandbox's processes and file operations get when a
+// call leaves them out: a template's (an image's config). The zero value
+// is sandpool's own: user "user", the agent's environment, the user's home.
+type Defaults struct {
+	// User is a name, a uid, or uid:gid; empty means "user".
+	User string `json:"user,omitempty"`
+	// Env is KEY=VALUE pairs, over the agent's own environment (PATH,
+	// HOME, ...) and under a call's.
+	Env []string `json:"env,omitempty"`
+	// Cwd is the working directory; empty means the user's home.
+	Cwd string `json:"cwd,omitempty"`
 }
 
 // Limits bound what a sandbox may use. Zero means the backend default.
@@ -172,11 +192,29 @@ type Template struct {
 	BuiltIn   bool      `json:"built_in"`
 	CreatedAt time.Time `json:"created_at"`
 	SizeBytes int64     `json:"size_bytes"`
+	// Origin says where its files came from, as ImportTemplate was told.
+	Origin string `json:"origin,omitempty"`
+	// Layers is how many read-only layers its sandboxes are made of.
+	Layers int `json:"layers,omitempty"`
+	// Defaults for its sandboxes' processes.
+	Defaults Defaults `json:"defaults,omitzero"`
 }
 
 // TemplateSource is where ImportTemplate reads a root filesystem from:
-// exactly one of Dir (a directory on the host) and Tar.
+// exactly one of Dir (a directory on the host), Tar and Layers.
 type TemplateSource struct {
 	Dir string
 	Tar io.Reader
+	// Layers are directories, lowest first, used as they are (not
+	// copied) as the template's read-only layers: an image's layers in
+	// the image store, owners already shifted into the sandbox range.
+	// They must outlive the template.
+	Layers []string
+	// Defaults for the processes of its sandboxes.
+	Defaults Defaults
+	// Origin says where it came from, for people ("image
+	// registry.example/app:1@sha256:...").
+	Origin string
+	// SizeBytes is the size to report for a template made of Layers.
+	SizeBytes int64
 }

@@ -2,10 +2,12 @@ package linux_test
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"testing"
 	"time"
 
+	"github.com/sandpool/sandpool/internal/image/imagetest"
 	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 )
@@ -117,4 +119,59 @@ func BenchmarkReset(b *testing.B) {
 			reportPercentiles(b, samples)
 		})
 	}
+}
+
+// BenchmarkCreateImage measures create-to-ready of a sandbox of an image
+// template (busybox and four more layers, the image's user, env and
+// working directory) against base, alternating the two so both see the
+// same host. The figures: base-p50-ms, image-p50-ms, image-p99-ms and
+// delta-p50-ms (image minus base).
+func BenchmarkCreateImage(b *testing.B) {
+	r := openRuntime(b)
+	ctx := context.Background()
+	layers := [][]imagetest.Entry{append(imagetest.Busybox(b), imagetest.Dir("app/", 0o755))}
+	for i := range 4 {
+		layers = append(layers, []imagetest.Entry{imagetest.Dir("app/", 0o755), imagetest.File(fmt.Sprintf("app/%d", i), "x", 0o644)})
+	}
+	layeredTemplate(b, r, "img", runtime.Defaults{User: "1000:1000", Env: []string{"APP=1"}, Cwd: "/app"}, layers...)
+	var baseS, imgS []time.Duration
+	var ids []string
+	for i := 0; b.Loop(); i++ {
+		for j := range 2 {
+			tpl := "base"
+			if (i+j)%2 == 1 {
+				tpl = "img"
+			}
+			start := time.Now()
+			info, err := r.Create(ctx, runtime.Spec{Template: tpl})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if tpl == "base" {
+				baseS = append(baseS, time.Since(start))
+			} else {
+				imgS = append(imgS, time.Since(start))
+			}
+			ids = append(ids, info.ID)
+		}
+		if len(ids) >= 20 {
+			b.StopTimer()
+			for _, id := range ids {
+				if err := r.Destroy(ctx, id); err != nil {
+					b.Fatal(err)
+				}
+			}
+			ids = ids[:0]
+			b.StartTimer()
+		}
+	}
+	pct := func(s []time.Duration, p float64) float64 {
+		sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+		return float64(s[int(float64(len(s)-1)*p)].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(baseS, 0.5), "base-p50-ms")
+	b.ReportMetric(pct(imgS, 0.5), "image-p50-ms")
+	b.ReportMetric(pct(imgS, 0.99), "image-p99-ms")
+	b.ReportMetric(pct(imgS, 0.5)-pct(baseS, 0.5), "delta-p50-ms")
+	b.ReportMetric(0, "ns/op")
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,16 +25,22 @@ import (
 func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 	st := sb.st
 	dir := r.sandboxDir(st.ID)
-	layers, binds, err := r.templateLayers(st.Template)
-	if err != nil {
+	var (
+		tpl templateInfo
+		err error
+	)
+	if len(st.Lower) > 0 { // made on layers: a build step
+		tpl.lower = slices.Clone(st.Lower)
+		slices.Reverse(tpl.lower)
+	} else if tpl, err = r.template(st.Template); err != nil {
 		return err
 	}
 	// Layers sealed into this sandbox lie over the template's, newest on top.
-	own := make([]string, len(st.Layers))
-	for i, l := range st.Layers {
-		own[i] = filepath.Join(dir, l)
+	layers := make([]string, 0, len(st.Layers)+len(tpl.lower))
+	for _, l := range st.Layers {
+		layers = append(layers, filepath.Join(dir, l))
 	}
-	layers = append(own, layers...)
+	layers = append(layers, tpl.lower...)
 	cg := r.cg.group(st.ID)
 	if err := cg.create(st.Limits); err != nil {
 		return err
@@ -75,7 +82,7 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 	if err != nil {
 		return fmt.Errorf("open sandpool binary: %w", err)
 	}
-	rootMnt, err := mountOverlay(layers, dir)
+	rootMnt, err := mountOverlay(layers, dir, len(st.Lower) > 0)
 	if err != nil {
 		return err
 	}
@@ -142,7 +149,7 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 	if err := cg.add(pid); err != nil {
 		return err
 	}
-	cfg := initConfig{Hostname: st.Hostname, Binds: binds}
+	cfg := initConfig{Hostname: st.Hostname, Binds: tpl.binds, Defaults: tpl.defaults}
 	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
 		return fmt.Errorf("configure sandbox init: %w", err)
 	}
@@ -175,21 +182,31 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 }
 
 // mountOverlay makes the sandbox's root filesystem, the template's layers
-// under the sandbox's writable layer, as a detached mount that only its
-// descriptor holds: nothing appears in the host's mount table, and the
-// mount is gone once the sandbox's mount namespace is.
-func mountOverlay(layers []string, dir string) (*os.File, error) {
+// (top first) under the sandbox's writable layer, as a detached mount that
+// only its descriptor holds: nothing appears in the host's mount table, and
+// the mount is gone once the sandbox's mount namespace is. Each layer is
+// its own lowerdir+ (Linux 6.8): a joined lowerdir string is cut at 256
+// bytes. With plain, the writable layer gets no redirects, metacopy or
+// index, so it can become an image layer (a renamed directory is copied).
+func mountOverlay(layers []string, dir string, plain bool) (*os.File, error) {
 	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("overlayfs: %w (is the overlay module loaded?)", err)
 	}
 	defer unix.Close(fsfd)
-	for _, kv := range [][2]string{
-		{"lowerdir", strings.Join(layers, ":")},
-		{"upperdir", filepath.Join(dir, "upper")},
-		{"workdir", filepath.Join(dir, "work")},
-	} {
+	opts := make([][2]string, 0, len(layers)+5)
+	for _, l := range layers {
+		opts = append(opts, [2]string{"lowerdir+", l})
+	}
+	opts = append(opts, [2]string{"upperdir", filepath.Join(dir, "upper")}, [2]string{"workdir", filepath.Join(dir, "work")})
+	if plain {
+		opts = append(opts, [2]string{"redirect_dir", "off"}, [2]string{"metacopy", "off"}, [2]string{"index", "off"})
+	}
+	for _, kv := range opts {
 		if err := unix.FsconfigSetString(fsfd, kv[0], kv[1]); err != nil {
+			if errors.Is(err, unix.EINVAL) && kv[0] == "lowerdir+" {
+				return nil, fmt.Errorf("overlayfs %s=%s: %w (lowerdir+ needs Linux 6.8 or later)", kv[0], kv[1], err)
+			}
 			return nil, fmt.Errorf("overlayfs %s=%s: %w", kv[0], kv[1], err)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandpool/sandpool/internal/agent"
+	"github.com/sandpool/sandpool/internal/runtime"
 )
 
 // This file runs inside the sandbox, as its PID 1: the host starts the
@@ -37,6 +38,9 @@ const (
 type initConfig struct {
 	Hostname string      `json:"hostname"`
 	Binds    []bindMount `json:"binds"`
+	// Defaults are the template's user, env and working directory for
+	// what the agent runs.
+	Defaults runtime.Defaults `json:"defaults,omitzero"`
 }
 
 // IsInit reports whether this process was started as a sandbox's init.
@@ -60,12 +64,13 @@ func Init() {
 	}()
 	os.Clearenv()
 	status := os.NewFile(fdStatus, "status")
-	l, err := setupSandbox()
+	l, cfg, err := setupSandbox()
 	if err == nil {
 		var srv *agent.Server
 		srv, err = agent.NewServer(agent.Options{
 			HardenSpawner: hardenThread,
 			Log:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			Defaults:      agent.Defaults{User: cfg.Defaults.User, Env: cfg.Defaults.Env, Cwd: cfg.Defaults.Cwd},
 		})
 		if err == nil {
 			if _, err = status.WriteString("ok"); err == nil {
@@ -79,7 +84,13 @@ func Init() {
 	os.Exit(1)
 }
 
-func setupSandbox() (net.Listener, error) {
+func setupSandbox() (net.Listener, initConfig, error) {
+	var cfg initConfig
+	l, err := setupRoot(&cfg)
+	return l, cfg, err
+}
+
+func setupRoot(cfg *initConfig) (net.Listener, error) {
 	// The agent's own /proc entries must not be readable or traceable by
 	// sandboxed code, even code running as the sandbox's root.
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
@@ -94,11 +105,10 @@ func setupSandbox() (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	var cfg initConfig
-	if err := json.Unmarshal(b, &cfg); err != nil {
+	if err := json.Unmarshal(b, cfg); err != nil {
 		return nil, fmt.Errorf("decode config: %w", err)
 	}
-	if err := mountRoot(cfg); err != nil {
+	if err := mountRoot(*cfg); err != nil {
 		return nil, err
 	}
 	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {

@@ -120,6 +120,9 @@ type Runtime struct {
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox
 	closed    bool
+
+	tplMu sync.Mutex
+	tpls  map[string]templateInfo // what template() read of each
 }
 
 var _ runtime.Runtime = (*Runtime)(nil)
@@ -163,7 +166,10 @@ func Open(cfg Config) (_ *Runtime, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("linux runtime: %w", err)
 	}
-	r := &Runtime{cfg: cfg, cg: cg, initExe: exe, lock: lock, sandboxes: map[string]*sandbox{}}
+	r := &Runtime{cfg: cfg, cg: cg, initExe: exe, lock: lock, sandboxes: map[string]*sandbox{}, tpls: map[string]templateInfo{}}
+	if err := r.sweepTemplates(); err != nil {
+		return nil, fmt.Errorf("linux runtime: %w", err)
+	}
 	if err := r.ensureBase(); err != nil {
 		return nil, fmt.Errorf("linux runtime: %w", err)
 	}
@@ -184,6 +190,10 @@ func (r *Runtime) Close() error {
 
 // DataDir is the directory the runtime keeps templates and sandboxes in.
 func (r *Runtime) DataDir() string { return r.cfg.DataDir }
+
+// UIDBase is the host uid (and gid) that is root in a sandbox: layers made
+// for this runtime are owned from there.
+func (r *Runtime) UIDBase() int { return int(r.cfg.UIDBase) }
 
 // Capabilities reports what this backend does.
 func (r *Runtime) Capabilities() runtime.Capabilities {
@@ -249,6 +259,9 @@ type state struct {
 	// Layers are this sandbox's sealed layers (directory names in its
 	// directory), newest first; they lie over the template's.
 	Layers []string `json:"layers,omitempty"`
+	// Lower, for a sandbox made on layers (Spec.Layers), are those
+	// directories, lowest first, in place of a template's.
+	Lower []string `json:"lower,omitempty"`
 }
 
 func (r *Runtime) sandboxDir(id string) string {
@@ -277,7 +290,7 @@ func (r *Runtime) Validate(spec runtime.Spec) error {
 	if spec.ID != "" && !idPattern.MatchString(spec.ID) {
 		return errdefs.Userf(errdefs.ErrInvalid, "invalid sandbox id %q", spec.ID)
 	}
-	if spec.Template == "" {
+	if spec.Template == "" && len(spec.Layers) == 0 {
 		return errdefs.Userf(errdefs.ErrInvalid, "template is required")
 	}
 	if len(spec.Hostname) > 63 || strings.ContainsAny(spec.Hostname, "/\x00 ") {
@@ -289,8 +302,31 @@ func (r *Runtime) Validate(spec runtime.Spec) error {
 	if spec.Limits.DiskBytes > 0 {
 		return errdefs.Userf(errdefs.ErrNotSupported, "disk limits are not supported by this runtime yet")
 	}
-	_, _, err := r.templateLayers(spec.Template)
+	if len(spec.Layers) > 0 {
+		return checkLayers(spec.Layers)
+	}
+	_, err := r.template(spec.Template)
 	return err
+}
+
+// maxLayers bounds the read-only layers of a sandbox: overlayfs stacks at
+// most 500, and a sandbox adds its sealed layers to its template's.
+const maxLayers = 490
+
+// checkLayers checks layer directories given by a caller.
+func checkLayers(layers []string) error {
+	if len(layers) > maxLayers {
+		return errdefs.Userf(errdefs.ErrInvalid, "%d layers: overlayfs stacks at most %d here", len(layers), maxLayers)
+	}
+	for _, l := range layers {
+		if !filepath.IsAbs(l) || filepath.Clean(l) != l {
+			return errdefs.Userf(errdefs.ErrInvalid, "layer %q: want a clean absolute path", l)
+		}
+		if st, err := os.Stat(l); err != nil || !st.IsDir() {
+			return errdefs.Userf(errdefs.ErrNotFound, "layer %s is not a directory", l)
+		}
+	}
+	return nil
 }
 
 // Create makes and boots a sandbox.
@@ -310,7 +346,7 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (_ runtime.Info
 	defer cancel()
 	sb := &sandbox{
 		st: state{ID: spec.ID, Template: spec.Template, Hostname: spec.Hostname, Limits: lim,
-			CreatedAt: time.Now().UTC()},
+			CreatedAt: time.Now().UTC(), Lower: spec.Layers},
 		status: runtime.StatusStopped,
 		cancel: cancel,
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -36,6 +37,19 @@ type templateMeta struct {
 	Version   string    `json:"version,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	SizeBytes int64     `json:"size_bytes"`
+	Origin    string    `json:"origin,omitempty"`
+	// Layers, for a template made of layers kept elsewhere (an image's,
+	// in the image store), are their directories, lowest first; such a
+	// template has no rootfs/ of its own.
+	Layers   []string         `json:"layers,omitempty"`
+	Defaults runtime.Defaults `json:"defaults,omitzero"`
+}
+
+// templateInfo is what booting a sandbox needs of its template.
+type templateInfo struct {
+	lower    []string // read-only layers, top first (overlayfs order)
+	binds    []bindMount
+	defaults runtime.Defaults
 }
 
 // bindMount is a host path bound read-only into every sandbox of a template.
@@ -190,18 +204,62 @@ func (r *Runtime) writeBaseSkeleton(root string) error {
 // templateLayers returns the lower layers (top first) and the binds of a
 // template, or ErrNotFound.
 func (r *Runtime) templateLayers(name string) ([]string, []bindMount, error) {
+	t, err := r.template(name)
+	return t.lower, t.binds, err
+}
+
+// template looks a template up. What its meta.json says is kept in
+// memory (templates do not change; a delete forgets it), so a create
+// costs one stat of it.
+func (r *Runtime) template(name string) (templateInfo, error) {
 	if !templateName.MatchString(name) {
-		return nil, nil, errdefs.Userf(errdefs.ErrInvalid, "invalid template name %q", name)
+		return templateInfo{}, errdefs.Userf(errdefs.ErrInvalid, "invalid template name %q", name)
 	}
-	root := filepath.Join(r.templateDir(name), "rootfs")
-	if _, err := os.Stat(filepath.Join(r.templateDir(name), "meta.json")); err != nil {
-		return nil, nil, errdefs.Userf(errdefs.ErrNotFound, "no template %q", name)
+	dir := r.templateDir(name)
+	if _, err := os.Stat(filepath.Join(dir, "meta.json")); err != nil {
+		return templateInfo{}, errdefs.Userf(errdefs.ErrNotFound, "no template %q", name)
 	}
-	if name == baseTemplate {
-		binds, _ := hostBinds()
-		return []string{root}, binds, nil
+	r.tplMu.Lock()
+	t, ok := r.tpls[name]
+	r.tplMu.Unlock()
+	if ok {
+		return t, nil
 	}
-	return []string{root}, nil, nil
+	var meta templateMeta
+	b, err := os.ReadFile(filepath.Join(dir, "meta.json"))
+	if err == nil {
+		err = json.Unmarshal(b, &meta)
+	}
+	if err != nil {
+		return templateInfo{}, fmt.Errorf("template %s: %w", name, err)
+	}
+	switch {
+	case name == baseTemplate:
+		t.lower = []string{filepath.Join(dir, "rootfs")}
+		t.binds, _ = hostBinds()
+	case len(meta.Layers) > 0:
+		for _, l := range meta.Layers {
+			if st, err := os.Stat(l); err != nil || !st.IsDir() {
+				return templateInfo{}, fmt.Errorf("template %s: layer %s is missing", name, l)
+			}
+		}
+		t.lower = slices.Clone(meta.Layers)
+		slices.Reverse(t.lower)
+	default:
+		t.lower = []string{filepath.Join(dir, "rootfs")}
+	}
+	t.defaults = meta.Defaults
+	r.tplMu.Lock()
+	r.tpls[name] = t
+	r.tplMu.Unlock()
+	return t, nil
+}
+
+// forgetTemplate drops what template remembers of name.
+func (r *Runtime) forgetTemplate(name string) {
+	r.tplMu.Lock()
+	delete(r.tpls, name)
+	r.tplMu.Unlock()
 }
 
 // Templates lists the templates.
@@ -220,7 +278,12 @@ func (r *Runtime) Templates(ctx context.Context) ([]runtime.Template, error) {
 		if err != nil || json.Unmarshal(b, &meta) != nil {
 			continue // an import in progress or broken: not usable
 		}
-		out = append(out, runtime.Template{Name: meta.Name, BuiltIn: meta.BuiltIn, CreatedAt: meta.CreatedAt, SizeBytes: meta.SizeBytes})
+		layers := len(meta.Layers)
+		if layers == 0 {
+			layers = 1
+		}
+		out = append(out, runtime.Template{Name: meta.Name, BuiltIn: meta.BuiltIn, CreatedAt: meta.CreatedAt, SizeBytes: meta.SizeBytes,
+			Origin: meta.Origin, Layers: layers, Defaults: meta.Defaults})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
@@ -246,7 +309,26 @@ func (r *Runtime) DeleteTemplate(ctx context.Context, name string) error {
 	if err := os.Rename(r.templateDir(name), gone); err != nil {
 		return err
 	}
+	r.forgetTemplate(name)
 	return os.RemoveAll(gone)
+}
+
+// sweepTemplates removes what an interrupted import or delete left in the
+// templates directory (names starting with "."; never listed or used).
+func (r *Runtime) sweepTemplates() error {
+	root := filepath.Join(r.cfg.DataDir, "templates")
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".import-") || strings.HasPrefix(e.Name(), ".deleted-") || strings.HasPrefix(e.Name(), ".base-") {
+			if err := os.RemoveAll(filepath.Join(root, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func writeJSON(path string, v any) error {

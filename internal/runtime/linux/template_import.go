@@ -30,8 +30,14 @@ func (r *Runtime) ImportTemplate(ctx context.Context, name string, src runtime.T
 	if !templateName.MatchString(name) {
 		return runtime.Template{}, errdefs.Userf(errdefs.ErrInvalid, "invalid template name %q: use a-z, 0-9, '.', '_' and '-', at most 63", name)
 	}
-	if (src.Dir == "") == (src.Tar == nil) {
-		return runtime.Template{}, errdefs.Userf(errdefs.ErrInvalid, "give either a directory or a tar stream")
+	n := 0
+	for _, set := range []bool{src.Dir != "", src.Tar != nil, len(src.Layers) > 0} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return runtime.Template{}, errdefs.Userf(errdefs.ErrInvalid, "give one of a directory, a tar stream and layers")
 	}
 	if _, err := os.Stat(r.templateDir(name)); err == nil {
 		return runtime.Template{}, errdefs.Userf(errdefs.ErrExists, "template %q already exists", name)
@@ -41,6 +47,14 @@ func (r *Runtime) ImportTemplate(ctx context.Context, name string, src runtime.T
 		return runtime.Template{}, err
 	}
 	defer os.RemoveAll(tmp) // gone already after a successful rename
+	if len(src.Layers) > 0 {
+		if err := checkLayers(src.Layers); err != nil {
+			return runtime.Template{}, err
+		}
+		meta := templateMeta{Name: name, CreatedAt: time.Now().UTC(), SizeBytes: src.SizeBytes, Origin: src.Origin,
+			Layers: src.Layers, Defaults: src.Defaults}
+		return r.placeTemplate(tmp, name, meta)
+	}
 	root := filepath.Join(tmp, "rootfs")
 	if err := os.Mkdir(root, 0o755); err != nil {
 		return runtime.Template{}, err
@@ -61,7 +75,14 @@ func (r *Runtime) ImportTemplate(ctx context.Context, name string, src runtime.T
 	if err := im.finish(); err != nil {
 		return runtime.Template{}, fmt.Errorf("prepare template: %w", err)
 	}
-	meta := templateMeta{Name: name, CreatedAt: time.Now().UTC(), SizeBytes: im.size}
+	meta := templateMeta{Name: name, CreatedAt: time.Now().UTC(), SizeBytes: im.size, Origin: src.Origin, Defaults: src.Defaults}
+	return r.placeTemplate(tmp, name, meta)
+}
+
+// placeTemplate writes meta.json into tmp, a template made under a
+// temporary name, and renames it into place: a crash before leaves a
+// dot-directory the next Open removes, never a half template.
+func (r *Runtime) placeTemplate(tmp, name string, meta templateMeta) (runtime.Template, error) {
 	if err := writeJSON(filepath.Join(tmp, "meta.json"), meta); err != nil {
 		return runtime.Template{}, err
 	}
@@ -71,7 +92,10 @@ func (r *Runtime) ImportTemplate(ctx context.Context, name string, src runtime.T
 		}
 		return runtime.Template{}, err
 	}
-	return runtime.Template{Name: name, CreatedAt: meta.CreatedAt, SizeBytes: meta.SizeBytes}, nil
+	r.forgetTemplate(name)
+	layers := max(len(meta.Layers), 1)
+	return runtime.Template{Name: name, CreatedAt: meta.CreatedAt, SizeBytes: meta.SizeBytes, Origin: meta.Origin,
+		Layers: layers, Defaults: meta.Defaults}, nil
 }
 
 // importer writes entries under a root directory, resolving every path
