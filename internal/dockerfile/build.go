@@ -541,7 +541,8 @@ func (b *Builder) run(ctx context.Context, lease *image.Lease, st *state, in Ins
 		}
 		var ee *ExitError
 		if errors.As(err, &ee) {
-			return Step{}, errorf(in.Line, in.Cmd, "%s failed with exit code %d; output:\n%s", string(cmdJSON), ee.Code, tail.String())
+			return Step{}, &Error{Line: in.Line, Instruction: in.Cmd, Kind: ErrRunFailed,
+				Msg: fmt.Sprintf("%s failed with exit code %d; output:\n%s", string(cmdJSON), ee.Code, tail.String())}
 		}
 		return Step{}, fmt.Errorf("run %s: %w", cmdJSON, err)
 	}

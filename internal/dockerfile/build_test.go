@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandpool/sandpool/internal/dockerfile"
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/dockerfile/localrun"
 	"github.com/sandpool/sandpool/internal/image"
 	it "github.com/sandpool/sandpool/internal/image/imagetest"
@@ -340,8 +341,8 @@ func TestBuildFailingRun(t *testing.T) {
 	src := fmt.Sprintf("FROM %s/busybox:1\nCOPY f /f\nRUN echo made > /made\n\nRUN echo boom-output; echo to-stderr >&2; exit 3\n", e.host)
 	_, _, err := e.build(t, src, "", dockerfile.Options{Context: ctxDir})
 	var de *dockerfile.Error
-	if !errors.As(err, &de) || !errors.Is(err, image.ErrInvalid) || de.Line != 5 {
-		t.Fatalf("error %v; want a *dockerfile.Error on line 5", err)
+	if !errors.As(err, &de) || !errors.Is(err, dockerfile.ErrRunFailed) || !errors.Is(err, errdefs.ErrFailed) || de.Line != 5 {
+		t.Fatalf("error %v; want a *dockerfile.Error of kind ErrRunFailed on line 5", err)
 	}
 	for _, w := range []string{"exit code 3", "boom-output", "to-stderr", "line 5"} {
 		if !strings.Contains(err.Error(), w) {

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/image"
 )
 
@@ -60,12 +61,19 @@ func (in Instruction) Flag(name string) (string, bool) {
 }
 
 // Error is a problem with the Dockerfile or a step of its build, with the
-// line it is on. Its kind is image.ErrInvalid.
+// line it is on. Its kind is image.ErrInvalid, or ErrRunFailed for a RUN
+// command that failed.
 type Error struct {
 	Line        int
 	Instruction string // the keyword, "" for the file as a whole
 	Msg         string
+	// Kind is what it wraps; nil means image.ErrInvalid.
+	Kind error
 }
+
+// ErrRunFailed is the kind of a build whose RUN command failed: the
+// request was fine, the Dockerfile's own code is not (422 build_failed).
+var ErrRunFailed = errdefs.New(errdefs.ErrFailed, "build_failed", "a RUN step failed")
 
 func (e *Error) Error() string {
 	switch {
@@ -77,8 +85,13 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("Dockerfile line %d: %s: %s", e.Line, e.Instruction, e.Msg)
 }
 
-// Unwrap makes errors.Is(err, image.ErrInvalid) true.
-func (e *Error) Unwrap() error { return image.ErrInvalid }
+// Unwrap makes errors.Is(err, image.ErrInvalid) (or Kind) true.
+func (e *Error) Unwrap() error {
+	if e.Kind != nil {
+		return e.Kind
+	}
+	return image.ErrInvalid
+}
 
 func errorf(line int, cmd, format string, args ...any) error {
 	return &Error{Line: line, Instruction: cmd, Msg: fmt.Sprintf(format, args...)}
