@@ -12,13 +12,17 @@ import (
 )
 
 // Start brings the books in line with the runtime after a start (a first
-// reconciler pass that also finishes what a crash left half done), then
+// reconciler pass that also finishes what a crash left half done, and an
+// image GC), then
 // starts the reaper and the reconciler. Sandboxes that are fine go on
 // running, with their persisted last activity.
 func (s *Service) Start(ctx context.Context) error {
 	if err := s.reconcile(ctx, true); err != nil {
 		return err
 	}
+	// Image records of templates a crash left unmade, and layers no
+	// template uses (a pull or build cut short).
+	s.gcImages(ctx)
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.mu.Lock()
 	s.stop = cancel

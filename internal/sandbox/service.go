@@ -16,6 +16,7 @@ import (
 
 	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/image"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/store"
 )
@@ -69,6 +70,13 @@ type Config struct {
 	ArchiveAfter time.Duration
 	Log          *slog.Logger
 	Registry     prometheus.Registerer
+	// Images is the layer store of templates made from images and
+	// Dockerfiles; nil means none can be made.
+	Images *image.Store
+	// MaxTemplateBytes bounds a template made from an image or a
+	// Dockerfile: the image's layers, compressed and unpacked; 0 means
+	// image.DefaultMaxBytes.
+	MaxTemplateBytes int64
 }
 
 // Service is the lifecycle service.
@@ -82,6 +90,13 @@ type Service struct {
 
 	tplMu    sync.Mutex
 	tplCache map[string]resolved
+	adding   map[string]bool // image templates being made (under tplMu)
+	users    []TemplateUsers // who else may use a template (under tplMu)
+	// imgMu: a template's image record is committed and its runtime
+	// template placed under the read lock; an image GC works under the
+	// write lock, so it never sees a record whose template is not there
+	// yet.
+	imgMu sync.RWMutex
 
 	locks keyedMutex // one pause, resume, archive or reconcile of a sandbox at a time
 	m     *metrics
@@ -114,7 +129,7 @@ func New(rt runtime.Runtime, st Store, ev *events.Broker, cfg Config) *Service {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Service{rt: rt, st: st, events: ev, cfg: cfg, activity: map[string]*activity{}, streams: map[string]int{}, tplCache: map[string]resolved{},
+	return &Service{rt: rt, st: st, events: ev, cfg: cfg, activity: map[string]*activity{}, streams: map[string]int{}, tplCache: map[string]resolved{}, adding: map[string]bool{},
 		m: newMetrics(cfg.Registry)}
 }
 

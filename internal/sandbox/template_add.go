@@ -11,14 +11,20 @@ import (
 )
 
 // TemplateRequest adds a template: files imported from a directory on the
-// server (Dir) or a tar stream (Tar), or another template's files (From),
-// with hooks.
+// server (Dir) or a tar stream (Tar), another template's files (From), or
+// an image's layers (Image), with hooks.
 type TemplateRequest struct {
 	Name  string
 	From  string
 	Dir   string
 	Tar   io.Reader
+	Image *ImageSource
 	Hooks Hooks
+	// Pull, if set, is told how an image's pull goes, layer by layer.
+	Pull func(PullProgress)
+	// Network is the template's network policy: "none" (or empty) is the
+	// only one there is yet.
+	Network string
 	// Build makes a sandbox of the new template at once and runs its
 	// setup there (its output goes to Progress as it comes): a setup that
 	// fails refuses the template, with the tail of its output, and leaves
@@ -30,13 +36,19 @@ type TemplateRequest struct {
 // AddTemplate adds a template. On any failure nothing of it is left.
 func (s *Service) AddTemplate(ctx context.Context, req TemplateRequest) (_ Template, retErr error) {
 	sources := 0
-	for _, set := range []bool{req.From != "", req.Dir != "", req.Tar != nil} {
+	for _, set := range []bool{req.From != "", req.Dir != "", req.Tar != nil, req.Image != nil} {
 		if set {
 			sources++
 		}
 	}
 	if sources != 1 {
-		return Template{}, errdefs.Userf(errdefs.ErrInvalid, "give exactly one of from, dir, or a tar archive (PUT /v1/templates/{name})")
+		return Template{}, errdefs.Userf(errdefs.ErrInvalid, "give exactly one of from, dir, an image, or a tar archive (PUT /v1/templates/{name})")
+	}
+	if err := checkNetwork(req.Network); err != nil {
+		return Template{}, err
+	}
+	if req.Image != nil {
+		return s.addImage(ctx, req)
 	}
 	if req.From != "" {
 		t, err := s.DefineTemplate(ctx, req.Name, req.From, req.Hooks)
@@ -46,7 +58,10 @@ func (s *Service) AddTemplate(ctx context.Context, req TemplateRequest) (_ Templ
 		defer s.undoTemplate(ctx, req.Name, &retErr)
 		return t, s.build(ctx, req)
 	}
-	src := runtime.TemplateSource{Dir: req.Dir, Tar: req.Tar}
+	src := runtime.TemplateSource{Dir: req.Dir, Tar: req.Tar, Origin: "tar archive"}
+	if req.Dir != "" {
+		src.Origin = "directory " + req.Dir
+	}
 	if _, err := s.rt.ImportTemplate(ctx, req.Name, src); err != nil {
 		return Template{}, err
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
@@ -45,6 +47,26 @@ type Template struct {
 	// defined on another.
 	From  string `json:"from,omitempty"`
 	Hooks Hooks  `json:"hooks,omitzero"`
+	// Origin says where its files came from: "image REF@DIGEST",
+	// "Dockerfile (FROM ...)", "directory DIR", "tar archive".
+	Origin string `json:"origin,omitempty"`
+	// Image describes a template made from an image or a Dockerfile: its
+	// layers (and how many other templates share), its config.
+	Image *TemplateImage `json:"image,omitempty"`
+}
+
+// TemplateUsers says what else uses a template; the pool manager does
+// (its pools' templates). DeleteTemplate refuses a template in use.
+type TemplateUsers interface {
+	// UsingTemplate names what uses template.
+	UsingTemplate(ctx context.Context, template string) ([]string, error)
+}
+
+// AddTemplateUsers makes DeleteTemplate ask u too.
+func (s *Service) AddTemplateUsers(u TemplateUsers) {
+	s.tplMu.Lock()
+	s.users = append(s.users, u)
+	s.tplMu.Unlock()
 }
 
 // resolved is a template looked up: its files' runtime template and hooks.
@@ -109,9 +131,10 @@ func (s *Service) Templates(ctx context.Context) ([]Template, error) {
 	for _, d := range defined {
 		byName[d.Name] = d
 	}
+	imgs := s.imageInfos()
 	out := make([]Template, 0, len(rts)+len(defined))
 	for _, t := range rts {
-		tpl := Template{Name: t.Name, BuiltIn: t.BuiltIn, CreatedAt: t.CreatedAt, SizeBytes: t.SizeBytes}
+		tpl := Template{Name: t.Name, BuiltIn: t.BuiltIn, CreatedAt: t.CreatedAt, SizeBytes: t.SizeBytes, Origin: t.Origin, Image: imgs[t.Name]}
 		if d, ok := byName[t.Name]; ok { // a runtime template given hooks
 			_ = json.Unmarshal([]byte(d.Hooks), &tpl.Hooks) // written by us
 			delete(byName, t.Name)
@@ -184,9 +207,12 @@ func (s *Service) DefineTemplate(ctx context.Context, name, from string, hooks H
 	return out, nil
 }
 
-// DeleteTemplate removes a template. A runtime template that defined
-// templates are made from cannot be deleted before them.
+// DeleteTemplate removes a template. One that pools, sandboxes or
+// templates defined on it use cannot be deleted before them.
 func (s *Service) DeleteTemplate(ctx context.Context, name string) error {
+	if err := s.checkUnused(ctx, name); err != nil {
+		return err
+	}
 	defined, err := s.st.ListTemplates(ctx)
 	if err != nil {
 		return err
@@ -210,7 +236,61 @@ func (s *Service) DeleteTemplate(ctx context.Context, name string) error {
 	if own && errors.Is(err, errdefs.ErrNotFound) {
 		return nil // it was only a definition
 	}
+	if err == nil && s.cfg.Images != nil {
+		// Its image record, then the layers no other template uses. A
+		// crash before leaves a record GC drops at the next start.
+		if err := s.cfg.Images.Forget(name); err != nil {
+			s.cfg.Log.Error("forget a deleted template's image", "template", name, "err", err)
+		}
+		s.gcImages(context.WithoutCancel(ctx))
+	}
 	return err
+}
+
+// checkUnused refuses, naming them, the pools and active sandboxes (of
+// every tenant and node) that use template name.
+func (s *Service) checkUnused(ctx context.Context, name string) error {
+	var users []string
+	s.tplMu.Lock()
+	tu := slices.Clone(s.users)
+	s.tplMu.Unlock()
+	for _, u := range tu {
+		names, err := u.UsingTemplate(ctx, name)
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			users = append(users, fmt.Sprintf("pool %q", n))
+		}
+	}
+	rows, err := s.st.ListSandboxes(ctx, store.Filter{Statuses: statusStrings(Active)})
+	if err != nil {
+		return err
+	}
+	var sandboxes []string
+	for _, row := range rows {
+		if row.Template == name && row.Tenant != buildTenant {
+			sandboxes = append(sandboxes, row.ID)
+		}
+	}
+	if len(sandboxes) > 0 {
+		list := sandboxes
+		if len(list) > 5 {
+			list = list[:5]
+		}
+		what := "sandbox " + strings.Join(list, ", ")
+		if len(sandboxes) > 1 {
+			what = "sandboxes " + strings.Join(list, ", ")
+		}
+		if len(sandboxes) > len(list) {
+			what += fmt.Sprintf(" (%d in all)", len(sandboxes))
+		}
+		users = append(users, what)
+	}
+	if len(users) > 0 {
+		return errdefs.Userf(errdefs.ErrConflict, "template %q is in use by %s: delete them first", name, strings.Join(users, " and "))
+	}
+	return nil
 }
 
 // CheckTemplate checks that sandboxes can be made of template with limits,
