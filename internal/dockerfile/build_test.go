@@ -19,8 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandpool/sandpool/internal/dockerfile"
-	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/dockerfile/localrun"
+	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/image"
 	it "github.com/sandpool/sandpool/internal/image/imagetest"
 )

@@ -334,7 +334,9 @@ func TestBadImagesLeaveNothing(t *testing.T) {
 // usersOf is a pool manager stand-in that says a pool uses a template.
 type usersOf map[string][]string
 
-func (u usersOf) UsingTemplate(_ context.Context, template string) ([]string, error) { return u[template], nil }
+func (u usersOf) UsingTemplate(_ context.Context, template string) ([]string, error) {
+	return u[template], nil
+}
 
 // TestDeleteTemplateInUse: a template a pool or a sandbox uses cannot be
 // deleted; the refusal names them.
