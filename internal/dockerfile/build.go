@@ -213,7 +213,7 @@ func (b *Builder) build(ctx context.Context, lease *image.Lease, df *Dockerfile,
 			}
 			var ie *image.Error
 			if errors.As(err, &ie) {
-				return Result{}, &Error{Line: in.Line, Instruction: in.Cmd, Msg: ie.Msg}
+				return Result{}, &Error{Line: in.Line, Instruction: in.Cmd, Msg: ie.Msg, Kind: ie.Kind}
 			}
 			return Result{}, fmt.Errorf("Dockerfile line %d: %s: %w", in.Line, in.Cmd, err)
 		}

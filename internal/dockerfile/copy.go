@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -241,8 +242,10 @@ func (b *Builder) copy(ctx context.Context, lease *image.Lease, st *state, in In
 	if err != nil {
 		return Step{}, err
 	}
-	if intoDir && len(entries) > 0 && hasChown {
-		// The destination itself takes --chown even where it exists.
+	// A directory's contents copied into the destination give it the
+	// --chown owner even where it exists, as Docker does; a destination
+	// that only receives files keeps its owner.
+	if intoDir && len(entries) > 0 && hasChown && slices.ContainsFunc(files, func(f source) bool { return f.isDir }) {
 		last := &entries[len(entries)-1]
 		last.uid, last.gid = uid, gid
 	}

@@ -87,8 +87,10 @@ func (r *stepRunner) Run(ctx context.Context, step dockerfile.RunStep) (_ docker
 	if workdir == "" {
 		workdir = "/"
 	}
-	if err := s.rt.Files(id).Mkdir(ctx, workdir, fsys.MkdirOptions{User: "root", Parents: true}); err != nil {
-		return dockerfile.RunResult{}, fmt.Errorf("working directory %s: %w", workdir, err)
+	if _, err := s.rt.Files(id).Stat(ctx, workdir, fsys.Options{User: "root"}); errors.Is(err, errdefs.ErrNotFound) {
+		if err := s.rt.Files(id).Mkdir(ctx, workdir, fsys.MkdirOptions{User: "root", Parents: true}); err != nil {
+			return dockerfile.RunResult{}, fmt.Errorf("working directory %s: %w", workdir, err)
+		}
 	}
 	code, err := r.exec(ctx, id, step, workdir)
 	if err != nil {
