@@ -142,6 +142,11 @@ type Template struct {
 	// From is the template whose files this one uses, if any.
 	From  string `json:"from,omitempty"`
 	Hooks Hooks  `json:"hooks,omitzero"`
+	// Origin says where its files came from ("image REF@DIGEST",
+	// "Dockerfile (FROM ...)", "directory DIR", "tar archive").
+	Origin string `json:"origin,omitempty"`
+	// Image describes a template made from an image or a Dockerfile.
+	Image *TemplateImage `json:"image,omitempty"`
 }
 
 // Hooks are a template's shell scripts, run as root inside the sandbox.

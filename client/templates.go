@@ -13,7 +13,8 @@ import (
 )
 
 // TemplateRequest adds a template: a root filesystem directory on the
-// server's host (Dir), or another template's files (From), with hooks.
+// server's host (Dir), another template's files (From), or a container
+// image (ImageSource), with hooks.
 type TemplateRequest struct {
 	Name string `json:"name"`
 	Dir  string `json:"dir,omitempty"`
@@ -23,13 +24,15 @@ type TemplateRequest struct {
 	// a setup that fails refuses the template (422 setup_failed, with the
 	// tail of its output).
 	Build bool `json:"build,omitempty"`
+	ImageSource
 }
 
 // AddTemplate adds a template (admin key). With Build, the setup's output
-// is copied to progress as it runs (if progress is not nil).
+// is copied to progress as it runs (if progress is not nil); an image's
+// pull is reported to progress if it is a PullReporter.
 func (c *Client) AddTemplate(ctx context.Context, req TemplateRequest, progress io.Writer) (*Template, error) {
 	r := request{method: "POST", path: "/v1/templates", body: jsonBody(req)}
-	return c.addTemplate(ctx, r, req.Build && progress != nil, progress)
+	return c.addTemplate(ctx, r, (req.Build || req.ImageSource.set()) && progress != nil, progress)
 }
 
 // TemplateUpload is what goes with a root filesystem tar archive.
@@ -87,10 +90,11 @@ func (c *Client) addTemplate(ctx context.Context, r request, stream bool, progre
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for sc.Scan() {
 		var ev struct {
-			Type       string    `json:"type"`
-			Data       string    `json:"data"`
-			DataBase64 string    `json:"data_base64"`
-			Template   *Template `json:"template"`
+			Type       string        `json:"type"`
+			Pull       *PullProgress `json:"pull"`
+			Data       string        `json:"data"`
+			DataBase64 string        `json:"data_base64"`
+			Template   *Template     `json:"template"`
 			Error      *struct {
 				Code    string `json:"code"`
 				Message string `json:"message"`
@@ -100,6 +104,10 @@ func (c *Client) addTemplate(ctx context.Context, r request, stream bool, progre
 			return nil, fmt.Errorf("sandpool: build event: %w", err)
 		}
 		switch ev.Type {
+		case "pull":
+			if pr, ok := progress.(PullReporter); ok && ev.Pull != nil {
+				pr.PullProgress(*ev.Pull)
+			}
 		case "output":
 			b := []byte(ev.Data)
 			if ev.DataBase64 != "" {

@@ -131,6 +131,8 @@ func TestOpenAPIMatchesTypes(t *testing.T) {
 		"BuildEvent":      BuildEvent{},
 		"TemplateRequest": TemplateRequest{},
 		"Event":           events.Event{},
+		"TemplateImage":   sandbox.TemplateImage{},
+		"PullProgress":    sandbox.PullProgress{},
 	} {
 		checkSchema(t, doc, name, "server", v)
 	}
@@ -157,6 +159,8 @@ var clientTypes = map[string]any{
 	"Build":           client.BuildInfo{},
 	"Key":             client.Key{},
 	"Event":           client.SandboxEvent{},
+	"TemplateImage":   client.TemplateImage{},
+	"PullProgress":    client.PullProgress{},
 }
 
 func checkSchema(t *testing.T, doc openAPIDoc, name, side string, v any) {

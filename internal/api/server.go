@@ -151,6 +151,7 @@ func (s *Server) routes() []route {
 		{pattern: "POST /v1/templates", h: s.createTemplate, admin: true},
 		{pattern: "PUT /v1/templates/{name}", h: s.uploadTemplate, admin: true},
 		{pattern: "DELETE /v1/templates/{name}", h: s.deleteTemplate, admin: true},
+		{pattern: "POST /v1/templates/{name}/build", h: s.buildTemplate, admin: true},
 
 		{pattern: "POST /v1/keys", h: s.createKey, admin: true},
 		{pattern: "GET /v1/keys", h: s.listKeys, admin: true},

@@ -19,14 +19,43 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
 }
 
 // TemplateRequest is the body of POST /v1/templates: a template from a
-// directory on the server (dir), or on another template's files (from),
-// with hooks; build runs its setup once now.
+// directory on the server (dir), on another template's files (from), or
+// from an image (image, oci_layout or docker_archive), with hooks; build
+// runs its setup once now.
 type TemplateRequest struct {
 	Name string `json:"name"`
 	Dir  string `json:"dir,omitempty"`
 	From string `json:"from,omitempty"`
 	sandbox.Hooks
 	Build bool `json:"build,omitempty"`
+	ImageRequest
+}
+
+// ImageRequest says where an image template's image comes from and how
+// to fetch it.
+type ImageRequest struct {
+	// Image is a registry reference; OCILayout and DockerArchive are a
+	// directory and a file on the server.
+	Image         string `json:"image,omitempty"`
+	OCILayout     string `json:"oci_layout,omitempty"`
+	DockerArchive string `json:"docker_archive,omitempty"`
+	// ImageName picks one image of a layout or an archive holding several.
+	ImageName string `json:"image_name,omitempty"`
+	Platform  string `json:"platform,omitempty"`
+	// Username and Password log in to the registry.
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+	Insecure bool   `json:"insecure,omitempty"`
+	// Network is the template's network policy; only "none" exists yet.
+	Network string `json:"network,omitempty"`
+}
+
+func (i ImageRequest) source() *sandbox.ImageSource {
+	if i.Image == "" && i.OCILayout == "" && i.DockerArchive == "" {
+		return nil
+	}
+	return &sandbox.ImageSource{Ref: i.Image, OCILayout: i.OCILayout, DockerArchive: i.DockerArchive, Name: i.ImageName,
+		Platform: i.Platform, Username: i.Username, Password: i.Password, Insecure: i.Insecure}
 }
 
 func (s *Server) createTemplate(w http.ResponseWriter, r *http.Request) {
@@ -35,11 +64,13 @@ func (s *Server) createTemplate(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if req.Dir == "" && req.From == "" {
-		s.writeError(w, r, errdefs.Userf(errdefs.ErrInvalid, "dir or from is required (or PUT a tar archive to /v1/templates/{name})"))
+	img := req.source()
+	if req.Dir == "" && req.From == "" && img == nil {
+		s.writeError(w, r, errdefs.Userf(errdefs.ErrInvalid, "dir, from or an image (image, oci_layout, docker_archive) is required (or PUT a tar archive to /v1/templates/{name})"))
 		return
 	}
-	s.addTemplate(w, r, sandbox.TemplateRequest{Name: req.Name, Dir: req.Dir, From: req.From, Hooks: req.Hooks, Build: req.Build})
+	s.addTemplate(w, r, sandbox.TemplateRequest{Name: req.Name, Dir: req.Dir, From: req.From, Image: img, Hooks: req.Hooks,
+		Build: req.Build, Network: req.Network})
 }
 
 // uploadTemplate imports a tar archive of a root filesystem; hooks and
@@ -60,11 +91,12 @@ func (s *Server) uploadTemplate(w http.ResponseWriter, r *http.Request) {
 	s.addTemplate(w, r, req)
 }
 
-// addTemplate adds a template. A build asked for with Accept:
-// application/x-ndjson streams the setup's output as "output" events and
-// ends with "done" (the template) or "error".
+// addTemplate adds a template. A build or an image pull asked for with
+// Accept: application/x-ndjson streams the pull's progress as "pull"
+// events and the setup's output as "output" events, and ends with "done"
+// (the template) or "error".
 func (s *Server) addTemplate(w http.ResponseWriter, r *http.Request, req sandbox.TemplateRequest) {
-	if !req.Build || !strings.Contains(r.Header.Get("Accept"), "application/x-ndjson") {
+	if (!req.Build && req.Image == nil) || !strings.Contains(r.Header.Get("Accept"), "application/x-ndjson") {
 		t, err := s.svc.AddTemplate(r.Context(), req)
 		if err != nil {
 			s.writeError(w, r, err)
@@ -74,8 +106,24 @@ func (s *Server) addTemplate(w http.ResponseWriter, r *http.Request, req sandbox
 		return
 	}
 	ev := newEventWriter(w)
-	req.Progress = outputWriter{ev, func(data, b64 string) any { return BuildEvent{Type: "output", Data: data, DataBase64: b64} }}
+	req.Progress = buildOutput(ev)
+	req.Pull = pullEvents(ev)
 	t, err := s.svc.AddTemplate(r.Context(), req)
+	s.endBuild(w, r, ev, t, err)
+}
+
+func buildOutput(ev *eventWriter) outputWriter {
+	return outputWriter{ev, func(data, b64 string) any { return BuildEvent{Type: "output", Data: data, DataBase64: b64} }}
+}
+
+func pullEvents(ev *eventWriter) func(sandbox.PullProgress) {
+	return func(p sandbox.PullProgress) {
+		_ = ev.send(BuildEvent{Type: "pull", Pull: &p}) // best effort: a client gone cancels the request
+	}
+}
+
+// endBuild ends a streamed template add or build.
+func (s *Server) endBuild(w http.ResponseWriter, r *http.Request, ev *eventWriter, t sandbox.Template, err error) {
 	switch {
 	case err != nil && !ev.started:
 		s.writeError(w, r, err) // failed before any output: a plain error answer
@@ -88,7 +136,9 @@ func (s *Server) addTemplate(w http.ResponseWriter, r *http.Request, req sandbox
 
 // BuildEvent is one line of a streamed template build.
 type BuildEvent struct {
-	Type string `json:"type"` // output, done, error
+	Type string `json:"type"` // pull, output, done, error
+	// pull
+	Pull *sandbox.PullProgress `json:"pull,omitempty"`
 	// output
 	Data       string `json:"data,omitempty"`
 	DataBase64 string `json:"data_base64,omitempty"`
@@ -104,4 +154,58 @@ func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// buildTemplate builds a Dockerfile into a template. The body is the
+// build context as a tar archive, the Dockerfile one of its files; the
+// rest comes as query parameters. With Accept: application/x-ndjson the
+// build streams as for POST /v1/templates.
+func (s *Server) buildTemplate(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	req := sandbox.BuildRequest{Name: r.PathValue("name"), Context: http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes),
+		Dockerfile: q.Get("dockerfile"), Platform: q.Get("platform"), Network: q.Get("network"),
+		Hooks: sandbox.Hooks{Setup: q.Get("setup"), SessionSetup: q.Get("session_setup"), SessionTeardown: q.Get("session_teardown")}}
+	for _, kv := range q["build_arg"] {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			s.writeError(w, r, errdefs.Userf(errdefs.ErrInvalid, "build_arg %q: want NAME=VALUE", kv))
+			return
+		}
+		if req.Args == nil {
+			req.Args = map[string]string{}
+		}
+		req.Args[k] = v
+	}
+	for name, dst := range map[string]*bool{"no_cache": &req.NoCache, "build": &req.Build} {
+		if v := q.Get(name); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				s.writeError(w, r, errdefs.Userf(errdefs.ErrInvalid, "%s %q: want true or false", name, v))
+				return
+			}
+			*dst = b
+		}
+	}
+	if v := q.Get("setup_timeout"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			s.writeError(w, r, errdefs.Userf(errdefs.ErrInvalid, "setup_timeout %q: want seconds", v))
+			return
+		}
+		req.Hooks.SetupTimeout = n
+	}
+	if !strings.Contains(r.Header.Get("Accept"), "application/x-ndjson") {
+		t, err := s.svc.BuildTemplate(r.Context(), req)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, t)
+		return
+	}
+	ev := newEventWriter(w)
+	req.Output = buildOutput(ev)
+	req.Pull = pullEvents(ev)
+	t, err := s.svc.BuildTemplate(r.Context(), req)
+	s.endBuild(w, r, ev, t, err)
 }

@@ -24,8 +24,10 @@ func TestTemplateHooks(t *testing.T) {
 	if _, err := e.svc.DefineTemplate(ctx, "tool2", "tool", sandbox.Hooks{SessionTeardown: "true"}); err != nil {
 		t.Fatal(err)
 	}
+	var made []string
 	for _, name := range []string{"tool", "tool2"} {
 		sb := e.create(t, "a", sandbox.CreateRequest{Template: name, Env: map[string]string{"GREETING": "hi"}})
+		made = append(made, sb.ID)
 		if sb.Template != name {
 			t.Fatalf("template %q", sb.Template)
 		}
@@ -50,6 +52,13 @@ func TestTemplateHooks(t *testing.T) {
 	}
 	if err := e.svc.DeleteTemplate(ctx, "base"); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("delete base while tool uses it: %v", err)
+	}
+	// A template a sandbox uses is not deleted; the refusal names it.
+	if err := e.svc.DeleteTemplate(ctx, "tool2"); !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), made[1]) {
+		t.Fatalf("delete tool2 while a sandbox uses it: %v", err)
+	}
+	if err := e.svc.Delete(ctx, "a", made[1]); err != nil {
+		t.Fatal(err)
 	}
 	if err := e.svc.DeleteTemplate(ctx, "tool2"); err != nil {
 		t.Fatal(err)
@@ -106,7 +115,7 @@ func TestAddTemplateBuild(t *testing.T) {
 	}
 	out.Reset()
 	_, err = e.svc.AddTemplate(ctx, sandbox.TemplateRequest{Name: "bad", From: "base", Build: true, Progress: &out,
-		Hooks: sandbox.Hooks{Setup: "for i in $(seq 3000); do echo line $i; done; echo pip: no network >&2; exit 1"}})
+		Hooks: sandbox.Hooks{Setup: "for i in $(seq 3000); do echo line $i; done; echo pip: no network; exit 1"}})
 	var he *sandbox.HookError
 	if !errors.As(err, &he) || !strings.HasSuffix(he.Output, "pip: no network") || len(he.Output) > 2100 {
 		t.Fatalf("build bad: %v", err)
