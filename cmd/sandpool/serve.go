@@ -26,6 +26,7 @@ import (
 	"github.com/sandpool/sandpool/internal/cluster"
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/idempotency"
+	"github.com/sandpool/sandpool/internal/image"
 	"github.com/sandpool/sandpool/internal/keys"
 	"github.com/sandpool/sandpool/internal/mcpserver"
 	"github.com/sandpool/sandpool/internal/pool"
@@ -62,6 +63,7 @@ type serveConfig struct {
 	advertise       string
 	leaseTTL        time.Duration
 	nodeTimeout     time.Duration
+	maxTemplateSize string
 }
 
 func serveCommand(stderr io.Writer) *cobra.Command {
@@ -94,6 +96,7 @@ admin API key and writes it to <data>/admin.key.`,
 	f.DurationVar(&cfg.leaseTTL, "lease-ttl", 10*time.Second, "how long a pool leader's lease lasts unrenewed")
 	f.DurationVar(&cfg.nodeTimeout, "node-timeout", 10*time.Second, "how long a node may be silent before others mark it down and its sandboxes lost")
 	f.DurationVar(&cfg.archiveAfter, "archive-after", 10*time.Minute, "how long a paused sandbox stays frozen (memory kept) before it is archived (files kept), unless it says otherwise")
+	f.StringVar(&cfg.maxTemplateSize, "max-template-size", "16G", "largest template made from an image or a Dockerfile (its layers, compressed and unpacked): 512M, 20G")
 	f.StringVar(&cfg.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for developers)")
 	_ = f.MarkHidden("cpu-profile")
 	return cmd
@@ -122,6 +125,9 @@ func preflight(cfg serveConfig) error {
 	}
 	if cfg.maxSandboxes <= 0 {
 		return fmt.Errorf("--max-sandboxes %d must be positive", cfg.maxSandboxes)
+	}
+	if n, err := parseSize(cfg.maxTemplateSize); err != nil || n <= 0 {
+		return fmt.Errorf("--max-template-size %q: want a positive size such as 512M or 20G", cfg.maxTemplateSize)
 	}
 	return nil
 }
@@ -166,6 +172,13 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		return err
 	}
 	defer rt.Close()
+	// Layers of templates made from images and Dockerfiles; Open sweeps
+	// what a pull or build cut short by a crash left.
+	images, err := image.Open(image.StoreConfig{Dir: filepath.Join(cfg.data, "images"), UIDBase: rt.UIDBase()})
+	if err != nil {
+		return err
+	}
+	maxTemplate, _ := parseSize(cfg.maxTemplateSize) // checked by preflight
 	var st *sqlstore.DB
 	if cfg.store == "" {
 		st, err = sqlstore.OpenSQLite(ctx, filepath.Join(cfg.data, "sandpool.db"))
@@ -194,7 +207,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		advertise = "http://" + ln.Addr().String()
 	}
 	svc := sandbox.New(rt, st, broker, sandbox.Config{Node: cfg.node, MaxSandboxes: cfg.maxSandboxes,
-		ArchiveAfter: cfg.archiveAfter, Log: log, Registry: reg})
+		ArchiveAfter: cfg.archiveAfter, Log: log, Registry: reg, Images: images, MaxTemplateBytes: maxTemplate})
 	cl := cluster.New(st, svc, broker, cluster.Options{Node: cfg.node, Address: advertise, Capacity: cfg.maxSandboxes,
 		NodeTimeout: cfg.nodeTimeout, Exclusive: cfg.store == "", Log: log})
 	if err := cl.Start(ctx); err != nil {
@@ -211,6 +224,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		return fmt.Errorf("start pools: %w", err)
 	}
 	defer pools.Close()
+	svc.AddTemplateUsers(pools) // a template a pool uses is not deleted
 	apiSrv := api.New(svc, pools, ks, idempotency.New(st), api.Config{Log: log, Registry: reg, Cluster: cl})
 	mcpSrv, err := mcpserver.NewHandler(apiSrv, mcpserver.Config{Version: build.Version, Log: log})
 	if err != nil {
