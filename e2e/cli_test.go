@@ -17,6 +17,7 @@ import (
 // as a user would set them.
 func TestCLI(t *testing.T) {
 	s := startServer(t, "")
+	registry := testImages(t)
 	var n atomic.Int32
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
@@ -31,6 +32,7 @@ func TestCLI(t *testing.T) {
 			env.Setenv("SANDPOOL_API_KEY", k.Secret)
 			env.Setenv("SANDPOOL_ADMIN_KEY", s.adminKey)
 			env.Setenv("SANDPOOL_DATA", s.data)
+			env.Setenv("REGISTRY", registry)
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
