@@ -34,6 +34,7 @@ func (c *cli) benchCommand() *cobra.Command {
 		duration    time.Duration
 		concurrency int
 		densityMax  int
+		template    string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench [--scenario NAME...] [--duration D] [--concurrency N]",
@@ -51,7 +52,7 @@ needs and removes it afterwards, also when interrupted. density needs an admin k
 				scenarios[i] = strings.TrimSpace(s)
 			}
 			cfg := bench.Config{Client: cl, Scenarios: scenarios, Duration: duration, Concurrency: concurrency,
-				DensityMax: densityMax, Progress: c.stderr}
+				DensityMax: densityMax, Progress: c.stderr, Template: template}
 			res, err := bench.Run(cmd.Context(), cfg)
 			if cmd.Context().Err() != nil {
 				return errors.New("interrupted; what it made was removed")
@@ -85,5 +86,6 @@ needs and removes it afterwards, also when interrupted. density needs an admin k
 	f.DurationVar(&duration, "duration", 10*time.Second, "how long each timed scenario runs")
 	f.IntVar(&concurrency, "concurrency", 4, "callers at once")
 	f.IntVar(&densityMax, "density-max", 200, "most sandboxes the density scenario starts")
+	f.StringVar(&template, "template", "base", "template the sandboxes are made of (an image template, say, to compare with base)")
 	return cmd
 }

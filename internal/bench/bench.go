@@ -34,6 +34,9 @@ type Config struct {
 	DensityMargin int64
 	// Progress, if set, is written a line (ending in \r) now and then.
 	Progress io.Writer
+	// Template the sandboxes are made of (default "base"): an image
+	// template's figures beside base's.
+	Template string
 }
 
 func (c *Config) defaults() error {
@@ -47,6 +50,9 @@ func (c *Config) defaults() error {
 		if !slices.Contains(Scenarios, s) {
 			return fmt.Errorf("bench: unknown scenario %q (have %v)", s, Scenarios)
 		}
+	}
+	if c.Template == "" {
+		c.Template = "base"
 	}
 	if c.Duration == 0 {
 		c.Duration = 10 * time.Second

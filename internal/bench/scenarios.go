@@ -18,13 +18,13 @@ func suffix() string {
 	return hex.EncodeToString(b[:])
 }
 
-// create makes a base sandbox the run tracks. If the call fails midway
+// create makes a sandbox (of the run's template) the run tracks. If the call fails midway
 // (interrupted), the sandbox the server may have made is found again by
 // its idempotency key and removed.
 func (r *run) create(ctx context.Context, req client.CreateSandboxRequest) (*client.Sandbox, error) {
 	req.IdempotencyKey = "bench-" + suffix() + suffix()
 	if req.Template == "" {
-		req.Template = "base"
+		req.Template = r.cfg.Template
 	}
 	sb, err := r.cfg.Client.CreateSandbox(ctx, req)
 	if err == nil {
@@ -68,7 +68,7 @@ func (r *run) acquire(ctx context.Context) error {
 	r.mu.Lock()
 	r.pools = append(r.pools, name)
 	r.mu.Unlock()
-	if _, err := c.CreatePool(ctx, client.PoolConfig{Name: name, Template: "base", MinIdle: idle, MaxIdle: 2 * idle,
+	if _, err := c.CreatePool(ctx, client.PoolConfig{Name: name, Template: r.cfg.Template, MinIdle: idle, MaxIdle: 2 * idle,
 		AcquirePolicy: "wait"}); err != nil {
 		return err
 	}
