@@ -434,3 +434,32 @@ func countLayers(t *testing.T, s *image.Store) int {
 	}
 	return len(ls)
 }
+
+// TestImageTemplateHooks: an image template takes hooks like any other;
+// its setup runs as root and is built now with --build.
+func TestImageTemplateHooks(t *testing.T) {
+	e, _ := newImageEnv(t, sandbox.Config{})
+	ctx := context.Background()
+	host := it.Registry(t, "", "")
+	it.Push(t, host+"/app:1", baseImage(t, appConfig), "", "")
+	var out strings.Builder
+	tpl, err := e.svc.AddTemplate(ctx, sandbox.TemplateRequest{Name: "hooked", Image: &sandbox.ImageSource{Ref: host + "/app:1"},
+		Hooks: sandbox.Hooks{Setup: "echo setting up; id -u > /srv/setup-by", SessionSetup: "echo session > /tmp/session"},
+		Build: true, Progress: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tpl.Hooks.Setup == "" || tpl.Image == nil || !strings.Contains(out.String(), "setting up") {
+		t.Errorf("template %+v, build output %q", tpl, out.String())
+	}
+	sb := e.create(t, "a", sandbox.CreateRequest{Template: "hooked"})
+	if got, _ := e.run(t, "a", sb.ID, "cat /srv/setup-by /tmp/session; id -un"); got != "0\nsession\napp\n" {
+		t.Errorf("got %q", got)
+	}
+	if err := e.svc.Delete(ctx, "a", sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.DeleteTemplate(ctx, "hooked"); err != nil {
+		t.Fatal(err)
+	}
+}
