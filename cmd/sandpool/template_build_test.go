@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -86,5 +88,53 @@ func TestWriteContext(t *testing.T) {
 	}
 	if _, name, _ := dockerfileEntry(dir, filepath.Join(dir, "docker/Dockerfile.dev")); name != "docker/Dockerfile.dev" {
 		t.Errorf("a Dockerfile inside the context is named %q", name)
+	}
+}
+
+// FuzzDockerignore: any .dockerignore is read without a panic, and a
+// pattern naming a plain path excludes that path.
+func FuzzDockerignore(f *testing.F) {
+	for _, s := range []string{"node_modules\n!keep", "**/*.log", "a/**/b?c", `\*x`, "[", "!", "../x"} {
+		f.Add(s, "a/b/c.log")
+	}
+	f.Fuzz(func(t *testing.T, file, rel string) {
+		p := filepath.Join(t.TempDir(), ".dockerignore")
+		if err := os.WriteFile(p, []byte(file), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		d, err := readDockerignore(p)
+		if err != nil {
+			return
+		}
+		_ = d.excludes(rel)
+		_ = d.mayInclude(rel)
+	})
+}
+
+func TestDockerignorePatterns(t *testing.T) {
+	for _, c := range []struct {
+		pattern, path string
+		match         bool
+	}{
+		{"node_modules", "node_modules", true},
+		{"node_modules", "node_modules/a/b.js", true},
+		{"node_modules", "src/node_modules", false},
+		{"*.log", "a.log", true},
+		{"*.log", "dir/a.log", false},
+		{"**/*.log", "dir/sub/a.log", true},
+		{"**/*.log", "a.log", true},
+		{"dir/*/x", "dir/a/x", true},
+		{"dir/*/x", "dir/a/b/x", false},
+		{"a?c", "abc", true},
+		{"a?c", "a/c", false},
+		{"/build/", "build/out", true},
+	} {
+		re, err := patternRE(strings.TrimPrefix(path.Clean("/"+c.pattern), "/"))
+		if err != nil {
+			t.Fatalf("%q: %v", c.pattern, err)
+		}
+		if got := re.MatchString(c.path); got != c.match {
+			t.Errorf("%q matches %q: %v, want %v", c.pattern, c.path, got, c.match)
+		}
 	}
 }
