@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -21,13 +22,14 @@ import (
 
 	"github.com/sandpool/sandpool/client"
 	it "github.com/sandpool/sandpool/internal/image/imagetest"
+	"github.com/sandpool/sandpool/internal/latency"
 )
 
 // testImages serves, until the test ends, a registry on loopback with:
 // busybox:1 (a busybox root filesystem), app:1 (busybox and a layer with
 // a program, an "app" user, env and a working directory) and app:2 (app:1
 // and one more layer). It returns the registry's host:port.
-func testImages(t *testing.T) string {
+func testImages(t testing.TB) string {
 	t.Helper()
 	host := it.Registry(t, "", "")
 	base := it.Layer(t, append(it.Busybox(t),
@@ -236,4 +238,47 @@ func tarOf(t *testing.T, files map[string]string) []byte {
 		entries = append(entries, it.File(name, body, 0o644))
 	}
 	return it.Tar(t, entries...)
+}
+
+// BenchmarkCreateImageVsBase is create-to-ready over HTTP against the real
+// binary, of an image template (busybox and a layer, the image's user, env
+// and working directory) and of base, alternating; each iteration creates
+// one of each (and runs `true` in it and deletes it, untimed).
+func BenchmarkCreateImageVsBase(b *testing.B) {
+	host := testImages(b)
+	s := startServer(b, "")
+	c := s.client("")
+	ctx := context.Background()
+	if _, err := c.AddTemplate(ctx, client.TemplateRequest{Name: "app", ImageSource: client.ImageSource{Image: host + "/app:1"}}, nil); err != nil {
+		b.Fatal(err)
+	}
+	var base, img latency.Recorder
+	i := 0
+	for b.Loop() {
+		for j := range 2 {
+			tpl, rec := "base", &base
+			if (i+j)%2 == 1 {
+				tpl, rec = "app", &img
+			}
+			start := time.Now()
+			sb, err := c.CreateSandbox(ctx, client.CreateSandboxRequest{Template: tpl})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rec.Since(start)
+			if _, err := c.Exec(ctx, sb.ID, client.ExecRequest{Cmd: []string{"true"}}); err != nil {
+				b.Fatal(err)
+			}
+			if err := c.DeleteSandbox(ctx, sb.ID); err != nil {
+				b.Fatal(err)
+			}
+		}
+		i++
+	}
+	base.Report(b, "base_create")
+	img.Report(b, "image_create")
+	b.ReportMetric(img.Ms(0.5)-base.Ms(0.5), "delta_p50_ms")
+	if err := c.DeleteTemplate(ctx, "app"); err != nil {
+		b.Fatal(err)
+	}
 }
