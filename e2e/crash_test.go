@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -65,9 +66,18 @@ func TestCrashRecovery(t *testing.T) {
 			os.Remove(filepath.Join("/sys/fs/cgroup", c, cgroup)) // empty once the sandboxes are gone
 		}
 	})
+	// Replay a failure with SANDPOOL_CRASH_SEED=<the seed it logged>: the
+	// kill times and every worker's choice of operations come from it.
 	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("SANDPOOL_CRASH_SEED"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("SANDPOOL_CRASH_SEED=%q: want a number", v)
+		}
+		seed = n
+	}
 	rng := rand.New(rand.NewPCG(seed, 7))
-	t.Logf("seed %d", seed)
+	t.Logf("seed %d (replay with SANDPOOL_CRASH_SEED=%d)", seed, seed)
 	l := &ledger{m: map[string]*entry{}}
 	const cycles = 5
 	for cycle := range cycles {
