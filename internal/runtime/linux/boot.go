@@ -34,10 +34,17 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 		own[i] = filepath.Join(dir, l)
 	}
 	layers = append(own, layers...)
+	step := time.Now()
+	observe := func(name string) {
+		now := time.Now()
+		r.cfg.Observe(name, now.Sub(step))
+		step = now
+	}
 	cg := r.cg.group(st.ID)
 	if err := cg.create(st.Limits); err != nil {
 		return err
 	}
+	observe("cgroup")
 
 	var closers []io.Closer
 	defer func() {
@@ -80,6 +87,7 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 		return err
 	}
 	closers = append(closers, rootMnt)
+	observe("overlay")
 	extra := []*os.File{cfgR, statusW, lfile, exe, rootMnt}
 	logf, err := open(filepath.Join(dir, "init.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND)
 	if err != nil {
@@ -113,6 +121,7 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start sandbox init: %w", err)
 	}
+	observe("start")
 	pid := cmd.Process.Pid
 	exited := make(chan struct{})
 	go func() {
@@ -148,6 +157,7 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 	}
 	cfgW.Close()
 	statusW.Close() // ours; init holds the other copy
+	observe("configure")
 
 	deadline := time.Now().Add(r.cfg.ReadyTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
@@ -170,6 +180,7 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 		}
 		return fmt.Errorf("sandbox init: %s", strings.TrimPrefix(string(msg), "error: "))
 	}
+	observe("ready")
 	sb.setStatus(runtime.StatusRunning)
 	return nil
 }

@@ -46,10 +46,23 @@ func Open(tb testing.TB) *linux.Runtime {
 // OpenAt is Open on the data directory dir.
 func OpenAt(tb testing.TB, dir string) *linux.Runtime {
 	tb.Helper()
+	return OpenWith(tb, linux.Config{DataDir: dir})
+}
+
+// OpenWith is Open with cfg (DataDir and CgroupParent default to a
+// temporary directory and the tests' cgroup parent).
+func OpenWith(tb testing.TB, cfg linux.Config) *linux.Runtime {
+	tb.Helper()
 	if os.Geteuid() != 0 {
 		tb.Fatal("sandbox tests need root (CI runs as root)")
 	}
-	r, err := linux.Open(linux.Config{DataDir: dir, CgroupParent: CgroupParent})
+	if cfg.DataDir == "" {
+		cfg.DataDir = tb.TempDir()
+	}
+	if cfg.CgroupParent == "" {
+		cfg.CgroupParent = CgroupParent
+	}
+	r, err := linux.Open(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
