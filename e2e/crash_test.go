@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/sandpool/sandpool/client"
+	"github.com/sandpool/sandpool/internal/runtime/linux"
+	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
 )
 
 // ledger is what the API confirmed, per sandbox.
@@ -106,6 +108,16 @@ func TestCrashRecovery(t *testing.T) {
 		if err := c.DeleteSandbox(context.Background(), sb.ID); err != nil {
 			t.Errorf("delete %s: %v", sb.ID, err)
 		}
+	}
+	// The spare PID 1s of every killed server ended with it (their
+	// control sockets closed), and the last server's end with its stop.
+	s.stop()
+	deadline := time.Now().Add(30 * time.Second)
+	for left := linuxtest.Spares(data); len(left) > 0; left = linuxtest.Spares(data) {
+		if time.Now().After(deadline) {
+			t.Fatalf("spare PID 1s left: %v", left)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -227,13 +239,25 @@ func verify(t *testing.T, s *server, l *ledger, cgroup string) {
 			t.Errorf("directory of %s (%q) left on the host", e.Name(), status[e.Name()])
 		}
 	}
+	// The running server's spare PID 1s (see internal/runtime/linux/
+	// spare.go) have cgroups of their own, named with its data directory's
+	// tag: at most its two, whatever earlier servers had.
+	spare := linux.SpareTag(s.data) + "-"
+	spares := map[string]bool{}
 	for _, ctl := range []string{"memory", "pids", "freezer", "cpu"} {
 		cgs, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", ctl, cgroup))
 		for _, e := range cgs {
+			if e.IsDir() && strings.HasPrefix(e.Name(), spare) {
+				spares[e.Name()] = true
+				continue
+			}
 			if e.IsDir() && !active(e.Name()) {
 				t.Errorf("cgroup %s/%s (%q) left on the host", ctl, e.Name(), status[e.Name()])
 			}
 		}
+	}
+	if len(spares) > 2 {
+		t.Errorf("%d spare cgroups, want at most the running server's 2: %v", len(spares), spares)
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cgroup")
 	for _, p := range procs {
@@ -247,7 +271,7 @@ func verify(t *testing.T, s *server, l *ledger, cgroup string) {
 				continue
 			}
 			id, _, _ := strings.Cut(rest, "/")
-			if !active(id) {
+			if !active(id) && !spares[id] {
 				t.Errorf("process %s in the cgroup of %s (%q)", filepath.Dir(p), id, status[id])
 			}
 		}

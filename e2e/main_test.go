@@ -47,6 +47,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	linuxtest.RemoveCgroupParent()
 	pgtest.Stop()
 	os.RemoveAll(dir)
 	if code == 0 {

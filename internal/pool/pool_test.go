@@ -266,7 +266,7 @@ func TestStaleIdleIsSkipped(t *testing.T) {
 	if idle[1].UpdatedAt.Before(stale.UpdatedAt) {
 		stale = idle[1]
 	}
-	if err := syscall.Kill(linuxtest.InitPID(stale.ID), syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(linuxtest.InitPID(t, e.rt, stale.ID), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	// Stop the pool from refilling, so a create would show.

@@ -245,7 +245,7 @@ func TestReconciler(t *testing.T) {
 	// Processes lost (PID 1 killed), files there: an archived pause.
 	lost := e.create(t, "a", sandbox.CreateRequest{})
 	e.run(t, "a", lost.ID, "echo still > /home/user/note")
-	if err := syscall.Kill(linuxtest.InitPID(lost.ID), syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(linuxtest.InitPID(t, e.rt, lost.ID), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "marked paused and archived", func() bool {

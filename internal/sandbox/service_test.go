@@ -244,7 +244,7 @@ func TestBrokenSandboxIsRetired(t *testing.T) {
 		t.Fatalf("after a user error: %s", got.Status)
 	}
 
-	pid := linuxtest.InitPID(sb.ID)
+	pid := linuxtest.InitPID(t, e.rt, sb.ID)
 	if pid == 0 {
 		t.Fatal("no init process found")
 	}

@@ -45,6 +45,10 @@ type Config struct {
 	Defaults runtime.Limits
 	// ReadyTimeout bounds how long a sandbox may take to boot. Default 30s.
 	ReadyTimeout time.Duration
+	// Spares is how many sandbox PID 1s are kept started ahead, each
+	// waiting for its sandbox (see spare.go): 0 means the default (2), a
+	// negative number none (every create starts its own).
+	Spares int
 	// Observe, if set, is told how long each step of a create took (see
 	// BootSteps): for metrics and for profiling the create path.
 	Observe func(step string, d time.Duration)
@@ -87,6 +91,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()
+	}
+	if c.Spares == 0 {
+		c.Spares = 2
 	}
 	if c.Observe == nil {
 		c.Observe = func(string, time.Duration) {}
@@ -131,6 +138,7 @@ type Runtime struct {
 	cg      *cgroupDriver
 	initExe string
 	lock    *os.File // flock on the data directory
+	spares  *spares  // PID 1s started ahead
 
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox
@@ -185,15 +193,21 @@ func Open(cfg Config) (_ *Runtime, retErr error) {
 	if err := r.recover(); err != nil {
 		return nil, fmt.Errorf("linux runtime: %w", err)
 	}
+	r.spares = r.startSpares(cfg.Spares)
 	return r, nil
 }
 
-// Close releases the data directory. Sandboxes keep running; a later Open
-// finds them.
+// Close ends the spare PID 1s and releases the data directory. Sandboxes
+// keep running; a later Open finds them.
 func (r *Runtime) Close() error {
 	r.mu.Lock()
+	was := r.closed
 	r.closed = true
 	r.mu.Unlock()
+	if was {
+		return nil
+	}
+	r.spares.close()
 	return r.lock.Close()
 }
 
