@@ -70,6 +70,16 @@ func New(baseURL, apiKey string, opts ...Option) (*Client, error) {
 	return c, nil
 }
 
+// With returns a copy of c with more options (another retry budget, say);
+// c is unchanged.
+func (c *Client) With(opts ...Option) *Client {
+	cp := *c
+	for _, o := range opts {
+		o(&cp)
+	}
+	return &cp
+}
+
 // APIError is an error answer from the server.
 type APIError struct {
 	Status  int    // HTTP status code
@@ -79,6 +89,13 @@ type APIError struct {
 
 func (e *APIError) Error() string {
 	return fmt.Sprintf("sandpool: %s (%d %s)", e.Message, e.Status, e.Code)
+}
+
+// IsAtCapacity reports whether err says the node runs as many sandboxes as
+// it may (429 at_capacity).
+func IsAtCapacity(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Code == "at_capacity"
 }
 
 // IsExhausted reports whether err says a limit is reached: the sandbox's

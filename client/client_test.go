@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -167,35 +168,72 @@ func TestCreateIsRetriedWithOneKey(t *testing.T) {
 	}
 }
 
-func TestRetryAfterIsHonoured(t *testing.T) {
-	f := &flaky{failures: 1, status: 503, header: http.Header{"Retry-After": {"1"}}, ok: sandboxJSON}
-	c := newTestClient(t, f)
-	if _, err := c.GetSandbox(context.Background(), "sb_1"); err != nil {
+// handlerTransport serves requests with a handler in the caller's
+// goroutine: no network, so a test can run in a synctest bubble, where
+// time is fake and the retry policy's waits can be read exactly.
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	w := httptest.NewRecorder()
+	t.h.ServeHTTP(w, r)
+	return w.Result(), nil
+}
+
+func newBubbleClient(t *testing.T, h http.Handler, opts ...Option) *Client {
+	t.Helper()
+	opts = append(opts, WithHTTPClient(&http.Client{Transport: handlerTransport{h}}))
+	c, err := New("http://sandpool.test", "spk_test", opts...)
+	if err != nil {
 		t.Fatal(err)
 	}
-	f.mu.Lock()
-	gap := f.times[1].Sub(f.times[0])
-	f.mu.Unlock()
-	if gap < 900*time.Millisecond {
-		t.Fatalf("retried after %v despite Retry-After: 1", gap)
-	}
+	return c
+}
+
+func TestRetryAfterIsHonoured(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &flaky{failures: 1, status: 503, header: http.Header{"Retry-After": {"3"}}, ok: sandboxJSON}
+		c := newBubbleClient(t, f)
+		if _, err := c.GetSandbox(context.Background(), "sb_1"); err != nil {
+			t.Fatal(err)
+		}
+		f.mu.Lock()
+		gap := f.times[1].Sub(f.times[0])
+		f.mu.Unlock()
+		if gap != 3*time.Second {
+			t.Fatalf("retried after %v, want the 3s of Retry-After", gap)
+		}
+	})
 }
 
 func TestRetriesStopAtTheBudget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &flaky{failures: 1 << 30, status: 503, ok: sandboxJSON}
+		c := newBubbleClient(t, f, WithRetryBudget(5*time.Second))
+		start := time.Now()
+		_, err := c.GetSandbox(context.Background(), "sb_1")
+		var ae *APIError
+		if !errors.As(err, &ae) || ae.Status != 503 {
+			t.Fatalf("after the budget: %v, want the 503", err)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("gave up after %v with a 5s budget", took)
+		}
+		// Waits of 0.2 s doubling to 2 s, each ±50% jitter, within 5 s:
+		// at least four attempts, and the gaps never pass the cap.
+		f.mu.Lock()
+		times := f.times
+		f.mu.Unlock()
+		if len(times) < 4 {
+			t.Fatalf("%d attempts in a 5s budget with 0.2s doubling backoff", len(times))
+		}
+		for i := 1; i < len(times); i++ {
+			if gap := times[i].Sub(times[i-1]); gap < 100*time.Millisecond || gap > 3*time.Second {
+				t.Fatalf("gap %d: %v, outside 0.1-3 s", i, gap)
+			}
+		}
+	})
 	f := &flaky{failures: 1 << 30, status: 503, ok: sandboxJSON}
 	c := newTestClient(t, f, WithRetryBudget(time.Second))
-	start := time.Now()
-	_, err := c.GetSandbox(context.Background(), "sb_1")
-	var ae *APIError
-	if !errors.As(err, &ae) || ae.Status != 503 {
-		t.Fatalf("after the budget: %v, want the 503", err)
-	}
-	if took := time.Since(start); took > 5*time.Second {
-		t.Fatalf("gave up after %v with a 1s budget", took)
-	}
-	if n := len(f.requests()); n < 2 || n > 10 {
-		t.Fatalf("%d attempts in a 1s budget with 0.2s doubling backoff", n)
-	}
 	// A cancelled context stops retrying at once.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

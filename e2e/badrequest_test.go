@@ -53,6 +53,12 @@ func TestBadRequests(t *testing.T) {
 		{name: "unknown sandbox", method: "GET", path: "/v1/sandboxes/sb_nope", status: 404, code: "not_found"},
 		{name: "unknown route", method: "GET", path: "/v1/nothing", status: 404, code: "not_found"},
 		{name: "bad tenant", method: "POST", path: "/v1/keys", body: `{"tenant":"Not OK!"}`, status: 422, code: "invalid"},
+		{name: "empty env name", method: "POST", path: "/v1/sandboxes", body: `{"template":"base","env":{"":"x"}}`, status: 422, code: "invalid"},
+		{name: "env name with =", method: "POST", path: "/v1/sandboxes", body: `{"template":"base","env":{"A=B":"x"}}`, status: 422, code: "invalid"},
+		{name: "pool env name with =", method: "POST", path: "/v1/pools", body: `{"name":"p","template":"base","env":{"A=B":"x"}}`, status: 422, code: "invalid"},
+		{name: "rename a directory into itself", method: "POST", path: sbPath + "/files/rename", body: `{"from":"/tmp","to":"/tmp/x","user":"root"}`, status: 422, code: "invalid"},
+		{name: "overwrite /etc/passwd as the user", method: "PUT", path: sbPath + "/files?path=/etc/passwd", body: "x", status: 403, code: "permission_denied"},
+		{name: "build a template with a failing setup", method: "POST", path: "/v1/templates", body: `{"name":"bad","from":"base","setup":"exit 4","build":true}`, status: 422, code: "setup_failed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, err := http.NewRequest(tc.method, s.url+tc.path, strings.NewReader(tc.body))
@@ -87,6 +93,15 @@ func TestBadRequests(t *testing.T) {
 	list, err := c.ListSandboxes(ctx, client.ListOptions{Statuses: []string{"all"}})
 	if err != nil || len(list) != 1 || list[0].Status != "running" {
 		t.Fatalf("sandboxes after bad requests: %+v %v", list, err)
+	}
+	if pools, err := c.ListPools(ctx); err != nil || len(pools) != 0 {
+		t.Fatalf("pools after bad requests: %+v %v", pools, err)
+	}
+	if tpls, err := c.ListTemplates(ctx); err != nil || len(tpls) != 1 {
+		t.Fatalf("templates after bad requests: %+v %v", tpls, err)
+	}
+	if res, err := c.Exec(ctx, sb.ID, client.ExecRequest{Cmd: []string{"head", "-1", "/etc/passwd"}}); err != nil || string(res.Stdout) != "root:x:0:0:root:/root:/bin/sh\n" {
+		t.Fatalf("/etc/passwd after bad requests: %q %v", res.Stdout, err)
 	}
 	res, err := c.Exec(ctx, sb.ID, client.ExecRequest{Shell: "for p in /etc/evil /evil /x /b /tmp/m /a; do test -e $p && echo $p; done; true"})
 	if err != nil || len(res.Stdout) != 0 {

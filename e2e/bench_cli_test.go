@@ -89,3 +89,29 @@ func TestBenchInterrupted(t *testing.T) {
 		t.Fatalf("sandboxes left after an interrupted bench: %+v", list)
 	}
 }
+
+// Density on a node with a small --max-sandboxes: the node's limit is a
+// result (the count, and why it stopped), not an error.
+func TestBenchDensityAtTheNodeLimit(t *testing.T) {
+	s := startServer(t, "", "--max-sandboxes", "6")
+	cmd := exec.Command(binary, "bench", "--json", "--scenario", "density", "--concurrency", "4", "--density-max", "50")
+	cmd.Env = append(os.Environ(), "SANDPOOL_URL="+s.url, "SANDPOOL_API_KEY="+s.adminKey)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("sandpool bench at the node's limit: %v\n%s", err, stderr.String())
+	}
+	var res bench.Result
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		t.Fatalf("bench output %q: %v", stdout.String(), err)
+	}
+	if res["density_sandboxes"] != 6 || res["density_stopped_at_node_limit"] != 1 {
+		t.Fatalf("figures %v, want 6 sandboxes, stopped at the node's limit", res)
+	}
+	if !bytes.Contains(stderr.Bytes(), []byte("stopped by node_limit with 6 sandboxes")) {
+		t.Fatalf("progress does not say why it stopped:\n%s", stderr.String())
+	}
+	if list, _ := s.client("").ListSandboxes(context.Background(), client.ListOptions{}); len(list) != 0 {
+		t.Fatalf("sandboxes left: %+v", list)
+	}
+}

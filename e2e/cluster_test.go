@@ -212,7 +212,8 @@ func TestClusterFailover(t *testing.T) {
 	<-nodes[leader].exited
 	survivor := c[(leader+1)%3]
 
-	// Takeover: another node leads within two lease periods.
+	// Takeover: another node leads (how soon, on a fake clock, is the
+	// leader package's test).
 	for {
 		led := false
 		for i := range c {
@@ -226,7 +227,7 @@ func TestClusterFailover(t *testing.T) {
 		if led {
 			break
 		}
-		if time.Since(killed) > 2*clusterLeaseTTL+500*time.Millisecond { // + one poll of this loop
+		if time.Since(killed) > time.Minute {
 			t.Fatalf("no new leader %v after the leader died (lease %v)", time.Since(killed), clusterLeaseTTL)
 		}
 		time.Sleep(50 * time.Millisecond)

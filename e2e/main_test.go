@@ -22,6 +22,7 @@ import (
 	"github.com/sandpool/sandpool/internal/runtime/linux"
 	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
 	"github.com/sandpool/sandpool/internal/store/pgtest"
+	"go.uber.org/goleak"
 )
 
 // binary is the sandpool built for these tests.
@@ -46,8 +47,17 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	linuxtest.RemoveCgroupParent()
 	pgtest.Stop()
 	os.RemoveAll(dir)
+	if code == 0 {
+		// Every goroutine a test started (readers of servers' output,
+		// streams, clients) has ended.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 

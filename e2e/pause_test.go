@@ -24,7 +24,7 @@ func TestPauseResumeOverHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Idle for its timeout: paused, frozen.
-	deadline := time.Now().Add(8 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		got, err := c.GetSandbox(ctx, sb.ID)
 		if err != nil {

@@ -25,6 +25,7 @@ var figures = []struct{ name, what string }{
 	{"pause_resume_p50_ms", "pause+resume (frozen), p50"},
 	{"archive_resume_p50_ms", "pause with archive+resume, p50"},
 	{"density_sandboxes", "idle sandboxes started"},
+	{"density_stopped_at_node_limit", "density stopped at the node's --max-sandboxes (1)"},
 	{"host_overhead_per_sandbox_kib", "host memory per idle sandbox beyond its own (KiB)"},
 }
 

@@ -20,6 +20,11 @@ type Defaults struct {
 	Cwd string
 }
 
+// SetDefaults sets the defaults requests get; call it before Serve (a
+// sandbox's PID 1 learns them with its configuration, after its agent is
+// made).
+func (s *Server) SetDefaults(d Defaults) { s.defaults = d }
+
 // applyDefaults fills what req leaves out from the sandbox's defaults.
 func (s *Server) applyDefaults(req *request) {
 	d := s.defaults

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/sandpool/sandpool/internal/proc"
 )
 
 // Server is the agent: it runs processes and serves files for the host.
@@ -225,13 +227,10 @@ func buildEnv(acc account, extra map[string]string) ([]string, error) {
 		"SHELL":   acc.Shell,
 		"LANG":    "C.UTF-8",
 	}
+	if err := proc.CheckEnv(extra); err != nil {
+		return nil, err
+	}
 	for k, v := range extra {
-		if k == "" || strings.ContainsAny(k, "=\x00") {
-			return nil, fmt.Errorf("invalid environment variable name %q", k)
-		}
-		if strings.IndexByte(v, 0) >= 0 {
-			return nil, fmt.Errorf("environment variable %s contains a NUL byte", k)
-		}
 		m[k] = v
 	}
 	env := make([]string, 0, len(m))

@@ -22,11 +22,15 @@ func suffix() string {
 // (interrupted), the sandbox the server may have made is found again by
 // its idempotency key and removed.
 func (r *run) create(ctx context.Context, req client.CreateSandboxRequest) (*client.Sandbox, error) {
+	return r.createWith(ctx, r.cfg.Client, req)
+}
+
+func (r *run) createWith(ctx context.Context, c *client.Client, req client.CreateSandboxRequest) (*client.Sandbox, error) {
 	req.IdempotencyKey = "bench-" + suffix() + suffix()
 	if req.Template == "" {
 		req.Template = r.cfg.Template
 	}
-	sb, err := r.cfg.Client.CreateSandbox(ctx, req)
+	sb, err := c.CreateSandbox(ctx, req)
 	if err == nil {
 		r.track(sb.ID)
 		return sb, nil
@@ -171,9 +175,11 @@ func (r *run) pause(ctx context.Context) error {
 	return nil
 }
 
-// density: idle base sandboxes until DensityMax or until the host's
-// available memory would drop below DensityMargin; the host memory each
-// costs beyond what its own processes use.
+// density: idle base sandboxes until DensityMax, until the host's
+// available memory would drop below DensityMargin, or until the node's
+// own limit (--max-sandboxes) says no more: that is a result, not an
+// error. Reports the count, why it stopped, and the host memory each costs
+// beyond what its own processes use.
 func (r *run) density(ctx context.Context) error {
 	c := r.cfg.Client
 	if _, err := c.Node(ctx); err != nil {
@@ -188,7 +194,12 @@ func (r *run) density(ctx context.Context) error {
 	}
 	var ids []string
 	perSandbox := int64(0)
-	for len(ids) < r.cfg.DensityMax {
+	// A full node answers 429 at_capacity, which the client would retry
+	// for its whole budget: ask once.
+	once := c.With(client.WithRetryBudget(0))
+	stopped := "density_max"
+	defer func() { r.progress("density: stopped by %s with %d sandboxes", stopped, len(ids)) }()
+	for len(ids) < r.cfg.DensityMax && stopped == "density_max" {
 		now, err := c.Node(ctx)
 		if err != nil {
 			return err
@@ -197,6 +208,7 @@ func (r *run) density(ctx context.Context) error {
 			perSandbox = (before.MemAvailableBytes - now.MemAvailableBytes) / int64(len(ids))
 		}
 		if now.MemAvailableBytes-2*max(perSandbox, 1<<20)*int64(r.cfg.Concurrency) < r.cfg.DensityMargin {
+			stopped = "memory"
 			break
 		}
 		r.progress("density: %d sandboxes, %d MiB available", len(ids), now.MemAvailableBytes>>20)
@@ -206,7 +218,7 @@ func (r *run) density(ctx context.Context) error {
 		var wg sync.WaitGroup
 		for i := range batch {
 			wg.Go(func() {
-				sb, err := r.create(ctx, client.CreateSandboxRequest{})
+				sb, err := r.createWith(ctx, once, client.CreateSandboxRequest{})
 				if err == nil {
 					made[i] = sb.ID
 				}
@@ -215,9 +227,12 @@ func (r *run) density(ctx context.Context) error {
 		}
 		wg.Wait()
 		for i, id := range made {
-			if id != "" {
+			switch {
+			case id != "":
 				ids = append(ids, id)
-			} else if errs[i] != nil {
+			case client.IsAtCapacity(errs[i]):
+				stopped = "node_limit"
+			case errs[i] != nil:
 				return errs[i]
 			}
 		}
@@ -227,6 +242,9 @@ func (r *run) density(ctx context.Context) error {
 		return err
 	}
 	r.res["density_sandboxes"] = float64(len(ids))
+	if stopped == "node_limit" {
+		r.res["density_stopped_at_node_limit"] = 1
+	}
 	if len(ids) > 0 {
 		used := before.MemAvailableBytes - after.MemAvailableBytes
 		own := after.SandboxMemoryBytes - before.SandboxMemoryBytes

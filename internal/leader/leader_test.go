@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/sandpool/sandpool/internal/leader"
@@ -17,8 +18,13 @@ import (
 func openStore(t *testing.T) *sqlstore.DB { return storetest.SQLite(t) }
 
 // Several contenders: at most one works at a time, and when it stops (its
-// context ends), another takes over.
+// context ends), another takes over within two lease periods (on the
+// bubble's fake clock: exact, not a guess about a busy machine).
 func TestOneLeaderAtATime(t *testing.T) {
+	synctest.Test(t, testOneLeaderAtATime)
+}
+
+func testOneLeaderAtATime(t *testing.T) {
 	st := openStore(t)
 	const ttl = 300 * time.Millisecond
 	var working, maxWorking, terms atomic.Int64
@@ -43,12 +49,9 @@ func TestOneLeaderAtATime(t *testing.T) {
 				})
 		})
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for holder.Load() == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("nobody leads")
-		}
-		time.Sleep(10 * time.Millisecond)
+	synctest.Wait()
+	if holder.Load() == nil {
+		t.Fatal("nobody leads")
 	}
 	// Stop the holder's node: another takes over within two lease periods.
 	first := holder.Load().(string)
@@ -87,10 +90,14 @@ func (f *failing) AcquireLease(ctx context.Context, name, holder string, ttl tim
 
 // A holder that cannot renew stops working before its lease's deadline.
 func TestStopsBeforeTheDeadline(t *testing.T) {
+	synctest.Test(t, testStopsBeforeTheDeadline)
+}
+
+func testStopsBeforeTheDeadline(t *testing.T) {
 	f := &failing{Leases: openStore(t)}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	const ttl = 500 * time.Millisecond
+	const ttl = 10 * time.Second
 	stopped := make(chan time.Time, 1)
 	var expires time.Time
 	go leader.Run(ctx, f, "pool/p", "a", leader.Options{TTL: ttl}, func(ctx context.Context, fence store.Fence) {
@@ -105,7 +112,43 @@ func TestStopsBeforeTheDeadline(t *testing.T) {
 		if !at.Before(expires) {
 			t.Fatalf("stopped at %v, after the lease's deadline %v", at, expires)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("work not stopped although the lease could not be renewed")
 	}
+}
+
+// A leader renews its lease every third of the TTL and keeps working as
+// long as renewals succeed.
+func TestRenewsWhileWorking(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := openStore(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		const ttl = 9 * time.Second
+		start := time.Now()
+		var stopped time.Time
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			leader.Run(ctx, st, "pool/p", "a", leader.Options{TTL: ttl}, func(ctx context.Context, fence store.Fence) {
+				<-ctx.Done()
+				stopped = time.Now()
+			})
+		}()
+		for range 10 {
+			time.Sleep(ttl / 3)
+			synctest.Wait()
+			l, err := st.AcquireLease(context.Background(), "pool/p", "b", ttl) // someone else asks
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.Holder != "a" || !l.ExpiresAt.After(time.Now().Add(ttl/2)) {
+				t.Fatalf("after %v the lease is %+v: not renewed", time.Since(start), l)
+			}
+		}
+		if !stopped.IsZero() {
+			t.Fatal("work stopped although renewals succeed")
+		}
+		cancel()
+		<-done
+	})
 }

@@ -2,6 +2,7 @@ package mcpserver
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -60,9 +61,18 @@ func connectHTTP(t *testing.T, ts *httptest.Server, key string) *mcp.ClientSessi
 
 func callText(t *testing.T, cs *mcp.ClientSession, name string, args map[string]any) (string, bool) {
 	t.Helper()
+	text, isErr, err := tryCallText(cs, name, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return text, isErr
+}
+
+// tryCallText is callText for goroutines, which must not call t.Fatal.
+func tryCallText(cs *mcp.ClientSession, name string, args map[string]any) (string, bool, error) {
 	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: name, Arguments: args})
 	if err != nil {
-		t.Fatalf("%s: %v", name, err)
+		return "", false, fmt.Errorf("%s: %w", name, err)
 	}
 	var b strings.Builder
 	for _, c := range res.Content {
@@ -70,7 +80,7 @@ func callText(t *testing.T, cs *mcp.ClientSession, name string, args map[string]
 			b.WriteString(tc.Text)
 		}
 	}
-	return b.String(), res.IsError
+	return b.String(), res.IsError, nil
 }
 
 const initialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
@@ -125,8 +135,8 @@ func TestHTTPSessionSandbox(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			if text, isErr := callText(t, cs, "run_command", map[string]any{"shell": "echo"}); isErr {
-				t.Errorf("run_command: %s", text)
+			if text, isErr, err := tryCallText(cs, "run_command", map[string]any{"shell": "echo"}); err != nil || isErr {
+				t.Errorf("run_command: %s %v", text, err)
 			}
 		})
 	}

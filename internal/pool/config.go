@@ -10,6 +10,7 @@ import (
 	"regexp"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/sandbox"
 )
 
@@ -86,6 +87,9 @@ func (c Config) WithDefaults() Config {
 func (c Config) Validate() error {
 	bad := func(format string, args ...any) error {
 		return errdefs.Userf(errdefs.ErrInvalid, "pool %s: %s", c.Name, fmt.Sprintf(format, args...))
+	}
+	if err := proc.CheckEnv(c.Env); err != nil {
+		return bad("%v", err)
 	}
 	switch {
 	case !nameRE.MatchString(c.Name):

@@ -84,15 +84,25 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 func (e *env) sh(t *testing.T, id, line string) string {
 	t.Helper()
+	out, err := e.trySh(id, line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// trySh runs a shell line and returns its output; for goroutines, which
+// must not call t.Fatal.
+func (e *env) trySh(id, line string) (string, error) {
 	var out strings.Builder
 	p, err := e.svc.Exec(context.Background(), "t", id, sandbox.ExecRequest{Shell: line}, proc.Stdio{Stdout: &out, Stderr: &out})
 	if err != nil {
-		t.Fatalf("exec %q: %v", line, err)
+		return "", fmt.Errorf("exec %q: %w", line, err)
 	}
 	if _, err := p.Wait(); err != nil {
-		t.Fatalf("exec %q: %v", line, err)
+		return "", fmt.Errorf("exec %q: %w", line, err)
 	}
-	return out.String()
+	return out.String(), nil
 }
 
 func TestAcquireRelease(t *testing.T) {
@@ -132,7 +142,7 @@ func TestAcquireRelease(t *testing.T) {
 	if in.InUse != 0 {
 		t.Fatalf("after release: %+v", in)
 	}
-	eventually(t, 10*time.Second, "released sandbox over max_idle destroyed", func() bool {
+	eventually(t, 30*time.Second, "released sandbox over max_idle destroyed", func() bool {
 		got, _ := e.svc.Get(ctx, "t", sb.ID)
 		return got.Status == sandbox.StatusStopped
 	})
@@ -213,7 +223,7 @@ func TestSessionsStartFresh(t *testing.T) {
 	}
 	// Take sandboxes until this one comes back.
 	var again sandbox.Sandbox
-	eventually(t, 10*time.Second, "the released sandbox is idle again", func() bool {
+	eventually(t, 30*time.Second, "the released sandbox is idle again", func() bool {
 		got, _ := e.svc.Get(ctx, "t", sb.ID)
 		return got.Status == sandbox.StatusReady
 	})
@@ -256,7 +266,7 @@ func TestStaleIdleIsSkipped(t *testing.T) {
 	if idle[1].UpdatedAt.Before(stale.UpdatedAt) {
 		stale = idle[1]
 	}
-	if err := syscall.Kill(linuxtest.InitPID(stale.ID), syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(linuxtest.InitPID(t, e.rt, stale.ID), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	// Stop the pool from refilling, so a create would show.
@@ -277,7 +287,7 @@ func TestStaleIdleIsSkipped(t *testing.T) {
 	if n := testutil.ToFloat64(metric(t, e, "sandpool_pool_acquires_total", "created", "p")); n != 0 {
 		t.Fatalf("acquires{created} = %g", n)
 	}
-	eventually(t, 10*time.Second, "stale sandbox destroyed", func() bool {
+	eventually(t, 30*time.Second, "stale sandbox destroyed", func() bool {
 		got, _ := e.svc.Get(ctx, "t", stale.ID)
 		return got.Status == sandbox.StatusStopped && len(linuxtest.Leftovers(e.rt.DataDir(), []string{stale.ID})) == 0
 	})
@@ -321,7 +331,7 @@ func TestStoreFailureAfterCreateLeaksNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	var in pool.Info
-	eventually(t, 20*time.Second, "pool degraded", func() bool {
+	eventually(t, 30*time.Second, "pool degraded", func() bool {
 		in, _ = e.m.Get(ctx, "t", "p")
 		return in.Status == pool.StatusDegraded
 	})
@@ -409,7 +419,9 @@ func TestConcurrentAcquireRelease(t *testing.T) {
 					t.Errorf("sandbox %s handed to two callers", sb.ID)
 				}
 				if i%3 == 0 {
-					e.sh(t, sb.ID, fmt.Sprintf("echo %d-%d > /tmp/mine", w, i))
+					if _, err := e.trySh(sb.ID, fmt.Sprintf("echo %d-%d > /tmp/mine", w, i)); err != nil {
+						t.Error(err)
+					}
 				}
 				held.Delete(sb.ID)
 				outcome := ""
@@ -480,7 +492,7 @@ func TestSessionTimeout(t *testing.T) {
 	if sb.Timeout != 1 || sb.OnTimeout != "kill" {
 		t.Fatalf("acquired: %+v", sb)
 	}
-	eventually(t, 6*time.Second, "abandoned sandbox destroyed", func() bool {
+	eventually(t, 30*time.Second, "abandoned sandbox destroyed", func() bool {
 		got, _ := e.svc.Get(ctx, "t", sb.ID)
 		return got.Status == sandbox.StatusStopped
 	})

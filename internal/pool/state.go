@@ -37,6 +37,13 @@ type pool struct {
 	done      chan struct{}
 }
 
+// currentStatus is the pool's status (p.mu guards it).
+func (p *pool) currentStatus() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status
+}
+
 func (p *pool) config() Config {
 	p.mu.Lock()
 	defer p.mu.Unlock()

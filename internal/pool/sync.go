@@ -58,7 +58,7 @@ func (m *Manager) sync(ctx context.Context) error {
 		m.mu.Lock()
 		p := m.pools[row.Name]
 		if p != nil && (p.tenant != row.Tenant || !p.createdAt.Equal(row.CreatedAt) ||
-			(p.status == StatusDraining && row.Status != StatusDraining)) {
+			(p.currentStatus() == StatusDraining && row.Status != StatusDraining)) {
 			// Deleted and made again under the same name: a new pool.
 			delete(m.pools, row.Name)
 			p.stop()

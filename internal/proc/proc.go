@@ -6,8 +6,11 @@ package proc
 
 import (
 	"io"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sandpool/sandpool/internal/errdefs"
 )
 
 // Spec says what process to run.
@@ -78,4 +81,18 @@ type Info struct {
 	Running    bool        `json:"running"`
 	StartedAt  time.Time   `json:"started_at"`
 	Exit       *ExitStatus `json:"exit,omitempty"`
+}
+
+// CheckEnv checks environment variables as every process gets them: a name
+// is not empty and holds neither "=" nor NUL; a value holds no NUL.
+func CheckEnv(env map[string]string) error {
+	for k, v := range env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return errdefs.Userf(errdefs.ErrInvalid, "invalid environment variable name %q: it must not be empty or hold '=' or NUL", k)
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return errdefs.Userf(errdefs.ErrInvalid, "environment variable %s holds a NUL byte", k)
+		}
+	}
+	return nil
 }

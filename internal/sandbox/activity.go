@@ -121,15 +121,16 @@ func (s *Service) tracked(row store.Sandbox, p proc.Process) proc.Process {
 	s.mu.Lock()
 	s.streams[row.ID]++
 	s.mu.Unlock()
-	return &trackedProcess{Process: p, s: s, id: row.ID, row: row}
+	return &trackedProcess{Process: p, s: s, id: row.ID, row: row, start: time.Now()}
 }
 
 type trackedProcess struct {
 	proc.Process
-	s    *Service
-	id   string
-	row  store.Sandbox
-	done bool
+	s     *Service
+	id    string
+	row   store.Sandbox
+	start time.Time
+	done  bool
 }
 
 func (p *trackedProcess) end() {
@@ -150,6 +151,9 @@ func (p *trackedProcess) end() {
 func (p *trackedProcess) Wait() (proc.ExitStatus, error) {
 	st, err := p.Process.Wait()
 	p.end()
+	if err == nil {
+		p.s.m.execDuration.Observe(time.Since(p.start).Seconds())
+	}
 	return st, p.s.check(p.row, err)
 }
 

@@ -44,7 +44,9 @@ type newSandbox struct {
 // it, runs the template's setup (then seals it, so a reset returns here)
 // and session setup, and records the final status. On failure nothing of
 // the sandbox is left running and its row says why.
-func (s *Service) create(ctx context.Context, n newSandbox) (store.Sandbox, error) {
+func (s *Service) create(ctx context.Context, n newSandbox) (_ store.Sandbox, retErr error) {
+	start, template := time.Now(), ""
+	defer func() { s.m.created(template, start, retErr) }()
 	req := n.req
 	if err := req.Validate(); err != nil {
 		return store.Sandbox{}, err
@@ -76,6 +78,9 @@ func (s *Service) create(ctx context.Context, n newSandbox) (store.Sandbox, erro
 	if err := s.admit(ctx, row); err != nil {
 		return store.Sandbox{}, s.storeErr(err)
 	}
+	// Admitted: from here a failure is the create's, not the request's,
+	// and the template exists (a label with few values).
+	template = req.Template
 	s.publish(row, StatusCreating, "", "")
 	// The sandbox must not be half made if the caller goes away.
 	cctx := context.WithoutCancel(ctx)

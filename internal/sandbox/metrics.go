@@ -1,11 +1,19 @@
 package sandbox
 
 import (
+	"context"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/sandpool/sandpool/internal/store"
 )
 
 type metrics struct {
+	creates        *prometheus.CounterVec
+	createDuration *prometheus.HistogramVec
+	execDuration   prometheus.Histogram
+
 	pauses        *prometheus.CounterVec
 	archives      prometheus.Counter
 	resumes       *prometheus.CounterVec
@@ -18,6 +26,15 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
 	return &metrics{
+		creates: f.NewCounterVec(prometheus.CounterOpts{Name: "sandpool_sandbox_creates_total",
+			Help: "Sandbox creates on this node (pools' included), by outcome (ok, failed: the runtime or the template's setup failed; refused: a bad request, an unknown template, no capacity) and template (empty when refused)."},
+			[]string{"outcome", "template"}),
+		createDuration: f.NewHistogramVec(prometheus.HistogramOpts{Name: "sandpool_sandbox_create_duration_seconds",
+			Help:    "Time to create a sandbox until it is ready (setup hooks included), by template; successful creates only.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}, []string{"template"}),
+		execDuration: f.NewHistogram(prometheus.HistogramOpts{Name: "sandpool_exec_duration_seconds",
+			Help:    "Time from starting a process to its exit, for processes whose caller waited for them.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 22)}),
 		pauses: f.NewCounterVec(prometheus.CounterOpts{Name: "sandpool_sandbox_pauses_total",
 			Help: "Sandboxes paused, by reason (requested, timeout)."}, []string{"reason"}),
 		archives: f.NewCounter(prometheus.CounterOpts{Name: "sandpool_sandbox_archives_total",
@@ -32,5 +49,62 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Completed passes of the reconciler."}),
 		fixes: f.NewCounterVec(prometheus.CounterOpts{Name: "sandpool_reconcile_fixes_total",
 			Help: "Differences between runtime and store the reconciler resolved, by action."}, []string{"action"}),
+	}
+}
+
+// created counts a create's outcome and, for a success, its duration.
+func (m *metrics) created(template string, start time.Time, err error) {
+	outcome := "ok"
+	switch {
+	case err != nil && template == "":
+		outcome = "refused"
+	case err != nil:
+		outcome = "failed"
+	}
+	m.creates.WithLabelValues(outcome, template).Inc()
+	if err == nil {
+		m.createDuration.WithLabelValues(template).Observe(time.Since(start).Seconds())
+	}
+}
+
+// nodeCollector reports, at each scrape, the sandboxes this node holds by
+// status and its capacity, from the store (one query).
+type nodeCollector struct {
+	s        *Service
+	byStatus *prometheus.Desc
+	capacity *prometheus.Desc
+	active   *prometheus.Desc
+}
+
+func newNodeCollector(s *Service) *nodeCollector {
+	return &nodeCollector{s: s,
+		byStatus: prometheus.NewDesc("sandpool_sandboxes", "Sandboxes this node holds, by status (the store's view; stopped, failed and lost ones stay until deleted).", []string{"status"}, nil),
+		capacity: prometheus.NewDesc("sandpool_node_max_sandboxes", "Sandboxes this node may run at once (--max-sandboxes).", nil, nil),
+		active:   prometheus.NewDesc("sandpool_node_active_sandboxes", "Sandboxes that exist on this node now (count against --max-sandboxes).", nil, nil),
+	}
+}
+
+func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.byStatus
+	ch <- c.capacity
+	ch <- c.active
+}
+
+func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(c.s.cfg.MaxSandboxes))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n, err := c.s.st.CountByStatus(ctx, store.Filter{Node: c.s.cfg.Node})
+	if err != nil {
+		c.s.cfg.Log.Warn("metrics: count sandboxes", "err", err)
+		return
+	}
+	active := 0
+	for _, st := range Active {
+		active += n[string(st)]
+	}
+	ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, float64(active))
+	for _, st := range allStatuses {
+		ch <- prometheus.MustNewConstMetric(c.byStatus, prometheus.GaugeValue, float64(n[string(st)]), string(st))
 	}
 }

@@ -99,7 +99,7 @@ func (c PoolCounts) Total() int { return c.Idle + c.InUse + c.Creating + c.Reset
 
 // PoolCounts counts a pool's sandboxes on every node.
 func (s *Service) PoolCounts(ctx context.Context, pool string) (PoolCounts, error) {
-	n, err := s.st.CountPool(ctx, pool, statusStrings(Active))
+	n, err := s.st.CountByStatus(ctx, store.Filter{Pool: pool, Statuses: statusStrings(Active)})
 	if err != nil {
 		return PoolCounts{}, err
 	}

@@ -5,12 +5,17 @@ import (
 	"time"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/store"
 )
 
 // Status is a sandbox's place in its lifecycle.
 type Status string
+
+// allStatuses lists every status.
+var allStatuses = []Status{StatusCreating, StatusReady, StatusRunning, StatusResetting, StatusPaused,
+	StatusStopping, StatusStopped, StatusFailed, StatusLost}
 
 // Active lists the statuses of sandboxes that exist in a runtime.
 var Active = []Status{StatusCreating, StatusReady, StatusRunning, StatusResetting, StatusPaused, StatusStopping}
@@ -108,6 +113,9 @@ func (r CreateRequest) Validate() error {
 	}
 	if len(r.Metadata) > 64 || len(r.Env) > 256 {
 		return errdefs.Userf(errdefs.ErrInvalid, "at most 64 metadata entries and 256 environment variables")
+	}
+	if err := proc.CheckEnv(r.Env); err != nil {
+		return err
 	}
 	for k, v := range r.Metadata {
 		if k == "" || len(k) > 128 || len(v) > 1024 {

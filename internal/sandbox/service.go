@@ -44,7 +44,7 @@ type Store interface {
 	UpdateSandbox(ctx context.Context, id string, from []string, u store.Update) error
 	TouchSandboxes(ctx context.Context, active map[string]time.Time) error
 	TakeIdle(ctx context.Context, t store.Take) (store.Sandbox, error)
-	CountPool(ctx context.Context, pool string, statuses []string) (map[string]int, error)
+	CountByStatus(ctx context.Context, f store.Filter) (map[string]int, error)
 	MarkNodeLost(ctx context.Context, node string, before time.Time, active []string, lost, errMsg string) ([]store.Sandbox, bool, error)
 
 	CreateTemplate(ctx context.Context, t store.Template) error
@@ -129,8 +129,10 @@ func New(rt runtime.Runtime, st Store, ev *events.Broker, cfg Config) *Service {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Service{rt: rt, st: st, events: ev, cfg: cfg, activity: map[string]*activity{}, streams: map[string]int{}, tplCache: map[string]resolved{}, adding: map[string]bool{},
+	s := &Service{rt: rt, st: st, events: ev, cfg: cfg, activity: map[string]*activity{}, streams: map[string]int{}, tplCache: map[string]resolved{}, adding: map[string]bool{},
 		m: newMetrics(cfg.Registry)}
+	cfg.Registry.MustRegister(newNodeCollector(s))
+	return s
 }
 
 // Events is the broker transitions are published on.

@@ -135,7 +135,7 @@ func TestCreateExecDelete(t *testing.T) {
 			if ev.Sandbox == sb.ID {
 				seq = append(seq, ev.Status)
 			}
-		case <-time.After(5 * time.Second):
+		case <-time.After(60 * time.Second):
 			t.Fatalf("events so far: %v", seq)
 		}
 	}
@@ -244,18 +244,18 @@ func TestBrokenSandboxIsRetired(t *testing.T) {
 		t.Fatalf("after a user error: %s", got.Status)
 	}
 
-	pid := linuxtest.InitPID(sb.ID)
+	pid := linuxtest.InitPID(t, e.rt, sb.ID)
 	if pid == 0 {
 		t.Fatal("no init process found")
 	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "call fails with a state error", func() bool {
+	eventually(t, 30*time.Second, "call fails with a state error", func() bool {
 		_, err := e.svc.Exec(sandbox.WithoutAutoResume(ctx), "a", sb.ID, sandbox.ExecRequest{Cmd: []string{"true"}}, proc.Stdio{})
 		return errdefs.IsStateError(err) || errors.Is(err, errdefs.ErrConflict)
 	})
-	eventually(t, 10*time.Second, "sandbox retired", func() bool {
+	eventually(t, 30*time.Second, "sandbox retired", func() bool {
 		got, _ := e.svc.Get(ctx, "a", sb.ID)
 		return got.Status == sandbox.StatusPaused && got.Archived && strings.Contains(got.Error, "broke")
 	})

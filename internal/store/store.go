@@ -184,8 +184,8 @@ type Store interface {
 	// gives it t's inactivity timeout. ErrNotFound if there is none. Two
 	// callers never get the same sandbox.
 	TakeIdle(ctx context.Context, t Take) (Sandbox, error)
-	// CountPool counts the sandboxes of pool in each of statuses.
-	CountPool(ctx context.Context, pool string, statuses []string) (map[string]int, error)
+	// CountByStatus counts what ListSandboxes would list, by status.
+	CountByStatus(ctx context.Context, f Filter) (map[string]int, error)
 
 	// CreatePool fails with ErrExists if the name is taken.
 	CreatePool(ctx context.Context, p Pool) error

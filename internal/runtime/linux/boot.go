@@ -1,18 +1,17 @@
 package linux
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -41,9 +40,11 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 		layers = append(layers, filepath.Join(dir, l))
 	}
 	layers = append(layers, tpl.lower...)
-	cg := r.cg.group(st.ID)
-	if err := cg.create(st.Limits); err != nil {
-		return err
+	step := time.Now()
+	observe := func(name string) {
+		now := time.Now()
+		r.cfg.Observe(name, now.Sub(step))
+		step = now
 	}
 
 	var closers []io.Closer
@@ -52,13 +53,6 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 			c.Close()
 		}
 	}()
-	open := func(p string, flags int) (*os.File, error) {
-		f, err := os.OpenFile(p, flags|unix.O_CLOEXEC, 0)
-		if err == nil {
-			closers = append(closers, f)
-		}
-		return f, err
-	}
 
 	sock := filepath.Join(dir, "agent.sock")
 	_ = os.Remove(sock) // left by an earlier boot of this sandbox, if any
@@ -67,118 +61,115 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 		return fmt.Errorf("agent socket: %w", err)
 	}
 	closers = append(closers, lfile)
-
-	cfgR, cfgW, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	closers = append(closers, cfgR, cfgW)
-	statusR, statusW, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	closers = append(closers, statusR, statusW)
-	exe, err := open(r.initExe, os.O_RDONLY)
-	if err != nil {
-		return fmt.Errorf("open sandpool binary: %w", err)
-	}
 	rootMnt, err := mountOverlay(layers, dir, len(st.Lower) > 0)
 	if err != nil {
 		return err
 	}
 	closers = append(closers, rootMnt)
-	extra := []*os.File{cfgR, statusW, lfile, exe, rootMnt}
-	logf, err := open(filepath.Join(dir, "init.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND)
+	observe("overlay")
+	logf, err := os.OpenFile(filepath.Join(dir, "init.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return err
 	}
+	closers = append(closers, logf)
 
-	base := int(r.cfg.UIDBase)
-	cmd := &exec.Cmd{
-		Path: fdPath(fdExe),
-		Args: []string{"sandpool", "init"},
-		// Nothing of the host's environment; the id lets an operator (and
-		// the leak tests) tell which sandbox a host process belongs to.
-		Env:        []string{initEnv, "SANDPOOL_SANDBOX=" + st.ID},
-		Stdout:     logf,
-		Stderr:     logf,
-		ExtraFiles: extra,
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
-				syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
-			UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: 65536}},
-			GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: base, Size: 65536}},
-			GidMappingsEnableSetgroups: true,
-			// Become the namespace's root before exec, or exec drops every
-			// capability (host root is not mapped inside).
-			Credential: &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: true},
-			// Its own session: the sandbox outlives this process and
-			// takes no signal from its terminal.
-			Setsid: true,
-		},
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start sandbox init: %w", err)
-	}
-	pid := cmd.Process.Pid
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait() // reap; how it ended is in init.log
-		close(exited)
-	}()
-	start, err := pidStartTime(pid)
+	// A PID 1 started ahead (see spare.go), or one started now.
+	sp, err := r.spares.take()
 	if err != nil {
-		_ = cmd.Process.Kill() // not yet in its cgroup: kill it directly
-		<-exited
-		return fmt.Errorf("sandbox init: %w", err)
+		return err
 	}
+	observe("start")
+	cg, move, err := r.sandboxGroup(sp, st)
+	if err != nil {
+		sp.discard()
+		return err
+	}
+	observe("cgroup")
 	sb.mu.Lock()
-	sb.st.Pid, sb.st.PidStart, sb.st.Stopped = pid, start, false
-	sb.exited = exited
+	sb.st.Pid, sb.st.PidStart, sb.st.Stopped = sp.pid, sp.start, false
+	sb.exited = sp.exited
 	if sb.agent != nil { // connections kept to the last PID 1's agent
 		sb.agent.CloseIdle()
 		sb.agent = nil
 	}
 	st = sb.st
 	sb.mu.Unlock()
+	defer sp.ctl.Close() // once it serves, nothing more is said on it
 	// Record the pid before anything else can fail, so teardown (now or
 	// after a crash) knows what to kill.
 	if err := r.saveState(st); err != nil {
 		return err
 	}
-	if err := cg.add(pid); err != nil {
+	if move {
+		if err := cg.add(sp.pid); err != nil {
+			return err
+		}
+		if sp.group != nil && sp.group != cg {
+			_ = sp.group.remove(ctx) // empty now; best effort: a later Open sweeps spare groups
+		}
+	}
+	cfg, err := json.Marshal(initConfig{Hostname: st.Hostname, Binds: tpl.binds, Defaults: tpl.defaults})
+	if err != nil {
 		return err
 	}
-	cfg := initConfig{Hostname: st.Hostname, Binds: tpl.binds, Defaults: tpl.defaults}
-	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
-		return fmt.Errorf("configure sandbox init: %w", err)
-	}
-	cfgW.Close()
-	statusW.Close() // ours; init holds the other copy
+	observe("configure")
 
 	deadline := time.Now().Add(r.cfg.ReadyTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	_ = statusR.SetReadDeadline(deadline) // pipes from os.Pipe are pollable
-	stop := context.AfterFunc(ctx, func() { _ = statusR.SetReadDeadline(time.Now()) })
+	stop := context.AfterFunc(ctx, func() { _ = sp.ctl.SetReadDeadline(time.Now()) })
 	defer stop()
-	msg, err := io.ReadAll(statusR)
+	err = sp.adopt(cfg, rootMnt, lfile, logf, deadline)
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
-	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+	case errors.Is(err, os.ErrDeadlineExceeded):
 		return fmt.Errorf("sandbox did not become ready in time (ready timeout %s)", r.cfg.ReadyTimeout)
+	case errors.Is(err, errInitExited):
+		return fmt.Errorf("sandbox init exited during setup: %s", logTail(filepath.Join(dir, "init.log")))
 	case err != nil:
-		return fmt.Errorf("sandbox init: %w", err)
-	case string(msg) != "ok":
-		if len(msg) == 0 {
-			msg = []byte("exited during setup; see " + filepath.Join(dir, "init.log"))
-		}
-		return fmt.Errorf("sandbox init: %s", strings.TrimPrefix(string(msg), "error: "))
+		return fmt.Errorf("sandbox init: %s", strings.TrimPrefix(err.Error(), "error: "))
 	}
+	observe("ready")
 	sb.setStatus(runtime.StatusRunning)
 	return nil
+}
+
+// logTail is the end of a log, for an error message.
+func logTail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+		return "it said nothing (killed?)"
+	}
+	if len(b) > 1024 {
+		b = b[len(b)-1024:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// sandboxGroup makes the sandbox's cgroup with its limits. On cgroup v1
+// that is the spare's own group renamed, with the spare already in it
+// (moved reports false); otherwise a new group the caller moves the spare
+// into, once its pid is recorded. On error nothing of the sandbox's group
+// is left, and the spare is the caller's.
+func (r *Runtime) sandboxGroup(sp *spare, st state) (cg *cgroup, move bool, err error) {
+	if sp.group != nil {
+		err := sp.group.limit(st.Limits)
+		if err == nil {
+			if err = sp.group.renameTo(st.ID); err == nil {
+				return sp.group, false, nil
+			}
+		}
+		// A group of that name left over, say: a group of its own and a
+		// move, then the spare's group (empty by then) goes.
+		r.cfg.Log.Warn("a spare's cgroup could not become the sandbox's; moving it", "sandbox", st.ID, "err", err)
+	}
+	cg = r.cg.group(st.ID)
+	if err := cg.create(st.Limits); err != nil {
+		return nil, false, err
+	}
+	return cg, true, nil
 }
 
 // mountOverlay makes the sandbox's root filesystem, the template's layers

@@ -141,17 +141,50 @@ const cpuPeriod = 100000 // microseconds
 
 // create makes the group and applies limits. On error nothing is left.
 func (g *cgroup) create(l runtime.Limits) (retErr error) {
-	for _, dir := range g.dirs() {
-		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			g.remove(context.Background())
-			return fmt.Errorf("cgroups: %w", err)
-		}
+	if err := g.make(); err != nil {
+		return err
 	}
 	defer func() {
 		if retErr != nil {
 			_ = g.remove(context.Background()) // best effort; the original error wins
 		}
 	}()
+	return g.limit(l)
+}
+
+// make makes the group's directories (no limits yet). On error nothing
+// is left.
+func (g *cgroup) make() error {
+	for _, dir := range g.dirs() {
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			_ = g.remove(context.Background()) // best effort; the original error wins
+			return fmt.Errorf("cgroups: %w", err)
+		}
+	}
+	return nil
+}
+
+// renameTo gives the group another name under the same parent, with
+// whatever it holds (cgroup v1 only: v2 cannot rename).
+func (g *cgroup) renameTo(id string) error {
+	if g.d.version != 1 {
+		return errors.New("cgroups: rename needs cgroup v1")
+	}
+	to := g.d.group(id)
+	for i, c := range v1Controllers {
+		if err := os.Rename(g.dir(c), to.dir(c)); err != nil {
+			for _, done := range v1Controllers[:i] { // back, best effort: the error is returned
+				_ = os.Rename(to.dir(done), g.dir(done))
+			}
+			return fmt.Errorf("cgroups: rename %s to %s: %w", g.id, id, err)
+		}
+	}
+	g.id = id
+	return nil
+}
+
+// limit applies l to the group.
+func (g *cgroup) limit(l runtime.Limits) error {
 	quota := int64(l.CPUs * cpuPeriod)
 	if g.d.version == 2 {
 		dir := g.dir("")

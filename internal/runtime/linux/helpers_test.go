@@ -12,7 +12,7 @@ import (
 )
 
 // testCgroupParent keeps test sandboxes apart from a real sandpool's.
-const testCgroupParent = linuxtest.CgroupParent
+var testCgroupParent = linuxtest.CgroupParent
 
 // openRuntime opens a runtime on a fresh data directory and, at cleanup,
 // destroys what is left and closes it.

@@ -2,6 +2,7 @@ package linux
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,13 +27,14 @@ import (
 // initEnv marks the process as a sandbox init (with os.Args[1] == "init").
 const initEnv = "SANDPOOL_INIT=1"
 
-// Descriptors the host hands to init (ExtraFiles start at 3).
+// Descriptors of init. The host starts it with the first two (ExtraFiles
+// start at 3); the others arrive with its configuration, as one message on
+// the control socket, and are moved to these numbers.
 const (
-	fdConfig = 3 + iota // read: initConfig as JSON, then EOF
-	fdStatus            // write: "ok" or an error message
-	fdListen            // the agent's listening Unix socket
-	fdExe               // the sandpool binary (exec'd through /proc/self/fd)
-	fdRoot              // the root filesystem: a detached overlay mount
+	fdControl = 3 // a SOCK_SEQPACKET socket: the configuration comes, "ok" or an error goes back
+	fdExe     = 4 // the sandpool binary (exec'd through /proc/self/fd)
+	fdRoot    = 5 // the root filesystem: a detached overlay mount
+	fdListen  = 6 // the agent's listening Unix socket
 )
 
 type initConfig struct {
@@ -63,52 +65,120 @@ func Init() {
 		}
 	}()
 	os.Clearenv()
-	status := os.NewFile(fdStatus, "status")
-	l, cfg, err := setupSandbox()
+	// Hold fdRoot and fdListen (on /dev/null) until the descriptors
+	// arrive: nothing opened meanwhile (the Go runtime's poller, the
+	// agent) may take those numbers, which the arrivals replace.
+	if err := reserveDescriptors(fdRoot, fdListen); err != nil {
+		fmt.Fprintf(os.Stderr, "sandbox init: %v\n", err)
+		os.Exit(1)
+	}
+	// The agent first: its hardened spawner thread owes nothing to the
+	// sandbox, so a spare has it ready before it is needed. Its log goes
+	// to stderr, which becomes the sandbox's init.log on adoption.
+	srv, agentErr := agent.NewServer(agent.Options{
+		HardenSpawner: hardenThread,
+		Log:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	// Wait for a sandbox (a spare may wait long); a closed socket means
+	// the host is gone or did not need this one.
+	ctl := os.NewFile(fdControl, "control")
+	cfg, err := receiveSandbox(ctl)
+	if errors.Is(err, io.EOF) {
+		os.Exit(0) // not needed after all
+	}
 	if err == nil {
-		var srv *agent.Server
-		srv, err = agent.NewServer(agent.Options{
-			HardenSpawner: hardenThread,
-			Log:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-			Defaults:      agent.Defaults{User: cfg.Defaults.User, Env: cfg.Defaults.Env, Cwd: cfg.Defaults.Cwd},
-		})
-		if err == nil {
-			if _, err = status.WriteString("ok"); err == nil {
-				status.Close()
+		err = agentErr
+	}
+	if err == nil {
+		srv.SetDefaults(agent.Defaults{User: cfg.Defaults.User, Env: cfg.Defaults.Env, Cwd: cfg.Defaults.Cwd})
+		var l net.Listener
+		if l, err = setupSandbox(cfg); err == nil {
+			if _, err = ctl.Write([]byte("ok")); err == nil {
+				ctl.Close()
 				err = srv.Serve(l)
 			}
 		}
 	}
-	fmt.Fprintf(status, "error: %v", err)
+	_, _ = fmt.Fprintf(ctl, "error: %v", err) // the host may be gone
 	fmt.Fprintf(os.Stderr, "sandbox init: %v\n", err)
 	os.Exit(1)
 }
 
-func setupSandbox() (net.Listener, initConfig, error) {
-	var cfg initConfig
-	l, err := setupRoot(&cfg)
-	return l, cfg, err
+// reserveDescriptors opens /dev/null on each of fds.
+func reserveDescriptors(fds ...int) error {
+	null, err := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("reserve descriptors: %w", err)
+	}
+	held := false // null is itself one of fds: keep it open
+	for _, fd := range fds {
+		if fd == null {
+			held = true
+			continue
+		}
+		if err := unix.Dup3(null, fd, unix.O_CLOEXEC); err != nil {
+			return fmt.Errorf("reserve descriptor %d: %w", fd, err)
+		}
+	}
+	if !held {
+		unix.Close(null)
+	}
+	return nil
 }
 
-func setupRoot(cfg *initConfig) (net.Listener, error) {
+// receiveSandbox reads the one message that makes this process a sandbox's
+// PID 1: the configuration, with the root filesystem, the agent's socket
+// and the log as descriptors, which it moves to fdRoot, fdListen, 1 and 2.
+func receiveSandbox(ctl *os.File) (initConfig, error) {
+	var cfg initConfig
+	buf := make([]byte, 1<<20)
+	oob := make([]byte, unix.CmsgSpace(3*4))
+	n, oobn, _, _, err := unix.Recvmsg(int(ctl.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return cfg, err
+	}
+	if n == 0 {
+		return cfg, io.EOF
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return cfg, fmt.Errorf("control message: %v", err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 3 {
+		return cfg, fmt.Errorf("descriptors: %d, %v", len(fds), err)
+	}
+	// Into place. The numbers received may be any, the targets among
+	// them: move them all out of the way first.
+	for i, fd := range fds {
+		high, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 100)
+		if err != nil {
+			return cfg, fmt.Errorf("move descriptor: %w", err)
+		}
+		unix.Close(fd)
+		fds[i] = high
+	}
+	for i, to := range [][]int{{fdRoot}, {fdListen}, {1, 2}} {
+		for _, t := range to {
+			if err := unix.Dup3(fds[i], t, 0); err != nil {
+				return cfg, fmt.Errorf("move descriptor: %w", err)
+			}
+		}
+		unix.Close(fds[i])
+	}
+	if err := json.Unmarshal(buf[:n], &cfg); err != nil {
+		return cfg, fmt.Errorf("decode config: %w", err)
+	}
+	return cfg, nil
+}
+
+func setupSandbox(cfg initConfig) (net.Listener, error) {
 	// The agent's own /proc entries must not be readable or traceable by
 	// sandboxed code, even code running as the sandbox's root.
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("set non-dumpable: %w", err)
 	}
-	// Close through the *os.File: a File left to the garbage collector
-	// closes its descriptor whenever it is collected, by then maybe the
-	// number of something else.
-	cfgFile := os.NewFile(fdConfig, "config")
-	b, err := io.ReadAll(cfgFile)
-	cfgFile.Close()
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	if err := json.Unmarshal(b, cfg); err != nil {
-		return nil, fmt.Errorf("decode config: %w", err)
-	}
-	if err := mountRoot(*cfg); err != nil {
+	if err := mountRoot(cfg); err != nil {
 		return nil, err
 	}
 	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
@@ -122,7 +192,8 @@ func setupRoot(cfg *initConfig) (net.Listener, error) {
 	unix.Close(fdExe)
 	unix.Close(fdRoot)
 	// Every other inherited descriptor closes at exec (the listener is
-	// dup'ed with close-on-exec by FileListener below).
+	// dup'ed with close-on-exec by FileListener below; the control socket
+	// is closed once "ok" is sent).
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("close_range: %w", err)
 	}

@@ -64,6 +64,11 @@ func TestNoLeaks(t *testing.T) {
 		t.Fatalf("%d sandboxes still listed", len(list))
 	}
 	assertNoLeaks(t, dir, ids)
+	// Closing the runtime ends its spare PID 1s.
+	r.Close()
+	for _, l := range linuxtest.Spares(dir) {
+		t.Errorf("left: %s", l)
+	}
 }
 
 func itoa(i int) string {

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
@@ -33,32 +32,6 @@ func (s *DB) TakeIdle(ctx context.Context, t store.Take) (store.Sandbox, error) 
 		return sb, fmt.Errorf("pool %s has no idle sandbox: %w", t.Pool, errdefs.ErrNotFound)
 	}
 	return sb, err
-}
-
-func (s *DB) CountPool(ctx context.Context, pool string, statuses []string) (map[string]int, error) {
-	if len(statuses) == 0 {
-		return map[string]int{}, nil
-	}
-	args := []any{pool}
-	for _, st := range statuses {
-		args = append(args, st)
-	}
-	rows, err := s.query(ctx, "SELECT status, COUNT(*) FROM sandboxes WHERE pool = ? AND status IN (?"+
-		strings.Repeat(", ?", len(statuses)-1)+") GROUP BY status", args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := map[string]int{}
-	for rows.Next() {
-		var st string
-		var n int
-		if err := rows.Scan(&st, &n); err != nil {
-			return nil, err
-		}
-		out[st] = n
-	}
-	return out, rows.Err()
 }
 
 const poolCols = "name, tenant, config, status, created_at, updated_at"

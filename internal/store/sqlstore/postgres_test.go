@@ -2,6 +2,7 @@ package sqlstore_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"testing"
 
@@ -9,11 +10,19 @@ import (
 	"github.com/sandpool/sandpool/internal/store/pgtest"
 	"github.com/sandpool/sandpool/internal/store/sqlstore"
 	"github.com/sandpool/sandpool/internal/store/storetest"
+	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	pgtest.Stop()
+	if code == 0 {
+		// Every goroutine the stores started (pools, pgx) has ended.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 

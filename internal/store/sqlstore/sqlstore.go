@@ -263,6 +263,25 @@ func (s *DB) CountSandboxes(ctx context.Context, f store.Filter) (int, error) {
 	return n, err
 }
 
+func (s *DB) CountByStatus(ctx context.Context, f store.Filter) (map[string]int, error) {
+	where, args := filterWhere(f)
+	rows, err := s.query(ctx, "SELECT status, COUNT(*) FROM sandboxes"+where+" GROUP BY status", args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		out[st] = n
+	}
+	return out, rows.Err()
+}
+
 func (s *DB) ListSandboxes(ctx context.Context, f store.Filter) ([]store.Sandbox, error) {
 	where, args := filterWhere(f)
 	rows, err := s.query(ctx, "SELECT "+sandboxCols+" FROM sandboxes"+where+" ORDER BY created_at, id", args...)

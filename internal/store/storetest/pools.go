@@ -87,7 +87,7 @@ func testTakeIdle(t *testing.T, s store.Store) {
 	if _, err := take(ctx, s, "p", "", 0); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("take from an empty pool: %v", err)
 	}
-	counts, err := s.CountPool(ctx, "p", []string{"creating", "ready", "running", "resetting", "paused", "stopping"})
+	counts, err := s.CountByStatus(ctx, store.Filter{Pool: "p", Statuses: []string{"creating", "ready", "running", "resetting", "paused", "stopping"}})
 	if err != nil || counts["running"] != 3 || counts["ready"] != 0 {
 		t.Fatalf("counts: %v %v", counts, err)
 	}

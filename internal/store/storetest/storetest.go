@@ -66,6 +66,9 @@ func testSandboxes(t *testing.T, s store.Store) {
 	if n, err := s.CountSandboxes(ctx, store.Filter{Node: "n1", Statuses: []string{"running", "creating"}}); err != nil || n != 2 {
 		t.Fatalf("count: %d %v", n, err)
 	}
+	if by, err := s.CountByStatus(ctx, store.Filter{Node: "n1"}); err != nil || by["running"] != 1 || by["creating"] != 1 || len(by) != 2 {
+		t.Fatalf("count by status: %v %v", by, err)
+	}
 	list, _ = s.ListSandboxes(ctx, store.Filter{Statuses: []string{"creating", "stopped"}})
 	if len(list) != 1 || list[0].ID != "sb_b" {
 		t.Fatalf("list by status: %+v", list)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,8 +18,10 @@ import (
 	"github.com/sandpool/sandpool/internal/runtime/linux"
 )
 
-// CgroupParent is where test sandboxes get their cgroups.
-const CgroupParent = "sandpool-test"
+// CgroupParent is where test sandboxes get their cgroups: one per test
+// process, so test binaries run at the same time (go test runs packages
+// in parallel) never see each other's sandboxes; Main removes it.
+var CgroupParent = "sandpool-test-" + strconv.Itoa(os.Getpid())
 
 // Main is a TestMain: it runs the sandbox init when the binary was started
 // as one, else the tests, then checks that no goroutine leaked.
@@ -33,7 +36,16 @@ func Main(m *testing.M) {
 			code = 1
 		}
 	}
+	RemoveCgroupParent()
 	os.Exit(code)
+}
+
+// RemoveCgroupParent removes this process's CgroupParent (empty once its
+// sandboxes are gone; what is not empty stays, for a leak test to see).
+func RemoveCgroupParent() {
+	for _, c := range []string{"cpu", "memory", "pids", "freezer", "unified", ""} {
+		_ = os.Remove(filepath.Join("/sys/fs/cgroup", c, CgroupParent)) // best effort, as said
+	}
 }
 
 // Open returns a runtime in a temporary directory; its sandboxes are
@@ -46,10 +58,23 @@ func Open(tb testing.TB) *linux.Runtime {
 // OpenAt is Open on the data directory dir.
 func OpenAt(tb testing.TB, dir string) *linux.Runtime {
 	tb.Helper()
+	return OpenWith(tb, linux.Config{DataDir: dir})
+}
+
+// OpenWith is Open with cfg (DataDir and CgroupParent default to a
+// temporary directory and the tests' cgroup parent).
+func OpenWith(tb testing.TB, cfg linux.Config) *linux.Runtime {
+	tb.Helper()
 	if os.Geteuid() != 0 {
 		tb.Fatal("sandbox tests need root (CI runs as root)")
 	}
-	r, err := linux.Open(linux.Config{DataDir: dir, CgroupParent: CgroupParent})
+	if cfg.DataDir == "" {
+		cfg.DataDir = tb.TempDir()
+	}
+	if cfg.CgroupParent == "" {
+		cfg.CgroupParent = CgroupParent
+	}
+	r, err := linux.Open(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -111,20 +136,30 @@ func Leftovers(dataDir string, ids []string) []string {
 	return left
 }
 
-// InitPID returns the host PID of sandbox id's init, or 0.
-func InitPID(id string) int {
+// InitPID returns the host PID of sandbox id's PID 1, as the runtime
+// knows it; the test fails if there is none (a 0 given to kill(2) would
+// signal the test's own process group).
+func InitPID(tb testing.TB, r *linux.Runtime, id string) int {
+	tb.Helper()
+	in, err := r.Get(context.Background(), id)
+	if err != nil || in.Pid <= 0 {
+		tb.Fatalf("no PID 1 for sandbox %s: %+v %v", id, in, err)
+	}
+	return in.Pid
+}
+
+// Spares lists the spare PID 1s (see internal/runtime/linux/spare.go) of
+// the runtime on dataDir that are still running: none may be once that
+// runtime is closed or its process killed.
+func Spares(dataDir string) []string {
+	tag := "SANDPOOL_SANDBOX=" + linux.SpareTag(dataDir)
+	var out []string
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
 		env, err := os.ReadFile(p + "/environ")
-		if err != nil {
-			continue
+		if err == nil && strings.Contains(string(env), tag+"\x00") {
+			out = append(out, "spare process "+p)
 		}
-		if !strings.Contains(string(env), "SANDPOOL_INIT=1\x00") || !strings.Contains(string(env), "SANDPOOL_SANDBOX="+id+"\x00") {
-			continue
-		}
-		var pid int
-		fmt.Sscanf(filepath.Base(p), "%d", &pid)
-		return pid
 	}
-	return 0
+	return out
 }
