@@ -207,8 +207,8 @@ func (s *Service) DefineTemplate(ctx context.Context, name, from string, hooks H
 	return out, nil
 }
 
-// DeleteTemplate removes a template. One that pools, sandboxes or
-// templates defined on it use cannot be deleted before them.
+// DeleteTemplate removes a template. One that pools, this node's
+// sandboxes or templates defined on it use cannot be deleted before them.
 func (s *Service) DeleteTemplate(ctx context.Context, name string) error {
 	if err := s.checkUnused(ctx, name); err != nil {
 		return err
@@ -247,8 +247,9 @@ func (s *Service) DeleteTemplate(ctx context.Context, name string) error {
 	return err
 }
 
-// checkUnused refuses, naming them, the pools and active sandboxes (of
-// every tenant and node) that use template name.
+// checkUnused refuses, naming them, the pools (of every tenant and node)
+// and this node's active sandboxes (of every tenant) that use template
+// name.
 func (s *Service) checkUnused(ctx context.Context, name string) error {
 	var users []string
 	s.tplMu.Lock()
@@ -263,7 +264,8 @@ func (s *Service) checkUnused(ctx context.Context, name string) error {
 			users = append(users, fmt.Sprintf("pool %q", n))
 		}
 	}
-	rows, err := s.st.ListSandboxes(ctx, store.Filter{Statuses: statusStrings(Active)})
+	// Templates are this node's; so are the sandboxes made of them.
+	rows, err := s.st.ListSandboxes(ctx, store.Filter{Node: s.cfg.Node, Statuses: statusStrings(Active)})
 	if err != nil {
 		return err
 	}
