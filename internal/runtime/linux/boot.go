@@ -79,7 +79,14 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 		return err
 	}
 	observe("start")
-	cg, move, err := r.sandboxGroup(sp, st)
+	// The limit on processes is the sandbox's own: PID 1's threads (which
+	// it starts ahead, so it never needs one when the limit is reached)
+	// come on top.
+	lim := st.Limits
+	if lim.Pids > 0 {
+		lim.Pids += int64(threadCount(sp.pid))
+	}
+	cg, move, err := r.sandboxGroup(sp, st.ID, lim)
 	if err != nil {
 		sp.discard()
 		return err
@@ -136,6 +143,15 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 	return nil
 }
 
+// threadCount is how many threads process pid has (0 if it cannot tell).
+func threadCount(pid int) int {
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	if err != nil {
+		return 0
+	}
+	return len(ents)
+}
+
 // logTail is the end of a log, for an error message.
 func logTail(path string) string {
 	b, err := os.ReadFile(path)
@@ -153,20 +169,20 @@ func logTail(path string) string {
 // (moved reports false); otherwise a new group the caller moves the spare
 // into, once its pid is recorded. On error nothing of the sandbox's group
 // is left, and the spare is the caller's.
-func (r *Runtime) sandboxGroup(sp *spare, st state) (cg *cgroup, move bool, err error) {
+func (r *Runtime) sandboxGroup(sp *spare, id string, lim runtime.Limits) (cg *cgroup, move bool, err error) {
 	if sp.group != nil {
-		err := sp.group.limit(st.Limits)
+		err := sp.group.limit(lim)
 		if err == nil {
-			if err = sp.group.renameTo(st.ID); err == nil {
+			if err = sp.group.renameTo(id); err == nil {
 				return sp.group, false, nil
 			}
 		}
 		// A group of that name left over, say: a group of its own and a
 		// move, then the spare's group (empty by then) goes.
-		r.cfg.Log.Warn("a spare's cgroup could not become the sandbox's; moving it", "sandbox", st.ID, "err", err)
+		r.cfg.Log.Warn("a spare's cgroup could not become the sandbox's; moving it", "sandbox", id, "err", err)
 	}
-	cg = r.cg.group(st.ID)
-	if err := cg.create(st.Limits); err != nil {
+	cg = r.cg.group(id)
+	if err := cg.create(lim); err != nil {
 		return nil, false, err
 	}
 	return cg, true, nil

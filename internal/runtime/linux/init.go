@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -72,6 +74,11 @@ func Init() {
 		fmt.Fprintf(os.Stderr, "sandbox init: %v\n", err)
 		os.Exit(1)
 	}
+	// A thread counts against the sandbox's process limit: when sandboxed
+	// code has taken every pid (a fork bomb), the Go runtime could not
+	// start one it needs and PID 1 would die. Start enough now (the host
+	// adds them to the limit); the runtime keeps idle threads for reuse.
+	prestartThreads(16)
 	// The agent first: its hardened spawner thread owes nothing to the
 	// sandbox, so a spare has it ready before it is needed. Its log goes
 	// to stderr, which becomes the sandbox's init.log on adoption.
@@ -102,6 +109,24 @@ func Init() {
 	_, _ = fmt.Fprintf(ctl, "error: %v", err) // the host may be gone
 	fmt.Fprintf(os.Stderr, "sandbox init: %v\n", err)
 	os.Exit(1)
+}
+
+// prestartThreads makes the Go runtime start n OS threads (each goroutine
+// holds one, locked, until all have started) and then lets them go idle.
+func prestartThreads(n int) {
+	var started, release sync.WaitGroup
+	started.Add(n)
+	release.Add(1)
+	for range n {
+		go func() {
+			goruntime.LockOSThread()
+			started.Done()
+			release.Wait()
+			goruntime.UnlockOSThread()
+		}()
+	}
+	started.Wait()
+	release.Done()
 }
 
 // reserveDescriptors opens /dev/null on each of fds.

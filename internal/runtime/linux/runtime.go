@@ -170,9 +170,19 @@ func Open(cfg Config) (_ *Runtime, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("linux runtime: %w", err)
 	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("linux runtime: data directory %s is in use by another sandpool process", cfg.DataDir)
+	// A process that just exited may hold the lock a moment longer, in a
+	// child it was starting (between fork and exec a child holds every
+	// descriptor): wait a little before saying the directory is in use.
+	for deadline := time.Now().Add(3 * time.Second); ; {
+		err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			lock.Close()
+			return nil, fmt.Errorf("linux runtime: data directory %s is in use by another sandpool process", cfg.DataDir)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	defer func() {
 		if retErr != nil {
