@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +25,7 @@ func (s *server) e2bKey(tenant string) string {
 
 // runE2BNode runs a script of e2e/e2bnode with the E2B SDK package sdk
 // against s as tenant key, and returns its last line of output.
-func runE2BNode(t *testing.T, s *server, script, sdk, key string, env ...string) string {
+func runE2BNode(t testing.TB, s *server, script, sdk, key string, env ...string) string {
 	t.Helper()
 	npmInstall(t, "e2bnode")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -48,8 +49,15 @@ func runE2BNode(t *testing.T, s *server, script, sdk, key string, env ...string)
 // checks every call it makes; here, that it got to the end.
 func TestE2BJSSDK(t *testing.T) {
 	s := startServer(t, "")
+	// Which routes each version uses: 2.51 creates and connects on /v2,
+	// 2.50 on /sandboxes (the server's metrics count them).
+	routes := map[string][2]string{
+		"e2b251": {"POST /v2/sandboxes", "POST /v2/sandboxes/{id}/connect"},
+		"e2b250": {"POST /sandboxes", "POST /sandboxes/{id}/connect"},
+	}
 	for _, sdk := range []string{"e2b251", "e2b250"} {
 		t.Run(sdk, func(t *testing.T) {
+			before := s.metrics(t)
 			key, other := s.e2bKey("js-"+sdk), s.e2bKey("other-"+sdk)
 			last := runE2BNode(t, s, "sdk.mjs", sdk, key, "E2B_OTHER_KEY="+other)
 			t.Logf("%s: %s", sdk, last)
@@ -69,6 +77,15 @@ func TestE2BJSSDK(t *testing.T) {
 				!seen.Isolated || !seen.Resumed || !seen.AutoResume {
 				t.Fatalf("the script did not get through: %+v", seen)
 			}
+			after := s.metrics(t)
+			for _, route := range routes[sdk] {
+				for _, code := range []string{"201"} {
+					series := `sandpool_e2b_requests_total{code="` + code + `",route="` + route + `",surface="api"}`
+					if metricValue(after, series) <= metricValue(before, series) {
+						t.Errorf("%s did not use %s (%s)", sdk, route, series)
+					}
+				}
+			}
 			// It killed what it made: nothing of the tenant's is left.
 			list, err := s.client(key).ListSandboxes(context.Background(), client.ListOptions{})
 			if err != nil || len(list) != 0 {
@@ -76,4 +93,15 @@ func TestE2BJSSDK(t *testing.T) {
 			}
 		})
 	}
+}
+
+// metricValue reads one series' value from a /metrics page (0 if absent).
+func metricValue(page, series string) float64 {
+	for _, line := range strings.Split(page, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
 }

@@ -224,7 +224,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	mux.Handle("/", apiSrv)
 	// The E2B API on the same listener: its control plane by path, envd and
 	// sandbox ports by host name or routing headers; the rest is ours.
-	e2bSrv, err := e2b.New(svc, pools, ks, e2b.Config{Domain: cfg.domain, Secret: cl.Secret(), Cluster: cl, Log: log})
+	e2bSrv, err := e2b.New(svc, pools, ks, e2b.Config{Domain: cfg.domain, Secret: cl.Secret(), Cluster: cl, Log: log, Registry: reg})
 	if err != nil {
 		return err
 	}
@@ -251,6 +251,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	log.Info("shutting down: finishing in-flight requests", "timeout", cfg.shutdownTimeout)
 	mcpSrv.Close() // MCP sessions end, their sandboxes go through the API: before it drains
 	apiSrv.Drain()
+	e2bSrv.Drain()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

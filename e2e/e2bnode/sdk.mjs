@@ -88,8 +88,7 @@ try {
   let term = ''
   const pty = await sbx.pty.create({ cols: 80, rows: 24, timeoutMs: 60_000, onData: (d) => { term += new TextDecoder().decode(d) } })
   await sbx.pty.sendInput(pty.pid, enc('stty size; tty\n'))
-  await waitFor('the terminal size', () => term.includes('24 80'))
-  assert.match(term, /\/dev\/pts\//)
+  await waitFor('the terminal size and name', () => term.includes('24 80') && /\/dev\/pts\//.test(term))
   await sbx.pty.resize(pty.pid, { cols: 100, rows: 30 })
   await sbx.pty.sendInput(pty.pid, enc('stty size\n'))
   await waitFor('the new size', () => term.includes('30 100'))

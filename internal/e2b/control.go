@@ -165,15 +165,8 @@ func (s *Server) fromPool(ctx context.Context, tenant string, body newSandboxBod
 	if len(body.EnvVars) > 0 || len(body.Metadata) > 0 || (body.AutoPause != nil && *body.AutoPause) {
 		return sandbox.Sandbox{}, false, nil
 	}
-	pools, err := s.pools.List(ctx, tenant)
-	if err != nil {
-		return sandbox.Sandbox{}, false, err
-	}
-	for _, p := range pools {
-		if p.Template != body.TemplateID || p.Status == pool.StatusDraining {
-			continue
-		}
-		sb, err := s.pools.Acquire(ctx, tenant, p.Name, time.Millisecond)
+	for _, name := range s.pools.OfTemplate(tenant, body.TemplateID) {
+		sb, err := s.pools.Acquire(ctx, tenant, name, time.Millisecond)
 		if errors.Is(err, pool.ErrEmpty) || errdefs.CodeOf(err) == "pool_empty" {
 			continue
 		}

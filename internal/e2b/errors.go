@@ -24,6 +24,8 @@ var (
 	errGone = errors.New("sandbox not running")
 	// errNotSupported: part of the E2B API sandpool does not offer.
 	errNotSupported = errors.New("not supported")
+	// errShuttingDown: the server is stopping.
+	errShuttingDown = errdefs.New(errdefs.ErrUnavailable, "shutting_down", "sandpool is shutting down")
 )
 
 // kinds is the one table that maps an error to what each side of the E2B

@@ -21,6 +21,9 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sandpool/sandpool/internal/keys"
 	"github.com/sandpool/sandpool/internal/pool"
@@ -48,8 +51,9 @@ type Config struct {
 	// same (the cluster secret). Required.
 	Secret string
 	// Cluster, if set, sends requests for sandboxes on other nodes there.
-	Cluster Cluster
-	Log     *slog.Logger
+	Cluster  Cluster
+	Log      *slog.Logger
+	Registry prometheus.Registerer
 }
 
 // Validate names the first bad setting.
@@ -74,6 +78,8 @@ type Server struct {
 	control  http.Handler // the control plane's routes
 	envd     http.Handler // envd's routes, for a routed request
 	ports    *portproxy.Proxy
+	m        *metrics
+	draining atomic.Bool
 	fwd      forwarders
 	acc      accountCache
 	watchers watchers
@@ -95,8 +101,11 @@ func New(svc *sandbox.Service, pools *pool.Manager, ks *keys.Keys, cfg Config) (
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{svc: svc, pools: pools, keys: ks, cfg: cfg, log: cfg.Log, ctx: ctx, cancel: cancel}
+	s := &Server{svc: svc, pools: pools, keys: ks, cfg: cfg, log: cfg.Log, m: newMetrics(cfg.Registry), ctx: ctx, cancel: cancel}
 	s.control = s.controlRoutes()
 	s.envd = s.envdRoutes()
 	s.ports = portproxy.New(portproxy.Options{
@@ -111,6 +120,10 @@ func New(svc *sandbox.Service, pools *pool.Manager, ks *keys.Keys, cfg Config) (
 	return s, nil
 }
 
+// Drain makes new E2B requests fail with 503 while those under way finish
+// (sandpool serve is stopping).
+func (s *Server) Drain() { s.draining.Store(true) }
+
 // Close ends background work (polled watchers).
 func (s *Server) Close() {
 	s.cancel()
@@ -124,15 +137,30 @@ func (s *Server) Close() {
 func (s *Server) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if id, port, routed, err := s.route(r); routed {
-			if err != nil {
-				s.writeEnvdError(w, r, err)
-				return
+			surface, route := "envd", envdRoute
+			if port != EnvdPort {
+				surface, route = "port", func(*http.Request) string { return "port" }
 			}
-			s.serveSandbox(w, r, id, port)
+			s.observe(w, r, surface, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch {
+				case err != nil:
+					s.writeEnvdError(w, r, err)
+				case s.draining.Load():
+					s.writeEnvdError(w, r, errShuttingDown)
+				default:
+					s.serveSandbox(w, r, id, port)
+				}
+			}), route)
 			return
 		}
 		if isControlPath(r.URL.Path) {
-			s.control.ServeHTTP(w, r)
+			s.observe(w, r, "api", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if s.draining.Load() {
+					s.writeAPIError(w, r, errShuttingDown)
+					return
+				}
+				s.control.ServeHTTP(w, r)
+			}), controlRoute)
 			return
 		}
 		next.ServeHTTP(w, r)
