@@ -167,6 +167,17 @@ try {
   assert.equal((await raw('GET', '/b.txt', { Host: host })).status, 401)
   assert.equal((await raw('GET', '/b.txt', { Host: host, 'X-Access-Token': 'x'.repeat(64) })).status, 401)
   seen.getHost = host
+  // A signed /files URL (what uploadUrl/downloadUrl make), by host name.
+  const envdHost = `49983-${sbx.sandboxId}.${process.env.E2B_DOMAIN ?? 'sandpool.localhost'}`
+  const sig = await sdk.getSignature({ path: '/tmp/b.txt', operation: 'read', user: undefined, envdAccessToken: sbx.envdAccessToken })
+  page = await raw('GET', `/files?path=${encodeURIComponent('/tmp/b.txt')}&signature=${encodeURIComponent(sig.signature)}`, { Host: envdHost })
+  assert.deepEqual([page.status, page.body], [200, 'b'])
+  assert.equal((await raw('GET', `/files?path=${encodeURIComponent('/tmp/b.txt')}&signature=v1_x`, { Host: envdHost })).status, 401)
+  const wsig = await sdk.getSignature({ path: '/tmp/up.txt', operation: 'write', user: undefined, envdAccessToken: sbx.envdAccessToken, expirationInSeconds: 60 })
+  page = await raw('POST', `/files?path=${encodeURIComponent('/tmp/up.txt')}&signature=${encodeURIComponent(wsig.signature)}&signature_expiration=${wsig.expiration}`,
+    { Host: envdHost, 'Content-Type': 'application/octet-stream' }, 'up')
+  assert.equal(page.status, 200, page.body)
+  assert.equal(await sbx.files.read('/tmp/up.txt'), 'up')
 
   // Another tenant sees none of it and reaches none of it.
   const theirs = await Sandbox.list({ apiKey: otherKey }).nextItems()
