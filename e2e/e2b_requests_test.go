@@ -10,6 +10,8 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -380,4 +382,120 @@ func TestE2BBadInput(t *testing.T) {
 	if err != nil || len(list) != 1 {
 		t.Fatalf("sandboxes after bad creates: %+v %v", list, err)
 	}
+}
+
+// A create for a template with a warm pool is served from the pool, with
+// the create's environment and metadata; a kill gives the sandbox back,
+// and the next session starts without them.
+func TestE2BPool(t *testing.T) {
+	s := startServer(t, "")
+	ctx := context.Background()
+	key := s.e2bKey("pooled")
+	native := s.client(key)
+	if _, err := s.client("").AddTemplate(ctx, client.TemplateRequest{Name: "warm", From: "base", Hooks: client.Hooks{Setup: "echo set up > /tmp/ready"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := native.CreatePool(ctx, client.PoolConfig{Name: "warm", Template: "warm", MinIdle: 2, MaxTotal: 2}); err != nil {
+		t.Fatal(err)
+	}
+	defer native.DeletePool(context.Background(), "warm")
+	waitIdle := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			p, err := native.GetPool(ctx, "warm")
+			if err == nil && p.Idle >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("pool never had %d idle: %+v %v", n, p, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitIdle(2)
+	c := &e2bCall{t: t, s: s, key: key}
+	create := func(body string) (id, token string) {
+		t.Helper()
+		status, b := c.api("POST", "/v2/sandboxes", body)
+		var sb map[string]any
+		json.Unmarshal(b, &sb)
+		if status != http.StatusCreated {
+			t.Fatalf("create: %d %s", status, b)
+		}
+		return sb["sandboxID"].(string), sb["envdAccessToken"].(string)
+	}
+	run := func(id, token, line string) string {
+		t.Helper()
+		c.sbx, c.token = id, token
+		msgs, end := c.stream("process.Process/Start", `{"process": {"cmd": "/bin/bash", "args": ["-c", `+strconv.Quote(line)+`]}}`)
+		if len(end) != 0 {
+			t.Fatalf("run %q: %v", line, end)
+		}
+		var out string
+		for _, m := range msgs {
+			if d, ok := m["event"].(map[string]any)["data"].(map[string]any); ok {
+				b, _ := base64.StdEncoding.DecodeString(d["stdout"].(string))
+				out += string(b)
+			}
+		}
+		return out
+	}
+
+	id, token := create(`{"templateID": "warm", "metadata": {"who": "first"}, "envVars": {"SESSION": "one"}, "timeout": 60}`)
+	sb, err := native.GetSandbox(ctx, "sb_"+id)
+	if err != nil || sb.Pool != "warm" || sb.Metadata["who"] != "first" {
+		t.Fatalf("the create was not served from the pool: %+v %v", sb, err)
+	}
+	if out := run(id, token, "echo $SESSION; cat /tmp/ready"); out != "one\nset up\n" {
+		t.Fatalf("in the pooled sandbox: %q", out)
+	}
+	status, b := c.api("GET", "/v2/sandboxes?metadata="+url.QueryEscape("who=first"), "")
+	if status != http.StatusOK || !strings.Contains(string(b), id) {
+		t.Fatalf("listed by its metadata: %d %s", status, b)
+	}
+	// Kill gives it back to the pool, where it is reset.
+	if status, b := c.api("DELETE", "/sandboxes/"+id, ""); status != http.StatusNoContent {
+		t.Fatalf("kill: %d %s", status, b)
+	}
+	if status, _ := c.api("GET", "/sandboxes/"+id, ""); status != http.StatusNotFound {
+		t.Fatalf("a released sandbox is still the caller's: %d", status)
+	}
+	if _, err := native.GetSandbox(ctx, "sb_"+id); err != nil {
+		t.Fatalf("the released sandbox is gone rather than back in its pool: %v", err)
+	}
+	waitIdle(2)
+	// The next sessions (both idle sandboxes, one of them the first
+	// one) start without the first's environment and metadata, and its
+	// old token opens nothing.
+	seen := map[string]bool{}
+	for i := 0; i < 2; i++ {
+		nid, ntoken := create(`{"templateID": "warm", "timeout": 60}`)
+		seen[nid] = true
+		if out := run(nid, ntoken, "echo [$SESSION]"); out != "[]\n" {
+			t.Fatalf("a later session sees %q", out)
+		}
+		if sb, _ := native.GetSandbox(ctx, "sb_"+nid); len(sb.Metadata) != 0 || sb.Pool != "warm" {
+			t.Fatalf("a later session: %+v", sb)
+		}
+		if nid == id && ntoken == token {
+			t.Fatal("a sandbox's new session has its old token")
+		}
+	}
+	if !seen[id] {
+		t.Fatalf("the released sandbox %s was not handed out again (got %v)", id, seen)
+	}
+	c.sbx, c.token = id, token
+	if status, _ := c.envd("GET", "/health", "", nil, nil); status != http.StatusUnauthorized {
+		t.Fatalf("the first session's token after it ended: %d", status)
+	}
+	// With the pool empty (fail_fast), a create is a new sandbox.
+	cid, _ := create(`{"templateID": "warm", "timeout": 60}`)
+	if sb, err := native.GetSandbox(ctx, "sb_"+cid); err != nil || sb.Pool != "" {
+		t.Fatalf("with the pool empty: %+v %v", sb, err)
+	}
+	for sid := range seen {
+		c.api("DELETE", "/sandboxes/"+sid, "")
+	}
+	c.api("DELETE", "/sandboxes/"+cid, "")
 }

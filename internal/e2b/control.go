@@ -119,9 +119,9 @@ func checkTimeout(t *int) (int, error) {
 }
 
 // create makes a sandbox (POST /sandboxes, /v2/sandboxes): from a warm
-// pool of the template when the tenant has one with an idle sandbox (and
-// the create sets no environment or metadata, which a pool's sandboxes
-// cannot take), else a new one. It answers once envd (the agent) answers.
+// pool of the template when the tenant has one with an idle sandbox (not
+// for autoPause: a pool's sandboxes are not paused), else a new one. It
+// answers once envd (the agent) answers.
 func (s *Server) create(w http.ResponseWriter, r *http.Request, tenant string) {
 	var body newSandboxBody
 	if err := decodeBody(w, r, &body); err != nil {
@@ -159,23 +159,28 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, tenant string) {
 
 // fromPool acquires a sandbox of body's template from one of the tenant's
 // pools, if there is one with an idle sandbox; pooled false otherwise.
-// The sandbox keeps the pool's settings but for its timeout, which is the
-// create's (a pool's sandbox is killed, and replaced, when it passes).
+// The sandbox gets the create's timeout (when it passes, a pool's sandbox
+// is killed and replaced), environment variables and metadata, which go
+// when it is released.
 func (s *Server) fromPool(ctx context.Context, tenant string, body newSandboxBody, timeout int) (sandbox.Sandbox, bool, error) {
-	if len(body.EnvVars) > 0 || len(body.Metadata) > 0 || (body.AutoPause != nil && *body.AutoPause) {
+	if body.AutoPause != nil && *body.AutoPause {
 		return sandbox.Sandbox{}, false, nil
 	}
 	for _, name := range s.pools.OfTemplate(tenant, body.TemplateID) {
 		sb, err := s.pools.Acquire(ctx, tenant, name, time.Millisecond)
-		if errors.Is(err, pool.ErrEmpty) || errdefs.CodeOf(err) == "pool_empty" {
+		if errors.Is(err, pool.ErrEmpty) {
 			continue
 		}
 		if err != nil {
 			return sandbox.Sandbox{}, false, err
 		}
-		kill := sandbox.OnTimeoutKill
-		if sb, err = s.svc.SetTimeout(ctx, tenant, sb.ID, sandbox.TimeoutRequest{Timeout: &timeout, OnTimeout: &kill}); err != nil {
-			_, _ = s.pools.Release(context.WithoutCancel(ctx), tenant, sb.ID, pool.SessionOK) // best effort: give it back
+		id, kill := sb.ID, sandbox.OnTimeoutKill
+		sb, err = s.svc.SetTimeout(ctx, tenant, id, sandbox.TimeoutRequest{Timeout: &timeout, OnTimeout: &kill})
+		if err == nil && (len(body.EnvVars) > 0 || len(body.Metadata) > 0) {
+			sb, err = s.svc.SetSession(ctx, tenant, id, body.EnvVars, body.Metadata)
+		}
+		if err != nil {
+			_, _ = s.pools.Release(context.WithoutCancel(ctx), tenant, id, pool.SessionOK) // best effort: give it back
 			return sandbox.Sandbox{}, false, err
 		}
 		return sb, true, nil

@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"maps"
 	"syscall"
@@ -16,12 +15,10 @@ import (
 type ExecRequest = proc.Spec
 
 func (s *Service) withEnv(row store.Sandbox, req ExecRequest) ExecRequest {
-	var sp spec
-	_ = json.Unmarshal([]byte(row.Spec), &sp) // written by us
-	if len(sp.Env) == 0 {
+	env := specOf(row).env()
+	if len(env) == 0 {
 		return req
 	}
-	env := maps.Clone(sp.Env)
 	maps.Copy(env, req.Env)
 	req.Env = env
 	return req

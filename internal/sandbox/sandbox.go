@@ -105,6 +105,9 @@ type spec struct {
 	Rootfs string `json:"rootfs,omitempty"`
 	// NoAutoResume: calls do not resume the sandbox when it is paused.
 	NoAutoResume bool `json:"no_auto_resume,omitempty"`
+	// SessionEnv is what a pool's session added to Env (SetSession); it
+	// goes when the sandbox is released.
+	SessionEnv map[string]string `json:"session_env,omitempty"`
 }
 
 // specOf reads what the store keeps of a sandbox's create request.
@@ -145,7 +148,7 @@ func statusStrings(ss []Status) []string {
 func (s *Service) fromRow(row store.Sandbox) Sandbox {
 	sp := specOf(row)
 	sb := Sandbox{ID: row.ID, Tenant: row.Tenant, Template: row.Template, Status: Status(row.Status),
-		Limits: sp.Limits, Env: sp.Env, Metadata: row.Metadata, Error: row.Error, AutoResume: !sp.NoAutoResume,
+		Limits: sp.Limits, Env: sp.env(), Metadata: row.Metadata, Error: row.Error, AutoResume: !sp.NoAutoResume,
 		Timeout: row.Timeout, OnTimeout: row.OnTimeout, ArchiveAfter: s.archiveAfter(row),
 		Pool: row.Pool, Uses: row.Uses, NodeName: row.Node,
 		CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt}
