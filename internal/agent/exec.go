@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -122,17 +123,24 @@ func (s *Server) exec(c *conn, req *request) error {
 }
 
 // supervise pumps output, applies the timeout, and records the exit once
-// the process has exited and its pipes are drained (or a short grace has
-// passed: a child that keeps the pipes open must not hold the exit back).
+// the process has exited and its pipes are drained: what it wrote before
+// it exited is all delivered, however busy the machine, but a child that
+// keeps the pipes open (and quiet) must not hold the exit back, nor one
+// that keeps writing for longer than drainMax.
 func (s *Server) supervise(p *process, outputs []output, timeout time.Duration) {
 	var pumps sync.WaitGroup
+	var lastRead atomic.Int64 // unix nanoseconds of the last read that got data
+	var emitting atomic.Int32 // pumps handing output on (slow subscribers hold them)
 	pump := func(f *os.File, typ byte) {
 		defer pumps.Done()
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := f.Read(buf)
 			if n > 0 {
+				emitting.Add(1)
 				p.emit(typ, buf[:n])
+				emitting.Add(-1)
+				lastRead.Store(time.Now().UnixNano())
 			}
 			if err != nil {
 				return // EOF; EIO from a terminal whose other end is closed
@@ -158,14 +166,22 @@ func (s *Server) supervise(p *process, outputs []output, timeout time.Duration) 
 	ws := <-p.status
 	drained := make(chan struct{})
 	go func() { pumps.Wait(); close(drained) }()
-	select {
-	case <-drained:
-	case <-time.After(drainGrace):
-		// Someone still holds the pipes; stop reading.
-		for _, o := range outputs {
-			_ = o.f.SetReadDeadline(time.Now()) // pipes and terminals are pollable
+	giveUp := time.Now().Add(drainMax)
+	for waiting := true; waiting; {
+		select {
+		case <-drained:
+			waiting = false
+		case <-time.After(drainGrace):
+			quiet := emitting.Load() == 0 && time.Since(time.Unix(0, lastRead.Load())) >= drainGrace
+			if quiet || time.Now().After(giveUp) {
+				// Someone still holds the pipes; stop reading.
+				for _, o := range outputs {
+					_ = o.f.SetReadDeadline(time.Now()) // pipes and terminals are pollable
+				}
+				<-drained
+				waiting = false
+			}
 		}
-		<-drained
 	}
 	for _, o := range outputs {
 		o.f.Close()

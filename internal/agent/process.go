@@ -15,6 +15,7 @@ const (
 	ringBytes   = 1 << 20
 	subQueueMax = 1 << 20
 	drainGrace  = 100 * time.Millisecond
+	drainMax    = 2 * time.Second
 	keepExited  = 64
 )
 

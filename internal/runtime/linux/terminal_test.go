@@ -254,3 +254,45 @@ func TestAttachLive(t *testing.T) {
 		t.Fatalf("live attach after the exit: %+v %v", st, err)
 	}
 }
+
+// slowWriter counts what it is given, taking its time over some of it.
+type slowWriter struct {
+	mu     sync.Mutex
+	n      int
+	writes int // slow ones
+}
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.n += len(p)
+	slow := w.writes < 3 // the first writes: meanwhile the command writes the rest and exits
+	if slow {
+		w.writes++
+	}
+	w.mu.Unlock()
+	if slow {
+		time.Sleep(300 * time.Millisecond) // longer than the agent's drain grace
+	}
+	return len(p), nil
+}
+
+// All a command wrote before it exited reaches a caller who reads it
+// slowly: the agent goes on draining the pipes while output still flows.
+func TestExecOutputCompleteForSlowReader(t *testing.T) {
+	r := openRuntime(t)
+	id := createSandbox(t, r, runtime.Spec{Template: "base"})
+	var w slowWriter
+	// A little more than the agent's queue and the socket's buffers hold:
+	// the command exits with the rest in its pipe while the agent waits for
+	// the reader.
+	p, err := r.Exec(context.Background(), id, proc.Spec{Shell: "head -c 1087500 /dev/zero | base64 -w 0"}, proc.Stdio{Stdout: &w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := p.Wait(); err != nil || st.Code != 0 {
+		t.Fatalf("exit %+v %v", st, err)
+	}
+	if w.n != 1450000 {
+		t.Fatalf("got %d bytes of 1450000", w.n)
+	}
+}
