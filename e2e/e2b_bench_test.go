@@ -34,14 +34,19 @@ func BenchmarkE2BCreateToFirstOutput(b *testing.B) {
 		n = v
 	}
 	for b.Loop() {
-		var got map[string]struct{ P50, P90, P99, Min float64 }
+		var got map[string]struct {
+			P50, P90, P99, Min float64
+			CreateP50          float64 `json:"create_p50"`
+		}
 		last := runE2BNode(b, s, "bench.mjs", "e2b251", key, "E2B_BENCH_TEMPLATES=base,warm", "E2B_BENCH_N="+strconv.Itoa(n))
 		if err := json.Unmarshal([]byte(last), &got); err != nil {
 			b.Fatalf("bench.mjs printed %q: %v", last, err)
 		}
 		b.ReportMetric(got["base"].P50, "cold_p50_ms")
 		b.ReportMetric(got["base"].P99, "cold_p99_ms")
+		b.ReportMetric(got["base"].CreateP50, "cold_create_p50_ms")
 		b.ReportMetric(got["warm"].P50, "pooled_p50_ms")
 		b.ReportMetric(got["warm"].P99, "pooled_p99_ms")
+		b.ReportMetric(got["warm"].CreateP50, "pooled_create_p50_ms")
 	}
 }
