@@ -176,6 +176,19 @@ func TestE2BPythonSDKRequests(t *testing.T) {
 		t.Fatalf("Start events %q", events)
 	}
 
+	// A quiet command's stream carries keepalives at the interval asked for.
+	msgs, end = c.stream("process.Process/Start", `{"process": {"cmd": "/bin/bash", "args": ["-c", "sleep 2.5; echo late"]}}`,
+		http.Header{"Keepalive-Ping-Interval": {"1"}})
+	keepalives := 0
+	for _, m := range msgs {
+		if _, ok := m["event"].(map[string]any)["keepalive"]; ok {
+			keepalives++
+		}
+	}
+	if len(end) != 0 || keepalives == 0 {
+		t.Fatalf("a quiet command: %d keepalives, end %v, %v", keepalives, end, msgs)
+	}
+
 	// files.watch_dir (sync): a watcher polled for its events.
 	status, w := c.unary("filesystem.Filesystem/CreateWatcher", `{"path": "/tmp", "recursive": false}`)
 	watcher, _ := w["watcherId"].(string)
