@@ -47,7 +47,6 @@ func (s *Server) controlRoutes() http.Handler {
 		"/v2/sandboxes":  s.unsupported,
 		"/v2/sandboxes/": s.unsupported,
 	} {
-		h := h
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			tenant, err := s.tenantOf(r)
 			if err != nil {
