@@ -24,6 +24,7 @@ import (
 	"github.com/sandpool/sandpool/internal/api"
 	"github.com/sandpool/sandpool/internal/buildinfo"
 	"github.com/sandpool/sandpool/internal/cluster"
+	"github.com/sandpool/sandpool/internal/e2b"
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/idempotency"
 	"github.com/sandpool/sandpool/internal/image"
@@ -64,6 +65,7 @@ type serveConfig struct {
 	leaseTTL        time.Duration
 	nodeTimeout     time.Duration
 	maxTemplateSize string
+	domain          string
 }
 
 func serveCommand(stderr io.Writer) *cobra.Command {
@@ -97,6 +99,7 @@ admin API key and writes it to <data>/admin.key.`,
 	f.DurationVar(&cfg.nodeTimeout, "node-timeout", 10*time.Second, "how long a node may be silent before others mark it down and its sandboxes lost")
 	f.DurationVar(&cfg.archiveAfter, "archive-after", 10*time.Minute, "how long a paused sandbox stays frozen (memory kept) before it is archived (files kept), unless it says otherwise")
 	f.StringVar(&cfg.maxTemplateSize, "max-template-size", "16G", "largest template made from an image or a Dockerfile (its layers, compressed and unpacked): 512M, 20G")
+	f.StringVar(&cfg.domain, "domain", envOr("SANDPOOL_DOMAIN", e2b.DefaultDomain), "E2B API: sandbox ports are reached as <port>-<sandboxID>.<domain> (env SANDPOOL_DOMAIN)")
 	f.StringVar(&cfg.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for developers)")
 	_ = f.MarkHidden("cpu-profile")
 	return cmd
@@ -233,8 +236,15 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", mcpSrv) // MCP over streamable HTTP: the API in process, per caller's key
 	mux.Handle("/", apiSrv)
+	// The E2B API on the same listener: its control plane by path, envd and
+	// sandbox ports by host name or routing headers; the rest is ours.
+	e2bSrv, err := e2b.New(svc, pools, ks, e2b.Config{Domain: cfg.domain, Secret: cl.Secret(), Cluster: cl, Log: log, Registry: reg})
+	if err != nil {
+		return err
+	}
+	defer e2bSrv.Close()
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           e2bSrv.Handler(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -255,6 +265,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	log.Info("shutting down: finishing in-flight requests", "timeout", cfg.shutdownTimeout)
 	mcpSrv.Close() // MCP sessions end, their sandboxes go through the API: before it drains
 	apiSrv.Drain()
+	e2bSrv.Drain()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

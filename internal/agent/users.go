@@ -6,6 +6,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/sandpool/sandpool/internal/proc"
 )
 
 // account is a user as the sandbox's own /etc/passwd and /etc/group say.
@@ -18,9 +20,9 @@ type account struct {
 	Shell  string
 }
 
-// DefaultUser is who processes run as and files belong to unless the caller
-// says otherwise.
-const DefaultUser = "user"
+// DefaultUser is who processes run as and files belong to unless the
+// caller (or the template's defaults) says otherwise.
+const DefaultUser = proc.DefaultUser
 
 // lookupUser resolves a name or a numeric uid against the sandbox's
 // /etc/passwd (and /etc/group for supplementary groups). A numeric uid
