@@ -24,6 +24,7 @@ import (
 	"github.com/sandpool/sandpool/internal/api"
 	"github.com/sandpool/sandpool/internal/buildinfo"
 	"github.com/sandpool/sandpool/internal/cluster"
+	"github.com/sandpool/sandpool/internal/dashboard"
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/idempotency"
 	"github.com/sandpool/sandpool/internal/keys"
@@ -216,8 +217,15 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	dash, err := dashboard.New(svc, pools, ks, dashboard.Config{Node: cfg.node, Nodes: cl, Log: log, Registry: reg})
+	if err != nil {
+		return err
+	}
+	defer dash.Close()
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", mcpSrv) // MCP over streamable HTTP: the API in process, per caller's key
+	mux.Handle("/ui/", dash)   // the web dashboard
+	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusSeeOther))
 	mux.Handle("/", apiSrv)
 	srv := &http.Server{
 		Handler:           mux,
@@ -240,6 +248,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 	log.Info("shutting down: finishing in-flight requests", "timeout", cfg.shutdownTimeout)
 	mcpSrv.Close() // MCP sessions end, their sandboxes go through the API: before it drains
+	dash.Close()   // live streams and terminals end (Shutdown would wait for them)
 	apiSrv.Drain()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()

@@ -1,0 +1,162 @@
+package dashboard
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/sandpool/sandpool/internal/events"
+)
+
+// Live updates: a page that changes says so with data-live on its <main>
+// (page.Live); app.js opens an EventSource on /ui/live with that query and
+// applies the patches it receives. The stream is fed by the events.Broker
+// (the same transitions GET /v1/events serves), filtered to the session's
+// tenant; nothing polls. What one event changes (a sandbox's row, a line
+// of history) is sent at once; what counts many (summaries, pool counts,
+// the overview) is re-rendered at most every coalesceEvery.
+
+// patch is one change to a page, applied by app.js.
+type patch struct {
+	// Op is upsert (replace the element, or add it to Parent), replace
+	// (only if it is there), remove, prepend (add it first in Parent), or
+	// stale (events were lost: the page offers a reload).
+	Op     string `json:"op"`
+	ID     string `json:"id,omitempty"`
+	Parent string `json:"parent,omitempty"`
+	HTML   string `json:"html,omitempty"`
+}
+
+// view is what a page does with events.
+type view interface {
+	// event returns the patches for one event, and whether the coalesced
+	// refresh is due.
+	event(ctx context.Context, e events.Event) ([]patch, bool, error)
+	// refresh re-renders what many events change together.
+	refresh(ctx context.Context) ([]patch, error)
+}
+
+const (
+	coalesceEvery = 250 * time.Millisecond
+	keepaliveEvery = 15 * time.Second
+	viewTimeout   = 10 * time.Second // bounds each event's or refresh's work
+)
+
+// visible reports whether a session may see an event: its own tenant's,
+// and for admins the cluster's (nodes going down).
+func visible(sess *session, e events.Event) bool {
+	return e.Tenant == sess.tenant || (sess.admin && e.Type == "node" && e.Tenant == "")
+}
+
+func (s *Server) newView(r *http.Request, sess *session) (view, error) {
+	q := r.URL.Query()
+	switch q.Get("view") {
+	case "overview":
+		return &overviewView{s: s, sess: sess}, nil
+	case "sandboxes":
+		f, err := parseFilter(q)
+		if err != nil {
+			return nil, err
+		}
+		return &sandboxesView{s: s, sess: sess, f: f, append: q.Get("append") == "1"}, nil
+	case "sandbox":
+		return s.newSandboxView(r.Context(), sess, q.Get("id"), q.Get("path"))
+	case "pools":
+		return s.newPoolsView(r.Context(), sess)
+	case "events":
+		return &eventsView{s: s, sess: sess}, nil
+	}
+	return nil, fmt.Errorf("%w: unknown live view %q", errBadForm, q.Get("view"))
+}
+
+// live streams a page's patches as server-sent events until the browser
+// leaves, the session ends (it is told, and goes to the sign-in page) or
+// the server stops.
+func (s *Server) live(w http.ResponseWriter, r *http.Request, sess *session) error {
+	v, err := s.newView(r, sess)
+	if err != nil {
+		return err
+	}
+	sub := s.svc.Events().Subscribe(1024, func(e events.Event) bool { return visible(sess, e) })
+	defer sub.Close()
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("X-Accel-Buffering", "no") // proxies: pass each event on at once
+	w.WriteHeader(http.StatusOK)
+	if _, err := fmt.Fprint(w, ": sandpool live\n\n"); err != nil || rc.Flush() != nil {
+		return nil
+	}
+	send := func(event string, ps []patch) bool {
+		if len(ps) == 0 && event == "patch" {
+			return true
+		}
+		b, err := json.Marshal(ps)
+		if err != nil {
+			return false
+		}
+		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	work := func(f func(context.Context) ([]patch, error)) bool {
+		ctx, cancel := context.WithTimeout(r.Context(), viewTimeout)
+		defer cancel()
+		ps, err := f(ctx)
+		if err != nil {
+			s.log.Warn("dashboard live update failed", "err", err)
+			return true // the next event may do better
+		}
+		return send("patch", ps)
+	}
+	keepalive := time.NewTicker(keepaliveEvery)
+	defer keepalive.Stop()
+	var due <-chan time.Time
+	for {
+		select {
+		case <-r.Context().Done():
+			return nil
+		case <-s.ctx.Done():
+			return nil
+		case <-sess.Done():
+			send("signedout", nil)
+			return nil
+		case <-keepalive.C:
+			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil || rc.Flush() != nil {
+				return nil
+			}
+		case e := <-sub.C:
+			if sub.Dropped() > 0 && !send("patch", []patch{{Op: "stale"}}) {
+				return nil
+			}
+			dirty := false
+			ok := work(func(ctx context.Context) ([]patch, error) {
+				ps, d, err := v.event(ctx, e)
+				dirty = d
+				return ps, err
+			})
+			if !ok {
+				return nil
+			}
+			if dirty && due == nil {
+				due = time.After(coalesceEvery)
+			}
+		case <-due:
+			due = nil
+			if !work(v.refresh) {
+				return nil
+			}
+		}
+	}
+}
+
+// one renders a fragment into a single patch.
+func (s *Server) one(op, id, parent, fragment string, data any) ([]patch, error) {
+	html, err := s.fragment(fragment, data)
+	if err != nil {
+		return nil, err
+	}
+	return []patch{{Op: op, ID: id, Parent: parent, HTML: html}}, nil
+}
