@@ -39,9 +39,9 @@ type view interface {
 }
 
 const (
-	coalesceEvery = 250 * time.Millisecond
+	coalesceEvery  = 250 * time.Millisecond
 	keepaliveEvery = 15 * time.Second
-	viewTimeout   = 10 * time.Second // bounds each event's or refresh's work
+	viewTimeout    = 10 * time.Second // bounds each event's or refresh's work
 )
 
 // visible reports whether a session may see an event: its own tenant's,
