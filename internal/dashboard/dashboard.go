@@ -267,6 +267,7 @@ func (s *Server) serve(rt route) http.Handler {
 			s.requests.WithLabelValues(rt.pattern, strconv.Itoa(code)).Inc()
 		}()
 		securityHeaders(rec.Header())
+		r = r.WithContext(context.WithValue(r.Context(), startKey{}, time.Now()))
 		sess, err := s.check(rec, r, rt)
 		if err == nil {
 			err = rt.h(rec, r, sess)
@@ -275,6 +276,15 @@ func (s *Server) serve(rt route) http.Handler {
 			s.fail(rec, r, sess, err)
 		}
 	})
+}
+
+// startKey holds when a request began: a page's live stream replays the
+// events from then on, so none falls between the page and its stream.
+type startKey struct{}
+
+func requestStart(r *http.Request) time.Time {
+	t, _ := r.Context().Value(startKey{}).(time.Time)
+	return t
 }
 
 // check finds the request's session and applies the route's access rule

@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/sandpool/sandpool/internal/events"
 )
@@ -88,6 +89,20 @@ func (h *history) latest(n int, keep func(events.Event) bool) []events.Event {
 		}
 	}
 	return out
+}
+
+// since returns the recent events after t that keep says to, oldest
+// first; complete is false if older ones after t were already forgotten.
+func (h *history) since(t time.Time, keep func(events.Event) bool) (out []events.Event, complete bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	complete = len(h.recent) < historyRecent || !h.recent[0].Time.After(t)
+	for _, e := range h.recent {
+		if e.Time.After(t) && keep(e) {
+			out = append(out, e)
+		}
+	}
+	return out, complete
 }
 
 func reversed(in []events.Event) []events.Event {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/sandpool/sandpool/internal/events"
@@ -79,8 +80,17 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request, sess *session) err
 	if err != nil {
 		return err
 	}
-	sub := s.svc.Events().Subscribe(1024, func(e events.Event) bool { return visible(sess, e) })
+	keep := func(e events.Event) bool { return visible(sess, e) }
+	sub := s.svc.Events().Subscribe(1024, keep)
 	defer sub.Close()
+	// What happened between the page's rendering and this stream: replayed
+	// from the history (events come on sub from now on; one seen twice
+	// does no harm).
+	var missed []events.Event
+	complete := true
+	if ns, err := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64); err == nil {
+		missed, complete = s.history.since(time.Unix(0, ns), keep)
+	}
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no") // proxies: pass each event on at once
@@ -111,9 +121,32 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request, sess *session) err
 		}
 		return send("patch", ps)
 	}
+	handle := func(e events.Event, due *<-chan time.Time) bool {
+		dirty := false
+		ok := work(func(ctx context.Context) ([]patch, error) {
+			ps, d, err := v.event(ctx, e)
+			dirty = d
+			return ps, err
+		})
+		if dirty && *due == nil {
+			*due = time.After(coalesceEvery)
+		}
+		return ok
+	}
+	var due <-chan time.Time
+	if !complete && !send("patch", []patch{{Op: "stale"}}) {
+		return nil
+	}
+	for _, e := range missed {
+		if !handle(e, &due) {
+			return nil
+		}
+	}
+	if due == nil {
+		due = time.After(0) // counts may have changed before the history began
+	}
 	keepalive := time.NewTicker(keepaliveEvery)
 	defer keepalive.Stop()
-	var due <-chan time.Time
 	for {
 		select {
 		case <-r.Context().Done():
@@ -131,17 +164,8 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request, sess *session) err
 			if sub.Dropped() > 0 && !send("patch", []patch{{Op: "stale"}}) {
 				return nil
 			}
-			dirty := false
-			ok := work(func(ctx context.Context) ([]patch, error) {
-				ps, d, err := v.event(ctx, e)
-				dirty = d
-				return ps, err
-			})
-			if !ok {
+			if !handle(e, &due) {
 				return nil
-			}
-			if dirty && due == nil {
-				due = time.After(coalesceEvery)
 			}
 		case <-due:
 			due = nil

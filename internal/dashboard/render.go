@@ -113,6 +113,9 @@ func parseTemplates(assetURL func(string) string) (*templates, error) {
 // render writes a whole page. It is rendered to memory first, so a
 // template that fails gives an error page, not half a page.
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, p page) {
+	if p.Live != "" {
+		p.Live += "&since=" + strconv.FormatInt(requestStart(r).UnixNano(), 10)
+	}
 	set, ok := s.views.pages[name]
 	var buf bytes.Buffer
 	err := fmt.Errorf("no page template %q", name)
