@@ -216,6 +216,7 @@ func (s *Server) routeTable() []route {
 
 		{pattern: "GET /ui/sandboxes", h: s.sandboxesPage, access: user},
 		{pattern: "GET /ui/sandboxes/{id}", h: s.sandboxPage, access: user},
+		{pattern: "POST /ui/sandboxes/act", h: s.act, access: user},
 		{pattern: "POST /ui/sandboxes/{id}/pause", h: s.pause, access: user},
 		{pattern: "POST /ui/sandboxes/{id}/resume", h: s.resume, access: user},
 		{pattern: "POST /ui/sandboxes/{id}/delete", h: s.deleteSandbox, access: user},

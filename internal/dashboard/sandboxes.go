@@ -121,12 +121,10 @@ func (s *Server) list(ctx context.Context, tenant string, f sbFilter) ([]sandbox
 	return out, nil
 }
 
-// sbRow is one row of the list: the sandbox, and what its forms carry.
+// sbRow is one row of the list (rows.go renders it).
 type sbRow struct {
 	SB   sandbox.Sandbox
-	CSRF string
-	Next string // where an action returns to
-	Here string // this node's name
+	Here string // this node's name: only its sandboxes get buttons
 }
 
 // statusCount is how many sandboxes of the list have a status.
@@ -183,10 +181,9 @@ func (s *Server) sandboxesPage(w http.ResponseWriter, r *http.Request, sess *ses
 	}
 	from, to := (f.Page-1)*s.cfg.PageSize, min(f.Page*s.cfg.PageSize, len(list))
 	d.From, d.To = from+1, to
-	next := f.URL(f.Page)
 	d.Rows = make([]sbRow, 0, to-from)
 	for _, sb := range list[from:to] {
-		d.Rows = append(d.Rows, sbRow{SB: sb, CSRF: sess.csrf, Next: next, Here: s.cfg.Node})
+		d.Rows = append(d.Rows, sbRow{SB: sb, Here: s.cfg.Node})
 	}
 	if tpls, err := s.svc.Templates(r.Context()); err == nil { // the filter's choices; a failure leaves a text box
 		for _, t := range tpls {
@@ -219,6 +216,41 @@ func (s *Server) local(ctx context.Context, sess *session, id string) (sandbox.S
 		return sb, fmt.Errorf("%w: sandbox %s lives on node %s; open that node's dashboard to act on it", sandbox.ErrElsewhere, id, sb.NodeName)
 	}
 	return sb, nil
+}
+
+// actions are what the list's buttons do, by the button's name; its
+// value is the sandbox.
+var actions = map[string]func(*Server, context.Context, *session, string) error{
+	"pause": func(s *Server, ctx context.Context, sess *session, id string) error {
+		_, err := s.svc.Pause(ctx, sess.tenant, id, sandbox.PauseOptions{})
+		return err
+	},
+	"resume": func(s *Server, ctx context.Context, sess *session, id string) error {
+		_, _, err := s.svc.Resume(ctx, sess.tenant, id)
+		return err
+	},
+	"delete": func(s *Server, ctx context.Context, sess *session, id string) error {
+		return s.svc.Delete(ctx, sess.tenant, id)
+	},
+}
+
+// act runs the action of the list's button that was pressed (one form
+// for the whole table keeps a thousand rows light).
+func (s *Server) act(w http.ResponseWriter, r *http.Request, sess *session) error {
+	for name, do := range actions {
+		id := r.PostForm.Get(name)
+		if id == "" {
+			continue
+		}
+		if _, err := s.local(r.Context(), sess, id); err != nil {
+			return err
+		}
+		if err := do(s, r.Context(), sess, id); err != nil {
+			return err
+		}
+		return back(w, r, "/ui/sandboxes")
+	}
+	return fmt.Errorf("%w: no action (pause, resume or delete) was chosen", errBadForm)
 }
 
 func (s *Server) pause(w http.ResponseWriter, r *http.Request, sess *session) error {

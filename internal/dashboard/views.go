@@ -58,8 +58,7 @@ func (v *sandboxesView) event(ctx context.Context, e events.Event) ([]patch, boo
 	if v.append {
 		op, parent = "upsert", "sb-rows"
 	}
-	ps, err := v.s.one(op, id, parent, "sandbox-row", sbRow{SB: sb, CSRF: v.sess.csrf, Next: v.f.URL(v.f.Page), Here: v.s.cfg.Node})
-	return ps, true, err
+	return []patch{{Op: op, ID: id, Parent: parent, HTML: string(sandboxRow(sbRow{SB: sb, Here: v.s.cfg.Node}))}}, true, nil
 }
 
 func (v *sandboxesView) refresh(ctx context.Context) ([]patch, error) {

@@ -138,8 +138,11 @@
   // --- Confirmations for what cannot be undone. ---
 
   document.addEventListener("click", (ev) => {
-    const b = ev.target.closest("button[data-confirm]");
-    if (b && !window.confirm(b.dataset.confirm)) ev.preventDefault();
+    const b = ev.target.closest("button");
+    if (!b) return;
+    let msg = b.dataset.confirm;
+    if (!msg && b.name === "delete" && b.value) msg = "Delete sandbox " + b.value + "? Its processes and files are lost.";
+    if (msg && !window.confirm(msg)) ev.preventDefault();
   });
 
   // --- Terminal: a WebSocket to a PTY in the sandbox (xterm.js). ---
