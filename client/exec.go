@@ -23,6 +23,18 @@ type ExecRequest struct {
 	Stdin []byte `json:"-"`
 	// Timeout in seconds kills the process group; 0 means none.
 	Timeout float64 `json:"timeout,omitempty"`
+	// PTY runs the process on a terminal of this size; its output comes
+	// as stdout.
+	PTY *TermSize `json:"pty,omitempty"`
+	// Tag names the process: "tag:NAME" then works wherever a process id
+	// does.
+	Tag string `json:"tag,omitempty"`
+}
+
+// TermSize is a terminal's size in characters.
+type TermSize struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
 }
 
 type execBody struct {
@@ -215,7 +227,10 @@ func (s *Stream) Close() error { return s.body.Close() }
 type Process struct {
 	ID         string      `json:"id"`
 	Pid        int         `json:"pid"`
+	Tag        string      `json:"tag,omitempty"`
 	Cmd        []string    `json:"cmd"`
+	Cwd        string      `json:"cwd,omitempty"`
+	PTY        bool        `json:"pty,omitempty"`
 	Background bool        `json:"background"`
 	Running    bool        `json:"running"`
 	StartedAt  time.Time   `json:"started_at"`
@@ -228,8 +243,14 @@ func (c *Client) StartProcess(ctx context.Context, id string, req ExecRequest) (
 	if err := c.call(ctx, request{method: "POST", path: sandboxPath(id, "/processes"), body: req.body(false)}, &p); err != nil {
 		return nil, err
 	}
-	p.Background, p.Running, p.Cmd = true, true, req.Cmd
+	p.Background, p.Running, p.Cmd, p.Tag, p.PTY = true, true, req.Cmd, req.Tag, req.PTY != nil
 	return &p, nil
+}
+
+// ResizePTY gives the terminal of a process started with PTY a new size.
+func (c *Client) ResizePTY(ctx context.Context, id, proc string, size TermSize) error {
+	return c.call(ctx, request{method: "POST", path: sandboxPath(id, "/processes/"+url.PathEscape(proc)+"/resize"),
+		body: jsonBody(size)}, nil)
 }
 
 // ListProcesses lists the processes the sandbox tracks.

@@ -29,6 +29,8 @@ type Sandbox struct {
 	Timeout      int    `json:"timeout"`
 	OnTimeout    string `json:"on_timeout"`
 	ArchiveAfter int    `json:"archive_after"`
+	// AutoResume: calls on it while it is paused resume it first.
+	AutoResume bool `json:"auto_resume"`
 	// TimesOutAt is when it will be paused or killed if nothing happens.
 	TimesOutAt   *time.Time `json:"times_out_at,omitempty"`
 	LastActivity *time.Time `json:"last_activity,omitempty"`
@@ -59,6 +61,9 @@ type CreateSandboxRequest struct {
 	// ArchiveAfter is seconds a paused sandbox stays frozen before its
 	// processes are stopped to free memory (0: the server's default).
 	ArchiveAfter int `json:"archive_after,omitempty"`
+	// AutoResume, if false, makes calls on the sandbox while it is paused
+	// fail with 409 instead of resuming it (default true).
+	AutoResume *bool `json:"auto_resume,omitempty"`
 	// Pool, if set, acquires a sandbox from that pool instead (give no
 	// other settings; Template may name the pool's template).
 	Pool string `json:"pool,omitempty"`

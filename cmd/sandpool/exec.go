@@ -18,6 +18,7 @@ func (c *cli) execCommand() *cobra.Command {
 		env       []string
 		timeout   float64
 		withStdin bool
+		terminal  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "exec ID -- COMMAND [ARG...]",
@@ -33,6 +34,16 @@ func (c *cli) execCommand() *cobra.Command {
 				return err
 			}
 			req := client.ExecRequest{Cmd: args[1:], User: user, Cwd: cwd, Env: envMap, Timeout: timeout}
+			if terminal {
+				st, err := c.execTerminal(cmd.Context(), cl, args[0], req)
+				if err != nil {
+					return err
+				}
+				if st.ExitCode != 0 {
+					return exitError(st.ExitCode)
+				}
+				return nil
+			}
 			if withStdin {
 				if req.Stdin, err = io.ReadAll(io.LimitReader(c.stdin, 64<<20)); err != nil {
 					return fmt.Errorf("read stdin: %w", err)
@@ -65,6 +76,7 @@ func (c *cli) execCommand() *cobra.Command {
 	f.StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
 	f.Float64Var(&timeout, "timeout", 0, "kill the command, and what it started, after this many seconds")
 	f.BoolVarP(&withStdin, "stdin", "i", false, "send this command's standard input (up to 64 MiB)")
+	f.BoolVarP(&terminal, "tty", "t", false, "run it on a terminal the size of this one, interactively (keystrokes, Ctrl-C and window size go through)")
 	return cmd
 }
 

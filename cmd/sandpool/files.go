@@ -17,7 +17,7 @@ func (c *cli) filesCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "files", Short: "Move files in and out of a sandbox"}
 	var user string
 	cmd.PersistentFlags().StringVarP(&user, "user", "u", "", "act as this user of the sandbox (default: its user)")
-	cmd.AddCommand(c.filesPut(&user), c.filesGet(&user), c.filesList(&user))
+	cmd.AddCommand(c.filesPut(&user), c.filesGet(&user), c.filesList(&user), c.filesWatch(&user))
 	return cmd
 }
 

@@ -13,7 +13,7 @@ import (
 
 func (c *cli) sandboxCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "sandbox", Aliases: []string{"sandboxes", "sb"}, Short: "Create, list, inspect and remove sandboxes"}
-	cmd.AddCommand(c.sandboxCreate(), c.sandboxList(), c.sandboxGet(), c.sandboxRemove())
+	cmd.AddCommand(c.sandboxCreate(), c.sandboxList(), c.sandboxGet(), c.sandboxRemove(), c.sandboxMetrics())
 	cmd.AddCommand(c.pauseCommands()...)
 	return cmd
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/sandpool/sandpool/internal/buildinfo"
 	"github.com/sandpool/sandpool/internal/cluster"
 	"github.com/sandpool/sandpool/internal/dashboard"
+	"github.com/sandpool/sandpool/internal/e2b"
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/idempotency"
 	"github.com/sandpool/sandpool/internal/keys"
@@ -63,6 +64,7 @@ type serveConfig struct {
 	advertise       string
 	leaseTTL        time.Duration
 	nodeTimeout     time.Duration
+	domain          string
 }
 
 func serveCommand(stderr io.Writer) *cobra.Command {
@@ -95,6 +97,7 @@ admin API key and writes it to <data>/admin.key.`,
 	f.DurationVar(&cfg.leaseTTL, "lease-ttl", 10*time.Second, "how long a pool leader's lease lasts unrenewed")
 	f.DurationVar(&cfg.nodeTimeout, "node-timeout", 10*time.Second, "how long a node may be silent before others mark it down and its sandboxes lost")
 	f.DurationVar(&cfg.archiveAfter, "archive-after", 10*time.Minute, "how long a paused sandbox stays frozen (memory kept) before it is archived (files kept), unless it says otherwise")
+	f.StringVar(&cfg.domain, "domain", envOr("SANDPOOL_DOMAIN", e2b.DefaultDomain), "E2B API: sandbox ports are reached as <port>-<sandboxID>.<domain> (env SANDPOOL_DOMAIN)")
 	f.StringVar(&cfg.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for developers)")
 	_ = f.MarkHidden("cpu-profile")
 	return cmd
@@ -227,8 +230,15 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	mux.Handle("/ui/", dash)   // the web dashboard
 	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusSeeOther))
 	mux.Handle("/", apiSrv)
+	// The E2B API on the same listener: its control plane by path, envd and
+	// sandbox ports by host name or routing headers; the rest is ours.
+	e2bSrv, err := e2b.New(svc, pools, ks, e2b.Config{Domain: cfg.domain, Secret: cl.Secret(), Cluster: cl, Log: log, Registry: reg})
+	if err != nil {
+		return err
+	}
+	defer e2bSrv.Close()
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           e2bSrv.Handler(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -250,6 +260,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	mcpSrv.Close() // MCP sessions end, their sandboxes go through the API: before it drains
 	dash.Close()   // live streams and terminals end (Shutdown would wait for them)
 	apiSrv.Drain()
+	e2bSrv.Drain()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

@@ -115,6 +115,10 @@ var ErrUnreachable = errors.New("agent unreachable")
 // broken sandbox: kill processes (or wait) and try again.
 var ErrProcessLimit = errdefs.New(errdefs.ErrExhausted, "resource_exhausted", "process limit reached")
 
+// ErrPortClosed: nothing listens on the port asked for inside the
+// sandbox (yet: a server may be starting). Not a broken sandbox.
+var ErrPortClosed = errdefs.New(errdefs.ErrUnavailable, "port_closed", "port closed")
+
 func (cl *Client) open(ctx context.Context, req request) (*conn, reply, func() bool, error) {
 	nc, err := cl.Dial(ctx)
 	if err != nil {
@@ -168,6 +172,8 @@ func wireToErr(e *wireError) error {
 		kind = errdefs.ErrPermission
 	case codeExhausted:
 		kind = ErrProcessLimit
+	case codePortClosed:
+		kind = ErrPortClosed
 	case codeInternal:
 		return fmt.Errorf("agent: %s", e.Msg)
 	}
@@ -215,13 +221,29 @@ func (cl *Client) Exec(ctx context.Context, spec proc.Spec, stdio proc.Stdio) (*
 		return nil, errdefs.Userf(errdefs.ErrInvalid, "timeout must not be negative")
 	}
 	req := request{Op: "exec", Cmd: cmd, Env: spec.Env, Cwd: spec.Cwd, User: spec.User,
-		TimeoutMs: spec.Timeout.Milliseconds(), Background: spec.Background, Stdin: stdio.Stdin != nil}
+		TimeoutMs: spec.Timeout.Milliseconds(), Background: spec.Background, Stdin: stdio.Stdin != nil,
+		NoStdin: spec.NoStdin, Tag: spec.Tag}
+	if spec.PTY != nil {
+		req.PTY = &termSize{Rows: spec.PTY.Rows, Cols: spec.PTY.Cols}
+	}
 	return cl.stream(ctx, req, stdio)
 }
 
-// Attach follows a process started earlier.
+// Attach follows a process started earlier, replaying the output it kept
+// (a background process's last 1 MiB) first.
 func (cl *Client) Attach(ctx context.Context, procID string, stdio proc.Stdio) (*Process, error) {
 	return cl.stream(ctx, request{Op: "attach", Proc: procID}, stdio)
+}
+
+// AttachLive follows a process from now on, without the output it kept.
+func (cl *Client) AttachLive(ctx context.Context, procID string, stdio proc.Stdio) (*Process, error) {
+	return cl.stream(ctx, request{Op: "attach", Proc: procID, Live: true}, stdio)
+}
+
+// ResizePTY gives a process's terminal a new size.
+func (cl *Client) ResizePTY(ctx context.Context, procID string, size proc.Size) error {
+	_, err := cl.call(ctx, request{Op: "resize", Proc: procID, PTY: &termSize{Rows: size.Rows, Cols: size.Cols}})
+	return err
 }
 
 func (cl *Client) stream(ctx context.Context, req request, stdio proc.Stdio) (*Process, error) {
@@ -248,7 +270,7 @@ func (cl *Client) Processes(ctx context.Context) ([]proc.Info, error) {
 	}
 	out := make([]proc.Info, 0, len(rep.Procs))
 	for _, p := range rep.Procs {
-		pi := proc.Info{ID: p.ID, Pid: p.Pid, Cmd: p.Cmd, Background: p.Background,
+		pi := proc.Info{ID: p.ID, Pid: p.Pid, Tag: p.Tag, Cmd: p.Cmd, Cwd: p.Cwd, PTY: p.PTY, Background: p.Background,
 			Running: p.Running, StartedAt: time.Unix(0, p.StartedAt).UTC()}
 		if p.Exit != nil {
 			pi.Exit = &proc.ExitStatus{Code: p.Exit.Code, Signal: p.Exit.Signal, TimedOut: p.Exit.TimedOut}

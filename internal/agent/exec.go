@@ -28,6 +28,14 @@ func (s *Server) exec(c *conn, req *request) error {
 	if err != nil {
 		return replyErr(c, codeInvalid, "%v", err)
 	}
+	if req.PTY != nil {
+		if req.PTY.Rows == 0 || req.PTY.Cols == 0 {
+			return replyErr(c, codeInvalid, "terminal size %dx%d: rows and columns must be positive", req.PTY.Cols, req.PTY.Rows)
+		}
+		if envValue(env, "TERM") == "" {
+			env = append(env, "TERM=xterm-256color")
+		}
+	}
 	cwd := req.Cwd
 	if cwd == "" {
 		cwd = acc.Home
@@ -51,56 +59,37 @@ func (s *Server) exec(c *conn, req *request) error {
 		return replyErr(c, codeNotFound, "%v", err)
 	}
 
-	var stdinR *os.File
-	var stdinW *os.File
-	// A background process keeps a stdin that attachers can write to.
-	if req.Stdin || req.Background {
-		if stdinR, stdinW, err = os.Pipe(); err != nil {
-			return replyErr(c, codeInternal, "stdin pipe: %v", err)
-		}
-	} else if stdinR, err = os.Open(os.DevNull); err != nil {
-		return replyErr(c, codeInternal, "open %s: %v", os.DevNull, err)
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		stdinR.Close()
-		return replyErr(c, codeInternal, "stdout pipe: %v", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		stdinR.Close()
-		outR.Close()
-		outW.Close()
-		return replyErr(c, codeInternal, "stderr pipe: %v", err)
-	}
-
 	// Subscribed before it starts, so no output is lost however fast
 	// the process is.
 	sub := newSubscriber(c)
 	p := &process{
-		cmd: req.Cmd, background: req.Background, started: time.Now(), stdin: stdinW,
+		cmd: req.Cmd, cwd: cwd, tag: req.Tag, background: req.Background, started: time.Now(),
 		subs: map[*subscriber]struct{}{sub: {}}, done: make(chan struct{}),
 		status: make(chan syscall.WaitStatus, 1),
 	}
+	pio, err := newProcIO(req, acc)
+	if err != nil {
+		return replyErr(c, codeInternal, "%v", err)
+	}
+	p.stdin, p.pty = pio.stdin, pio.pty
 	attr := &syscall.ProcAttr{
 		Dir:   cwd,
 		Env:   env,
-		Files: []uintptr{stdinR.Fd(), outW.Fd(), errW.Fd()},
+		Files: pio.child[:],
 		Sys: &syscall.SysProcAttr{
 			Setsid:     true, // its own session and group: see family.go
 			Credential: &syscall.Credential{Uid: uint32(acc.UID), Gid: uint32(acc.GID), Groups: acc.Groups},
 		},
 	}
+	if pio.pty != nil {
+		// The terminal becomes the session's controlling terminal (the
+		// child's descriptor 0 is its end).
+		attr.Sys.Setctty, attr.Sys.Ctty = true, 0
+	}
 	pid, err := s.spawner.spawn(argv0, req.Cmd, attr, func(ws syscall.WaitStatus) { p.status <- ws })
-	stdinR.Close()
-	outW.Close()
-	errW.Close()
+	pio.closeChild()
 	if err != nil {
-		outR.Close()
-		errR.Close()
-		if stdinW != nil {
-			stdinW.Close()
-		}
+		pio.closeParent()
 		code := codeInvalid
 		switch {
 		case errors.Is(err, syscall.ENOENT):
@@ -120,7 +109,7 @@ func (s *Server) exec(c *conn, req *request) error {
 	s.procs[p.id] = p
 	s.mu.Unlock()
 
-	go s.supervise(p, outR, errR, time.Duration(req.TimeoutMs)*time.Millisecond)
+	go s.supervise(p, pio.outputs(), time.Duration(req.TimeoutMs)*time.Millisecond)
 
 	if err := c.sendJSON(frameReply, reply{Proc: p.id, Pid: pid}); err != nil {
 		p.unsubscribe(sub)
@@ -135,7 +124,7 @@ func (s *Server) exec(c *conn, req *request) error {
 // supervise pumps output, applies the timeout, and records the exit once
 // the process has exited and its pipes are drained (or a short grace has
 // passed: a child that keeps the pipes open must not hold the exit back).
-func (s *Server) supervise(p *process, outR, errR *os.File, timeout time.Duration) {
+func (s *Server) supervise(p *process, outputs []output, timeout time.Duration) {
 	var pumps sync.WaitGroup
 	pump := func(f *os.File, typ byte) {
 		defer pumps.Done()
@@ -146,13 +135,14 @@ func (s *Server) supervise(p *process, outR, errR *os.File, timeout time.Duratio
 				p.emit(typ, buf[:n])
 			}
 			if err != nil {
-				return
+				return // EOF; EIO from a terminal whose other end is closed
 			}
 		}
 	}
-	pumps.Add(2)
-	go pump(outR, frameStdout)
-	go pump(errR, frameStderr)
+	pumps.Add(len(outputs))
+	for _, o := range outputs {
+		go pump(o.f, o.typ)
+	}
 
 	var timedOut bool
 	var tmu sync.Mutex
@@ -172,14 +162,16 @@ func (s *Server) supervise(p *process, outR, errR *os.File, timeout time.Duratio
 	case <-drained:
 	case <-time.After(drainGrace):
 		// Someone still holds the pipes; stop reading.
-		outR.SetReadDeadline(time.Now())
-		errR.SetReadDeadline(time.Now())
+		for _, o := range outputs {
+			_ = o.f.SetReadDeadline(time.Now()) // pipes and terminals are pollable
+		}
 		<-drained
 	}
-	outR.Close()
-	errR.Close()
+	for _, o := range outputs {
+		o.f.Close()
+	}
 	if p.stdin != nil {
-		p.stdin.Close()
+		p.stdin.Close() // a terminal's master was closed just above; a second close does nothing
 	}
 	tmu.Lock()
 	st := exitFromWait(ws, timedOut)
@@ -235,9 +227,7 @@ func (s *Server) follow(c *conn, p *process, sub *subscriber) error {
 		defer close(stdinDone)
 		for b := range stdin {
 			if b == nil {
-				if p.stdin != nil {
-					p.stdin.Close()
-				}
+				p.closeStdin()
 				continue
 			}
 			if p.stdin != nil {

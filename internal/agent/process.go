@@ -23,10 +23,13 @@ const (
 type process struct {
 	id         string
 	pid        int
+	tag        string
 	cmd        []string
+	cwd        string
 	background bool
 	started    time.Time
-	stdin      *os.File // nil unless the caller streams stdin
+	stdin      *os.File // nil unless the caller streams stdin; the terminal for a pty
+	pty        *os.File // the terminal's master side, for a process on one
 
 	mu       sync.Mutex
 	ring     []chunk
@@ -69,13 +72,15 @@ func (p *process) emit(typ byte, data []byte) {
 	}
 }
 
-// subscribe attaches s, replaying the ring first. It reports whether the
-// process had already finished (s then has the exit queued as well).
-func (p *process) subscribe(s *subscriber) {
+// subscribe attaches s, replaying the ring first if replay. A process
+// that has finished already gets s its exit at once.
+func (p *process) subscribe(s *subscriber, replay bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, c := range p.ring {
-		s.push(c)
+	if replay {
+		for _, c := range p.ring {
+			s.push(c)
+		}
 	}
 	if p.exited {
 		s.finish(p.exit)
@@ -104,16 +109,31 @@ func (p *process) finish(st exitStatus) {
 	close(p.done)
 }
 
+func (p *process) isRunning() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.exited
+}
+
 func (p *process) info() processInfo {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	pi := processInfo{ID: p.id, Pid: p.pid, Cmd: p.cmd, Background: p.background,
-		Running: !p.exited, StartedAt: p.started.UnixNano()}
+	pi := processInfo{ID: p.id, Pid: p.pid, Tag: p.tag, Cmd: p.cmd, Cwd: p.cwd, PTY: p.pty != nil,
+		Background: p.background, Running: !p.exited, StartedAt: p.started.UnixNano()}
 	if p.exited {
 		st := p.exit
 		pi.Exit = &st
 	}
 	return pi
+}
+
+// closeStdin ends the process's input. A terminal has no end of input
+// (the process reads Ctrl-D as one): it stays open until the process is
+// done.
+func (p *process) closeStdin() {
+	if p.stdin != nil && p.pty == nil {
+		p.stdin.Close()
+	}
 }
 
 // signal sends sig to the process's group.

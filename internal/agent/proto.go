@@ -29,6 +29,7 @@ const (
 	frameExit     = 'x' // agent -> host: JSON exitStatus
 	frameData     = 'd' // file bytes, either way
 	frameDataEnd  = 'D' // end of file bytes, either way
+	frameEvent    = 'w' // agent -> host: JSON watchEvent
 )
 
 // maxFrame bounds a frame's payload; data is sent in chunks of chunkSize.
@@ -49,9 +50,15 @@ type request struct {
 	TimeoutMs  int64             `json:"timeout_ms,omitempty"`
 	Background bool              `json:"background,omitempty"`
 	Stdin      bool              `json:"stdin,omitempty"`
+	NoStdin    bool              `json:"no_stdin,omitempty"` // background without a stdin pipe
+	Tag        string            `json:"tag,omitempty"`
+	// PTY runs the process on a terminal of this size (exec); resize
+	// gives the terminal this size.
+	PTY *termSize `json:"pty,omitempty"`
 
-	// attach, signal
+	// attach, signal, stdin, resize: a process id, "pid:N" or "tag:T"
 	Proc   string `json:"proc,omitempty"`
+	Live   bool   `json:"live,omitempty"` // attach: no replay of kept output
 	Signal int    `json:"signal,omitempty"`
 	EOF    bool   `json:"eof,omitempty"` // stdin: close it after the data
 
@@ -62,6 +69,15 @@ type request struct {
 	Parents   bool   `json:"parents,omitempty"`
 	Recursive bool   `json:"recursive,omitempty"`
 	Depth     int    `json:"depth,omitempty"` // list
+
+	// dial
+	Port int `json:"port,omitempty"`
+}
+
+// termSize is a terminal's size.
+type termSize struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
 }
 
 // reply answers a request.
@@ -87,7 +103,9 @@ const (
 	codePermission = "permission"
 	// codeExhausted: a limit of the sandbox is reached (fork: EAGAIN).
 	codeExhausted = "exhausted"
-	codeInternal  = "internal"
+	// codePortClosed: nothing listens on the port to dial.
+	codePortClosed = "port_closed"
+	codeInternal   = "internal"
 )
 
 type wireError struct {
@@ -104,7 +122,10 @@ type exitStatus struct {
 type processInfo struct {
 	ID         string      `json:"id"`
 	Pid        int         `json:"pid"`
+	Tag        string      `json:"tag,omitempty"`
 	Cmd        []string    `json:"cmd"`
+	Cwd        string      `json:"cwd,omitempty"`
+	PTY        bool        `json:"pty,omitempty"`
 	Background bool        `json:"background"`
 	Running    bool        `json:"running"`
 	StartedAt  int64       `json:"started_at"` // unix nanoseconds

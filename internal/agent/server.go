@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -112,6 +113,12 @@ func (s *Server) handleOne(c *conn, req *request) {
 		err = s.writeFile(c, req)
 	case "list", "stat", "mkdir", "remove", "rename":
 		err = s.fileOp(c, req)
+	case "resize":
+		err = s.resize(c, req)
+	case "watch":
+		err = s.watch(c, req)
+	case "dial":
+		err = s.dial(c, req)
 	default:
 		err = replyErr(c, codeInvalid, "unknown operation %q", req.Op)
 	}
@@ -124,10 +131,35 @@ func replyErr(c *conn, code, format string, args ...any) error {
 	return c.sendJSON(frameReply, reply{Error: &wireError{Code: code, Msg: fmt.Sprintf(format, args...)}})
 }
 
-func (s *Server) lookup(id string) *process {
+// lookup finds a tracked process by its id, or by "pid:N" or "tag:T"
+// (the running one first, then the newest).
+func (s *Server) lookup(ref string) *process {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.procs[id]
+	if p := s.procs[ref]; p != nil {
+		return p
+	}
+	match := func(p *process) bool { return false }
+	if v, ok := strings.CutPrefix(ref, "pid:"); ok {
+		pid, err := strconv.Atoi(v)
+		if err != nil {
+			return nil
+		}
+		match = func(p *process) bool { return p.pid == pid }
+	} else if v, ok := strings.CutPrefix(ref, "tag:"); ok && v != "" {
+		match = func(p *process) bool { return p.tag == v }
+	}
+	var best *process
+	for _, p := range s.procs {
+		if !match(p) {
+			continue
+		}
+		if best == nil || p.isRunning() && !best.isRunning() ||
+			p.isRunning() == best.isRunning() && p.started.After(best.started) {
+			best = p
+		}
+	}
+	return best
 }
 
 func (s *Server) attach(c *conn, req *request) error {
@@ -139,7 +171,7 @@ func (s *Server) attach(c *conn, req *request) error {
 		return err
 	}
 	sub := newSubscriber(c)
-	p.subscribe(sub)
+	p.subscribe(sub, !req.Live)
 	return s.follow(c, p, sub)
 }
 
@@ -165,6 +197,9 @@ func (s *Server) writeStdin(c *conn, req *request) error {
 	}
 	if p.stdin == nil {
 		return replyErr(c, codeInvalid, "process %s was started without stdin", req.Proc)
+	}
+	if req.EOF && p.pty != nil {
+		return replyErr(c, codeInvalid, "process %s runs on a terminal, whose input does not end (send Ctrl-D, 0x04)", req.Proc)
 	}
 	if err := c.sendJSON(frameReply, reply{}); err != nil {
 		return err
@@ -192,9 +227,30 @@ func (s *Server) writeStdin(c *conn, req *request) error {
 		return replyErr(c, codeInvalid, "process %s does not take input any more: %v", req.Proc, werr)
 	}
 	if req.EOF {
-		p.stdin.Close()
+		p.closeStdin()
 	}
 	return c.sendJSON(frameReply, reply{N: n})
+}
+
+// resize gives a process's terminal a new size.
+func (s *Server) resize(c *conn, req *request) error {
+	p := s.lookup(req.Proc)
+	if p == nil {
+		return replyErr(c, codeNotFound, "no process %q", req.Proc)
+	}
+	if p.pty == nil {
+		return replyErr(c, codeInvalid, "process %s does not run on a terminal", req.Proc)
+	}
+	if req.PTY == nil {
+		return replyErr(c, codeInvalid, "no terminal size given")
+	}
+	if err := setTermSize(p.pty, *req.PTY); err != nil {
+		if !p.isRunning() {
+			return replyErr(c, codeInvalid, "process %s has exited", req.Proc)
+		}
+		return replyErr(c, codeInvalid, "%v", err)
+	}
+	return c.sendJSON(frameReply, reply{})
 }
 
 func (s *Server) list() []processInfo {

@@ -31,6 +31,13 @@ type ExecRequest struct {
 	// Stream the output as newline-delimited JSON events as it happens
 	// (also chosen by Accept: application/x-ndjson).
 	Stream bool `json:"stream,omitempty"`
+	// PTY runs the process on a terminal of this size: its output comes
+	// as stdout, and stdin (or .../stdin of a background process) feeds
+	// the terminal.
+	PTY *proc.Size `json:"pty,omitempty"`
+	// Tag names the process (it can then be given as "tag:NAME" wherever
+	// a process id is taken).
+	Tag string `json:"tag,omitempty"`
 }
 
 func (req ExecRequest) spec(background bool) (proc.Spec, []byte, error) {
@@ -51,7 +58,7 @@ func (req ExecRequest) spec(background bool) (proc.Spec, []byte, error) {
 		stdin = []byte(req.Stdin)
 	}
 	return proc.Spec{Cmd: req.Cmd, Shell: req.Shell, Env: req.Env, Cwd: req.Cwd, User: req.User,
-		Timeout: time.Duration(req.Timeout * float64(time.Second)), Background: background}, stdin, nil
+		Timeout: time.Duration(req.Timeout * float64(time.Second)), Background: background, PTY: req.PTY, Tag: req.Tag}, stdin, nil
 }
 
 // ExecResult is the reply of a buffered exec. Output that is not valid
@@ -303,6 +310,20 @@ func (s *Server) stdin(w http.ResponseWriter, r *http.Request) {
 	eof, _ := strconv.ParseBool(r.URL.Query().Get("eof")) // absent or unparsable: keep stdin open
 	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes)
 	if err := s.svc.WriteStdin(r.Context(), who(r).Tenant, r.PathValue("id"), r.PathValue("proc"), body, eof); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// resize gives a process's terminal a new size.
+func (s *Server) resize(w http.ResponseWriter, r *http.Request) {
+	var size proc.Size
+	if err := decode(w, r, &size); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.svc.ResizePTY(r.Context(), who(r).Tenant, r.PathValue("id"), r.PathValue("proc"), size); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/sandpool/sandpool/internal/idempotency"
 	"github.com/sandpool/sandpool/internal/keys"
 	"github.com/sandpool/sandpool/internal/pool"
+	"github.com/sandpool/sandpool/internal/portproxy"
 	"github.com/sandpool/sandpool/internal/sandbox"
 )
 
@@ -47,6 +48,7 @@ type Server struct {
 	idem      *idempotency.Records
 	cluster   Cluster
 	fwd       forwarders
+	ports     *portproxy.Proxy
 	cfg       Config
 	log       *slog.Logger
 	handler   http.Handler
@@ -81,6 +83,7 @@ func New(svc *sandbox.Service, pools *pool.Manager, ks *keys.Keys, idem *idempot
 			Help: "HTTP request latency by route (streams until their end).", Buckets: prometheus.ExponentialBuckets(0.0002, 2, 18)},
 			[]string{"route"}),
 	}
+	s.ports = s.newPortProxy()
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
 		h := rt.h
@@ -138,6 +141,15 @@ func (s *Server) routes() []route {
 		{pattern: "GET /v1/sandboxes/{id}/processes/{proc}/output", h: s.attach},
 		{pattern: "POST /v1/sandboxes/{id}/processes/{proc}/stdin", h: s.stdin},
 		{pattern: "POST /v1/sandboxes/{id}/processes/{proc}/signal", h: s.signal},
+		{pattern: "POST /v1/sandboxes/{id}/processes/{proc}/resize", h: s.resize},
+		{pattern: "GET /v1/sandboxes/{id}/metrics", h: s.metrics},
+		{pattern: "GET /v1/sandboxes/{id}/files/watch", h: s.watchFiles},
+		{pattern: "GET /v1/sandboxes/{id}/ports/{port}/{path...}", h: s.port},
+		{pattern: "POST /v1/sandboxes/{id}/ports/{port}/{path...}", h: s.port},
+		{pattern: "PUT /v1/sandboxes/{id}/ports/{port}/{path...}", h: s.port},
+		{pattern: "PATCH /v1/sandboxes/{id}/ports/{port}/{path...}", h: s.port},
+		{pattern: "DELETE /v1/sandboxes/{id}/ports/{port}/{path...}", h: s.port},
+		{pattern: "OPTIONS /v1/sandboxes/{id}/ports/{port}/{path...}", h: s.port},
 
 		{pattern: "GET /v1/sandboxes/{id}/files", h: s.readFile},
 		{pattern: "PUT /v1/sandboxes/{id}/files", h: s.writeFile},

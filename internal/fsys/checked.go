@@ -74,3 +74,29 @@ func (c checked) Rename(ctx context.Context, from, to string, opts Options) erro
 	}
 	return check(f.Rename(ctx, from, to, opts))
 }
+
+func (c checked) Watch(ctx context.Context, path string, opts WatchOptions) (Watcher, error) {
+	f, check, err := c.open()
+	if err != nil {
+		return nil, err
+	}
+	w, err := f.Watch(ctx, path, opts)
+	if err != nil {
+		return nil, check(err)
+	}
+	return checkedWatcher{w, check}, nil
+}
+
+// checkedWatcher passes the errors that end a watch through check.
+type checkedWatcher struct {
+	Watcher
+	check func(error) error
+}
+
+func (w checkedWatcher) Next() (Event, error) {
+	ev, err := w.Watcher.Next()
+	if err != nil && err != io.EOF {
+		return ev, w.check(err)
+	}
+	return ev, err
+}

@@ -23,6 +23,9 @@ type Files interface {
 	// Remove deletes a file, or a directory (with all it holds if recursive).
 	Remove(ctx context.Context, path string, opts RemoveOptions) error
 	Rename(ctx context.Context, from, to string, opts Options) error
+	// Watch reports changes in a directory (and, if recursive, below it)
+	// from the moment it returns until the Watcher is closed or ctx ends.
+	Watch(ctx context.Context, path string, opts WatchOptions) (Watcher, error)
 }
 
 // Options are what every call takes.
@@ -72,4 +75,39 @@ type Info struct {
 	Owner   int       `json:"uid"`
 	Group   int       `json:"gid"`
 	Target  string    `json:"target,omitempty"` // of a symlink
+}
+
+// WatchOptions for Files.Watch.
+type WatchOptions struct {
+	User string
+	// Recursive watches every directory below too, including those made
+	// while the watch runs.
+	Recursive bool
+}
+
+// Event is one change in a watched directory.
+type Event struct {
+	// Name is the changed entry's path relative to the watched directory.
+	Name string `json:"name"`
+	// Op is what happened: create, write, remove, rename (moved away) or
+	// chmod (attributes).
+	Op string `json:"op"`
+}
+
+// Event operations.
+const (
+	OpCreate = "create"
+	OpWrite  = "write"
+	OpRemove = "remove"
+	OpRename = "rename"
+	OpChmod  = "chmod"
+)
+
+// Watcher is a running watch.
+type Watcher interface {
+	// Next returns the next event; io.EOF once the watch has ended (the
+	// watched directory is gone, or Close was called).
+	Next() (Event, error)
+	// Close ends the watch.
+	Close() error
 }

@@ -6,6 +6,7 @@ package proc
 
 import (
 	"io"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -29,7 +30,34 @@ type Spec struct {
 	// Background keeps the process when the caller goes away; its recent
 	// output is kept for Attach.
 	Background bool `json:"background,omitempty"`
+	// NoStdin gives a background process an empty input instead of a
+	// stdin that WriteStdin can feed.
+	NoStdin bool `json:"no_stdin,omitempty"`
+	// PTY runs the process on a pseudo-terminal of this size, as the
+	// leader of its session with the terminal as its controlling one. Its
+	// output (stdout and stderr together, as a terminal shows them) comes
+	// on Stdio.Stdout; Stdio.Stdin, or WriteStdin, feeds the terminal.
+	PTY *Size `json:"pty,omitempty"`
+	// Tag names the process for callers that find it by tag rather than
+	// by id (ByTag).
+	Tag string `json:"tag,omitempty"`
 }
+
+// Size is a terminal's size in characters.
+type Size struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
+}
+
+// A tracked process is named by its id ("p3"), or by the reference ByPid
+// or ByTag makes, wherever a process id is taken.
+
+// ByPid names the tracked process with this pid inside the sandbox.
+func ByPid(pid int) string { return "pid:" + strconv.Itoa(pid) }
+
+// ByTag names the tracked process with this tag (the newest one, if
+// several have it).
+func ByTag(tag string) string { return "tag:" + tag }
 
 // Stdio connects a process to its caller. A nil Stdin gives the process an
 // empty input; nil Stdout or Stderr discard. Like os/exec, a goroutine
@@ -73,7 +101,10 @@ type ExitStatus struct {
 type Info struct {
 	ID         string      `json:"id"`
 	Pid        int         `json:"pid"`
+	Tag        string      `json:"tag,omitempty"`
 	Cmd        []string    `json:"cmd"`
+	Cwd        string      `json:"cwd,omitempty"`
+	PTY        bool        `json:"pty,omitempty"`
 	Background bool        `json:"background"`
 	Running    bool        `json:"running"`
 	StartedAt  time.Time   `json:"started_at"`

@@ -8,6 +8,7 @@ package runtime
 import (
 	"context"
 	"io"
+	"net"
 	"syscall"
 	"time"
 
@@ -64,6 +65,12 @@ type Runtime interface {
 	// Attach connects to a background process, replaying the output it
 	// kept, then following it live.
 	Attach(ctx context.Context, id, procID string, stdio proc.Stdio) (proc.Process, error)
+	// AttachLive connects to a process and follows its output from now
+	// on, without replaying what it kept.
+	AttachLive(ctx context.Context, id, procID string, stdio proc.Stdio) (proc.Process, error)
+	// ResizePTY gives the terminal of a process started with a PTY a new
+	// size.
+	ResizePTY(ctx context.Context, id, procID string, size proc.Size) error
 	// Processes lists the processes started through Exec that the sandbox
 	// still tracks (running ones, and background ones that have exited).
 	Processes(ctx context.Context, id string) ([]proc.Info, error)
@@ -78,6 +85,12 @@ type Runtime interface {
 
 	// Files gives access to the sandbox's filesystem.
 	Files(id string) fsys.Files
+	// DialPort connects to a TCP port on the sandbox's own loopback,
+	// whatever network the sandbox has. A port nothing listens on is an
+	// error of kind ErrUnavailable.
+	DialPort(ctx context.Context, id string, port int) (net.Conn, error)
+	// Metrics measures what the sandbox uses now.
+	Metrics(ctx context.Context, id string) (Metrics, error)
 
 	// Templates lists the templates sandboxes can be made from.
 	Templates(ctx context.Context) ([]Template, error)
@@ -143,6 +156,29 @@ type Limits struct {
 	Pids int64 `json:"pids,omitempty"`
 	// DiskBytes caps the writable layer.
 	DiskBytes int64 `json:"disk_bytes,omitempty"`
+}
+
+// Metrics are what a sandbox uses, measured from its cgroup and its
+// writable layer.
+type Metrics struct {
+	// Timestamp is when they were measured.
+	Timestamp time.Time `json:"timestamp"`
+	// CPUCount is the CPUs the sandbox may use (its limit, rounded up);
+	// CPUUsedPct how busy it kept them since the last measurement (or
+	// since it started), 100 meaning all of them all the time.
+	CPUCount   int     `json:"cpu_count"`
+	CPUUsedPct float64 `json:"cpu_used_pct"`
+	// MemUsedBytes is the memory its processes use without the page
+	// cache, MemCacheBytes the page cache charged to it, MemTotalBytes its
+	// limit.
+	MemUsedBytes  int64 `json:"mem_used_bytes"`
+	MemCacheBytes int64 `json:"mem_cache_bytes"`
+	MemTotalBytes int64 `json:"mem_total_bytes"`
+	// DiskUsedBytes is what its writable layers hold on disk;
+	// DiskTotalBytes its disk limit, or without one the size of the
+	// filesystem they are on.
+	DiskUsedBytes  int64 `json:"disk_used_bytes"`
+	DiskTotalBytes int64 `json:"disk_total_bytes"`
 }
 
 // Status of a sandbox as the runtime sees it.

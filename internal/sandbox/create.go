@@ -63,7 +63,7 @@ func (s *Service) create(ctx context.Context, n newSandbox) (store.Sandbox, erro
 	}
 	// Record the limits the sandbox will really have.
 	req.Limits = req.Limits.WithDefaults(s.rt.Capabilities().Defaults)
-	b, err := json.Marshal(spec{Limits: req.Limits, Env: req.Env, Rootfs: rootfs})
+	b, err := json.Marshal(spec{Limits: req.Limits, Env: req.Env, Rootfs: rootfs, NoAutoResume: req.AutoResume != nil && !*req.AutoResume})
 	if err != nil {
 		return store.Sandbox{}, err
 	}

@@ -191,8 +191,11 @@ func (s *Service) Recycle(ctx context.Context, id string) error {
 	}
 	if err == nil {
 		// Back to the pool only if the pool is still there.
+		// The session's environment and metadata go with it.
 		ready := string(StatusReady)
-		err = s.st.UpdateSandbox(ctx, row.ID, []string{string(StatusResetting)}, store.Update{Status: &ready, Fence: &store.Fence{Pool: row.Pool}})
+		metadata, spec := endSession(row)
+		err = s.st.UpdateSandbox(ctx, row.ID, []string{string(StatusResetting)}, store.Update{Status: &ready,
+			Metadata: metadata, Spec: spec, Fence: &store.Fence{Pool: row.Pool}})
 		if err == nil {
 			s.publish(row, StatusReady, "reset", "")
 		}

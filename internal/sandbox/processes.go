@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"maps"
 	"syscall"
@@ -16,12 +15,10 @@ import (
 type ExecRequest = proc.Spec
 
 func (s *Service) withEnv(row store.Sandbox, req ExecRequest) ExecRequest {
-	var sp spec
-	_ = json.Unmarshal([]byte(row.Spec), &sp) // written by us
-	if len(sp.Env) == 0 {
+	env := specOf(row).env()
+	if len(env) == 0 {
 		return req
 	}
-	env := maps.Clone(sp.Env)
 	maps.Copy(env, req.Env)
 	req.Env = env
 	return req
@@ -52,6 +49,29 @@ func (s *Service) Attach(ctx context.Context, tenant, id, procID string, stdio p
 		return nil, s.check(row, err)
 	}
 	return s.tracked(row, p), nil
+}
+
+// AttachLive follows a process from now on, without the output it kept.
+func (s *Service) AttachLive(ctx context.Context, tenant, id, procID string, stdio proc.Stdio) (proc.Process, error) {
+	row, err := s.running(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.rt.AttachLive(ctx, id, procID, stdio)
+	if err != nil {
+		return nil, s.check(row, err)
+	}
+	return s.tracked(row, p), nil
+}
+
+// ResizePTY gives the terminal of a process started with a PTY a new size
+// (the process gets SIGWINCH).
+func (s *Service) ResizePTY(ctx context.Context, tenant, id, procID string, size proc.Size) error {
+	row, err := s.running(ctx, tenant, id)
+	if err != nil {
+		return err
+	}
+	return s.check(row, s.rt.ResizePTY(ctx, id, procID, size))
 }
 
 // Processes lists tracked processes.

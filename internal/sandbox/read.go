@@ -62,6 +62,20 @@ func (s *Service) List(ctx context.Context, tenant string, opts ListOptions) ([]
 	return out, nil
 }
 
+// Lookup returns a sandbox of any tenant (its Tenant says whose). It is for
+// front ends that authenticate a request by something the sandbox itself
+// holds (an access token made for it) rather than by a tenant's key.
+func (s *Service) Lookup(ctx context.Context, id string) (Sandbox, error) {
+	row, err := s.st.GetSandbox(ctx, id)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return Sandbox{}, errdefs.Userf(errdefs.ErrNotFound, "no sandbox %q", id)
+	}
+	if err != nil {
+		return Sandbox{}, err
+	}
+	return s.fromRow(row), nil
+}
+
 // NodeOf names the node a sandbox lives on ("" if it is not known).
 func (s *Service) NodeOf(ctx context.Context, id string) (string, error) {
 	row, err := s.st.GetSandbox(ctx, id)

@@ -22,8 +22,8 @@ func (s *Service) running(ctx context.Context, tenant, id string) (store.Sandbox
 	switch Status(row.Status) {
 	case StatusRunning:
 	case StatusPaused:
-		if !autoResume(ctx) {
-			return row, errdefs.Userf(errdefs.ErrConflict, "sandbox %s is paused (resume it, or allow calls to resume it)", id)
+		if err := s.mayResume(ctx, row); err != nil {
+			return row, err
 		}
 		if _, err := s.resume(ctx, row, "traffic"); err != nil {
 			return row, err
@@ -70,8 +70,8 @@ func (s *Service) runningAgain(ctx context.Context, tenant, id string) (store.Sa
 		return row, err
 	}
 	if Status(row.Status) == StatusPaused {
-		if !autoResume(ctx) {
-			return row, errdefs.Userf(errdefs.ErrConflict, "sandbox %s is paused (resume it, or allow calls to resume it)", id)
+		if err := s.mayResume(ctx, row); err != nil {
+			return row, err
 		}
 		if _, err := s.resume(ctx, row, "traffic"); err != nil {
 			return row, err
@@ -86,4 +86,16 @@ func (s *Service) runningAgain(ctx context.Context, tenant, id string) (store.Sa
 	}
 	s.touch(id)
 	return row, nil
+}
+
+// mayResume says why a call may not resume a paused sandbox: the caller
+// asked it not to, or the sandbox was made without auto-resume.
+func (s *Service) mayResume(ctx context.Context, row store.Sandbox) error {
+	if !autoResume(ctx) {
+		return errdefs.Userf(errdefs.ErrConflict, "sandbox %s is paused (resume it, or allow calls to resume it)", row.ID)
+	}
+	if specOf(row).NoAutoResume {
+		return errdefs.Userf(errdefs.ErrConflict, "sandbox %s is paused and was made without auto-resume (resume it)", row.ID)
+	}
+	return nil
 }

@@ -45,6 +45,9 @@ type Sandbox struct {
 	Timeout      int    `json:"timeout"`
 	OnTimeout    string `json:"on_timeout"`
 	ArchiveAfter int    `json:"archive_after"`
+	// AutoResume: calls on the sandbox while it is paused resume it first
+	// (true unless it was made with auto_resume false).
+	AutoResume bool `json:"auto_resume"`
 	// Pool is the pool the sandbox belongs to, if any; Uses counts its
 	// sessions.
 	Pool      string    `json:"pool,omitempty"`
@@ -84,6 +87,10 @@ type CreateRequest struct {
 	Timeout      int    `json:"timeout,omitempty"`
 	OnTimeout    string `json:"on_timeout,omitempty"`
 	ArchiveAfter int    `json:"archive_after,omitempty"`
+	// AutoResume false makes calls on the sandbox while it is paused fail
+	// (409) instead of resuming it; an explicit resume still works.
+	// Default true.
+	AutoResume *bool `json:"auto_resume,omitempty"`
 	// Pool, if set, acquires a sandbox from that pool instead (handled by
 	// the pool manager; Template and Limits then come from the pool).
 	Pool string `json:"pool,omitempty"`
@@ -96,6 +103,18 @@ type spec struct {
 	// Rootfs is the runtime template the files come from (the template
 	// itself, or the one a defined template is based on).
 	Rootfs string `json:"rootfs,omitempty"`
+	// NoAutoResume: calls do not resume the sandbox when it is paused.
+	NoAutoResume bool `json:"no_auto_resume,omitempty"`
+	// SessionEnv is what a pool's session added to Env (SetSession); it
+	// goes when the sandbox is released.
+	SessionEnv map[string]string `json:"session_env,omitempty"`
+}
+
+// specOf reads what the store keeps of a sandbox's create request.
+func specOf(row store.Sandbox) spec {
+	var sp spec
+	_ = json.Unmarshal([]byte(row.Spec), &sp) // written by us; an old row shows empty limits
+	return sp
 }
 
 // Validate checks what the runtime does not.
@@ -127,10 +146,9 @@ func statusStrings(ss []Status) []string {
 
 // fromRow turns a store row into what callers see.
 func (s *Service) fromRow(row store.Sandbox) Sandbox {
-	var sp spec
-	_ = json.Unmarshal([]byte(row.Spec), &sp) // written by us; an old row shows empty limits
+	sp := specOf(row)
 	sb := Sandbox{ID: row.ID, Tenant: row.Tenant, Template: row.Template, Status: Status(row.Status),
-		Limits: sp.Limits, Env: sp.Env, Metadata: row.Metadata, Error: row.Error,
+		Limits: sp.Limits, Env: sp.env(), Metadata: row.Metadata, Error: row.Error, AutoResume: !sp.NoAutoResume,
 		Timeout: row.Timeout, OnTimeout: row.OnTimeout, ArchiveAfter: s.archiveAfter(row),
 		Pool: row.Pool, Uses: row.Uses, NodeName: row.Node,
 		CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt}

@@ -73,6 +73,10 @@ type Update struct {
 	PausedAt     *time.Time
 	TimeoutLeft  *time.Duration
 	Archived     *bool
+	// Metadata replaces the sandbox's metadata; Spec its create request
+	// (JSON). A pool's sandbox carries a session's own in them.
+	Metadata *map[string]string
+	Spec     *string
 	// Fence makes the update happen only while the lease is held.
 	Fence *Fence
 }

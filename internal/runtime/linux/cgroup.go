@@ -24,6 +24,9 @@ type cgroupDriver struct {
 	// v1: controller name -> directory of the sandpool parent group.
 	// v2: "" -> directory of the sandpool parent group.
 	parents map[string]string
+	// v1 lists the v1 hierarchies a sandbox gets a group in: those of
+	// v1Controllers, and cpuacct's where it is mounted on its own.
+	v1 []string
 }
 
 // v1Controllers are the controllers sandpool uses on cgroup v1.
@@ -68,6 +71,17 @@ func newCgroupDriver(root, parent string) (*cgroupDriver, error) {
 			return nil, fmt.Errorf("cgroups: %w", err)
 		}
 		d.parents[c] = p
+		d.v1 = append(d.v1, c)
+	}
+	// CPU time is accounted by cpuacct, usually mounted with cpu; where it
+	// has a hierarchy of its own, sandboxes get a group there too. Without
+	// it, CPU use reads as zero.
+	if m, ok := mounts["cpuacct"]; ok && m != mounts["cpu"] {
+		p := filepath.Join(m, parent)
+		if err := os.MkdirAll(p, 0o755); err == nil {
+			d.parents["cpuacct"] = p
+			d.v1 = append(d.v1, "cpuacct")
+		}
 	}
 	return d, nil
 }
@@ -123,8 +137,8 @@ func (g *cgroup) dirs() []string {
 	if g.d.version == 2 {
 		return []string{g.dir("")}
 	}
-	out := make([]string, 0, len(v1Controllers))
-	for _, c := range v1Controllers {
+	out := make([]string, 0, len(g.d.v1))
+	for _, c := range g.d.v1 {
 		out = append(out, g.dir(c))
 	}
 	return out

@@ -128,6 +128,41 @@ func (r *Runtime) Attach(ctx context.Context, id, procID string, stdio proc.Stdi
 	return &process{Process: p, r: r, sb: sb, cg: cg, ooms: ooms}, nil
 }
 
+// AttachLive follows a process from now on, without its kept output.
+func (r *Runtime) AttachLive(ctx context.Context, id, procID string, stdio proc.Stdio) (proc.Process, error) {
+	cl, sb, err := r.agentFor(id)
+	if err != nil {
+		return nil, err
+	}
+	cg := r.cg.group(id)
+	ooms := cg.oomKills()
+	p, err := cl.AttachLive(ctx, procID, stdio)
+	if err != nil {
+		return nil, r.agentErr(sb, err)
+	}
+	return &process{Process: p, r: r, sb: sb, cg: cg, ooms: ooms}, nil
+}
+
+// ResizePTY gives a process's terminal a new size.
+func (r *Runtime) ResizePTY(ctx context.Context, id, procID string, size proc.Size) error {
+	cl, sb, err := r.agentFor(id)
+	if err != nil {
+		return err
+	}
+	return r.agentErr(sb, cl.ResizePTY(ctx, procID, size))
+}
+
+// DialPort connects to a TCP port on the sandbox's loopback through its
+// agent.
+func (r *Runtime) DialPort(ctx context.Context, id string, port int) (net.Conn, error) {
+	cl, sb, err := r.agentFor(id)
+	if err != nil {
+		return nil, err
+	}
+	c, err := cl.DialPort(ctx, port)
+	return c, r.agentErr(sb, err)
+}
+
 // process adds what only the host knows to the agent's process: whether
 // the memory limit killed it, and whether the sandbox broke meanwhile.
 type process struct {

@@ -206,6 +206,7 @@ type sandbox struct {
 	cancel   context.CancelFunc
 	exited   chan struct{} // closed when PID 1 exits, if this process started it
 	agent    *agent.Client // made on first use; dropped when PID 1 changes
+	cpu      cpuSample     // the last CPU measurement (Metrics)
 }
 
 func (sb *sandbox) getStatus() runtime.Status {

@@ -317,6 +317,19 @@ func (s *DB) UpdateSandbox(ctx context.Context, id string, from []string, u stor
 	if u.Archived != nil {
 		set("archived", boolInt(*u.Archived))
 	}
+	if u.Metadata != nil {
+		meta := []byte("{}")
+		if len(*u.Metadata) > 0 {
+			var err error
+			if meta, err = json.Marshal(*u.Metadata); err != nil {
+				return err
+			}
+		}
+		set("metadata", string(meta))
+	}
+	if u.Spec != nil {
+		set("spec", *u.Spec)
+	}
 	if len(sets) == 0 {
 		return nil
 	}

@@ -42,6 +42,20 @@ func testUpdate(t *testing.T, s store.Store) {
 	if !got.Archived || got.Timeout != 5 || got.OnTimeout != "kill" || got.Status != "paused" {
 		t.Fatalf("after update: %+v", got)
 	}
+	// Metadata and the spec are replaced whole (a pool's session).
+	if err := s.UpdateSandbox(ctx, "sb_u", []string{"paused"}, store.Update{Metadata: ptr(map[string]string{"k": "v", "a b": "c"}),
+		Spec: ptr(`{"env":{"A":"1"}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetSandbox(ctx, "sb_u"); len(got.Metadata) != 2 || got.Metadata["a b"] != "c" || got.Spec != `{"env":{"A":"1"}}` {
+		t.Fatalf("after replacing metadata and spec: %+v", got)
+	}
+	if err := s.UpdateSandbox(ctx, "sb_u", nil, store.Update{Metadata: ptr(map[string]string{})}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetSandbox(ctx, "sb_u"); len(got.Metadata) != 0 || got.Spec != `{"env":{"A":"1"}}` {
+		t.Fatalf("after emptying metadata: %+v", got)
+	}
 	if err := s.UpdateSandbox(ctx, "nope", nil, store.Update{Archived: ptr(true)}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("update missing: %v", err)
 	}
