@@ -152,6 +152,16 @@ func TestDashboard(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(downloads, guid)); err != nil || string(b) != "a,b\n1,2\n" {
 		t.Fatalf("downloaded %q, %v", b, err)
 	}
+
+	// A command in the terminal, and its output on the page.
+	do(t, tab, 30*time.Second, "open the terminal",
+		chromedp.Navigate(s.url+"/ui/sandboxes/"+sb.ID),
+		chromedp.Click(chromedp.ID("terminal-open")),
+		chromedp.WaitVisible(chromedp.CSS("#terminal .xterm-helper-textarea")),
+	)
+	waitJS(t, tab, 15*time.Second, "the terminal connected", `document.getElementById("terminal-state").textContent === "Connected."`)
+	do(t, tab, 15*time.Second, "type a command", chromedp.SendKeys(chromedp.CSS("#terminal .xterm-helper-textarea"), "echo $((6*7))-from-the-terminal\r"))
+	waitJS(t, tab, 15*time.Second, "the command's output", `document.querySelector("#terminal .xterm-rows").textContent.includes("42-from-the-terminal")`)
 	screenshot(t, tab, shots, "sandbox")
 
 	// Change a pool's min idle and watch the idle count follow.

@@ -368,12 +368,20 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 // framed, no referrer sent elsewhere, nothing cached that holds a tenant's
 // data.
 func securityHeaders(h http.Header) {
-	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+
-		"connect-src 'self'; font-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+	h.Set("Content-Security-Policy", csp("'self'"))
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
+}
+
+// csp is the Content-Security-Policy with the style sources given. Pages
+// allow only the dashboard's stylesheets; the page with the terminal also
+// lets xterm.js add the <style> elements it sizes and colours the
+// terminal with (scripts stay 'self' only).
+func csp(styles string) string {
+	return "default-src 'self'; script-src 'self'; style-src " + styles + "; img-src 'self' data:; " +
+		"connect-src 'self'; font-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
 }
 
 func safeMethod(m string) bool {

@@ -13,15 +13,19 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/sandpool/sandpool/internal/dashboard"
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/fsys"
 	"github.com/sandpool/sandpool/internal/keys"
 	"github.com/sandpool/sandpool/internal/pool"
+	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
 	"github.com/sandpool/sandpool/internal/sandbox"
 	"github.com/sandpool/sandpool/internal/store/sqlstore"
@@ -558,4 +562,85 @@ func TestPoolEdit(t *testing.T) {
 		t.Fatalf("drain: %d", resp.StatusCode)
 	}
 	waitPatch(t, stream, "the pool gone", func(p map[string]string) bool { return p["id"] == "pool-web" && p["op"] == "remove" })
+}
+
+// dialTerminal opens a sandbox's terminal socket as the browser would
+// (its cookie; an Origin header if given).
+func (b *browser) dialTerminal(ctx context.Context, id, origin string) (*websocket.Conn, *http.Response, error) {
+	u, _ := url.Parse(b.base + "/ui/")
+	h := http.Header{}
+	for _, c := range b.c.Jar.Cookies(u) {
+		h.Add("Cookie", c.Name+"="+c.Value)
+	}
+	if origin != "" {
+		h.Set("Origin", origin)
+	}
+	return websocket.Dial(ctx, "ws"+strings.TrimPrefix(b.base, "http")+"/ui/sandboxes/"+id+"/terminal", &websocket.DialOptions{HTTPHeader: h})
+}
+
+func TestTerminal(t *testing.T) {
+	e := newEnv(t)
+	_, secret := e.key(t, "acme", false)
+	_, other := e.key(t, "beta", false)
+	sb := e.create(t, "acme")
+	b := e.signIn(t, secret)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// Another origin's page cannot open it, nor another tenant, nor a page
+	// without the session's token.
+	if _, resp, err := b.dialTerminal(ctx, sb.ID, "https://evil.example"); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a cross-origin terminal: %v %v", resp, err)
+	}
+	if _, resp, err := e.signIn(t, other).dialTerminal(ctx, sb.ID, ""); err == nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("another tenant's terminal: %v %v", resp, err)
+	}
+	c, _, err := b.dialTerminal(ctx, sb.ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write(ctx, websocket.MessageText, []byte(`{"csrf":"forged","rows":24,"cols":80}`))
+	if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+		t.Fatalf("a forged token: %v", err)
+	}
+
+	c, _, err = b.dialTerminal(ctx, sb.ID, e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	c.Write(ctx, websocket.MessageText, []byte(`{"csrf":"`+b.csrf+`","rows":24,"cols":80}`))
+	c.Write(ctx, websocket.MessageText, []byte(`{"rows":30,"cols":100}`))
+	c.Write(ctx, websocket.MessageBinary, []byte("stty size; tty; echo $((6*7))x\r"))
+	var out strings.Builder
+	for !strings.Contains(out.String(), "42x") || !strings.Contains(out.String(), "30 100") {
+		typ, msg, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("terminal output so far %q: %v", out.String(), err)
+		}
+		if typ == websocket.MessageBinary {
+			out.Write(msg)
+		}
+	}
+	if !strings.Contains(out.String(), "/dev/pts/") {
+		t.Fatalf("the shell has no terminal: %q", out.String())
+	}
+	// Its process is listed with its tag while it runs; exit closes the socket.
+	procs, err := e.svc.Processes(ctx, "acme", sb.ID)
+	if err != nil || !slices.ContainsFunc(procs, func(p proc.Info) bool { return p.Running && p.PTY }) {
+		t.Fatalf("processes: %+v %v", procs, err)
+	}
+	c.Write(ctx, websocket.MessageBinary, []byte("exit 3\r"))
+	for {
+		if _, _, err := c.Read(ctx); err != nil {
+			if websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+				t.Fatalf("after exit: %v", err)
+			}
+			break
+		}
+	}
+	eventually(t, 10*time.Second, "the shell gone", func() bool {
+		procs, _ := e.svc.Processes(ctx, "acme", sb.ID)
+		return !slices.ContainsFunc(procs, func(p proc.Info) bool { return p.Running })
+	})
 }

@@ -151,6 +151,9 @@ func (s *Server) sandboxPage(w http.ResponseWriter, r *http.Request, sess *sessi
 		d.EnvNames = append(d.EnvNames, k)
 	}
 	slices.Sort(d.EnvNames)
+	if d.Terminal {
+		w.Header().Set("Content-Security-Policy", csp("'self' 'unsafe-inline'"))
+	}
 	live := url.Values{"view": {"sandbox"}, "id": {id}, "path": {clean}}
 	s.render(w, r, http.StatusOK, "sandbox", page{Title: "Sandbox " + id, Nav: "sandboxes", Session: sess, Live: live.Encode(), Data: d})
 	return nil

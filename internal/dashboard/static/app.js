@@ -169,8 +169,10 @@
       open.focus();
     }
 
+    window.addEventListener("resize", () => { if (fit && term) fit.fit(); });
     open.addEventListener("click", () => {
       if (!window.Terminal) { say("The terminal's script did not load."); return; }
+      if (term) term.dispose();
       box.hidden = false;
       open.hidden = true;
       close.hidden = false;
@@ -204,7 +206,6 @@
       term.onResize((size) => {
         if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ rows: size.rows, cols: size.cols }));
       });
-      window.addEventListener("resize", () => { if (fit && term) fit.fit(); });
     });
     close.addEventListener("click", stop);
   }
