@@ -112,6 +112,7 @@ type Server struct {
 	log      *slog.Logger
 	sessions *sessions
 	history  *history
+	samples  *samples
 	views    *templates
 	assets   *assets
 	handler  http.Handler
@@ -144,6 +145,7 @@ func New(svc *sandbox.Service, pools *pool.Manager, ks *keys.Keys, cfg Config) (
 	s := &Server{svc: svc, pools: pools, keys: ks, cfg: cfg, log: cfg.Log,
 		sessions: newSessions(ks, cfg.SessionTTL, cfg.IdleTimeout, cfg.MaxSessions),
 		history:  newHistory(svc.Events()),
+		samples:  newSamples(),
 		views:    views, assets: as, ctx: ctx, cancel: cancel}
 	f := promauto.With(cfg.Registry)
 	s.requests = f.NewCounterVec(prometheus.CounterOpts{Name: "sandpool_ui_requests_total",

@@ -330,8 +330,9 @@ func TestTenancy(t *testing.T) {
 	}
 }
 
-// live opens a page's live stream and returns its patches as they come.
-func (b *browser) live(ctx context.Context, query string) <-chan []map[string]string {
+// live opens a page's live stream and returns its patches, one by one, as
+// they come.
+func (b *browser) live(ctx context.Context, query string) <-chan map[string]string {
 	b.t.Helper()
 	req, _ := http.NewRequestWithContext(ctx, "GET", b.base+"/ui/live?"+query, nil)
 	req.Header.Set("Accept", "text/event-stream")
@@ -342,7 +343,7 @@ func (b *browser) live(ctx context.Context, query string) <-chan []map[string]st
 	if resp.StatusCode != http.StatusOK {
 		b.t.Fatalf("live: %d", resp.StatusCode)
 	}
-	out := make(chan []map[string]string, 64)
+	out := make(chan map[string]string, 256)
 	go func() {
 		defer resp.Body.Close()
 		defer close(out)
@@ -360,7 +361,13 @@ func (b *browser) live(ctx context.Context, query string) <-chan []map[string]st
 				if event == "signedout" {
 					ps = []map[string]string{{"op": "signedout"}}
 				}
-				out <- ps
+				for _, p := range ps {
+					select {
+					case out <- p:
+					case <-ctx.Done():
+						return
+					}
+				}
 			}
 		}
 	}()
@@ -368,19 +375,17 @@ func (b *browser) live(ctx context.Context, query string) <-chan []map[string]st
 }
 
 // waitPatch reads patches until one matches.
-func waitPatch(t *testing.T, ch <-chan []map[string]string, what string, match func(map[string]string) bool) map[string]string {
+func waitPatch(t *testing.T, ch <-chan map[string]string, what string, match func(map[string]string) bool) map[string]string {
 	t.Helper()
 	timeout := time.After(30 * time.Second)
 	for {
 		select {
-		case ps, ok := <-ch:
+		case p, ok := <-ch:
 			if !ok {
 				t.Fatalf("the live stream ended before %s", what)
 			}
-			for _, p := range ps {
-				if match(p) {
-					return p
-				}
+			if match(p) {
+				return p
 			}
 		case <-timeout:
 			t.Fatalf("no live patch: %s", what)
@@ -642,5 +647,35 @@ func TestTerminal(t *testing.T) {
 	eventually(t, 10*time.Second, "the shell gone", func() bool {
 		procs, _ := e.svc.Processes(ctx, "acme", sb.ID)
 		return !slices.ContainsFunc(procs, func(p proc.Info) bool { return p.Running })
+	})
+}
+
+func TestLiveSandboxPage(t *testing.T) {
+	e := newEnv(t)
+	_, secret := e.key(t, "acme", false)
+	sb := e.create(t, "acme")
+	b := e.signIn(t, secret)
+	resp, page := b.get("/ui/sandboxes/" + sb.ID)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(page, `id="chart-mem"`) || !strings.Contains(page, `id="terminal-open"`) {
+		t.Fatalf("sandbox page: %d", resp.StatusCode)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream := b.live(ctx, "view=sandbox&id="+sb.ID)
+	// Measured while the page is open.
+	waitPatch(t, stream, "the charts", func(p map[string]string) bool {
+		return p["id"] == "metrics" && strings.Count(p["html"], "<polyline") == 3
+	})
+	if _, err := e.svc.Pause(ctx, "acme", sb.ID, sandbox.PauseOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitPatch(t, stream, "the pause in the history", func(p map[string]string) bool {
+		return p["op"] == "prepend" && p["parent"] == "history-rows" && strings.Contains(p["html"], "s-paused")
+	})
+	waitPatch(t, stream, "the head paused, with a resume button", func(p map[string]string) bool {
+		return p["id"] == "sb-head" && strings.Contains(p["html"], "/resume")
+	})
+	waitPatch(t, stream, "the files hidden while paused", func(p map[string]string) bool {
+		return p["id"] == "files" && strings.Contains(p["html"], "paused")
 	})
 }

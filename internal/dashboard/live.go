@@ -45,6 +45,12 @@ const (
 	viewTimeout    = 10 * time.Second // bounds each event's or refresh's work
 )
 
+// ticking is a view that also changes without events (measurements).
+type ticking interface {
+	every() time.Duration
+	tick(ctx context.Context) ([]patch, error)
+}
+
 // visible reports whether a session may see an event: its own tenant's,
 // and for admins the cluster's (nodes going down).
 func visible(sess *session, e events.Event) bool {
@@ -147,6 +153,12 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request, sess *session) err
 	}
 	keepalive := time.NewTicker(keepaliveEvery)
 	defer keepalive.Stop()
+	var ticks <-chan time.Time
+	if tv, ok := v.(ticking); ok {
+		t := time.NewTicker(tv.every())
+		defer t.Stop()
+		ticks = t.C
+	}
 	for {
 		select {
 		case <-r.Context().Done():
@@ -170,6 +182,10 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request, sess *session) err
 		case <-due:
 			due = nil
 			if !work(v.refresh) {
+				return nil
+			}
+		case <-ticks:
+			if !work(v.(ticking).tick) {
 				return nil
 			}
 		}

@@ -21,6 +21,7 @@ type sandboxData struct {
 	Head      sbHead
 	History   []events.Event
 	Procs     procsData
+	Metrics   metricsData
 	Files     filesData
 	Terminal  bool // the terminal can be opened (a running sandbox on this node)
 	EnvNames  []string
@@ -145,7 +146,8 @@ func (s *Server) sandboxPage(w http.ResponseWriter, r *http.Request, sess *sessi
 		return err
 	}
 	d := sandboxData{Head: h, History: s.history.sandbox(id), Procs: s.procs(r.Context(), sess, h),
-		Files: s.files(r.Context(), sess, h, clean), Uploaded: q.Get("uploaded"), UploadedN: q.Get("bytes")}
+		Files: s.files(r.Context(), sess, h, clean), Metrics: s.measure(r.Context(), sess, h, false),
+		Uploaded: q.Get("uploaded"), UploadedN: q.Get("bytes")}
 	d.Terminal = h.Local && h.SB.Status == sandbox.StatusRunning
 	for k := range h.SB.Env {
 		d.EnvNames = append(d.EnvNames, k)

@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/events"
@@ -128,6 +129,17 @@ func (v *sandboxView) refresh(ctx context.Context) ([]patch, error) {
 		out = append(out, files...)
 	}
 	return out, nil
+}
+
+// every and tick make the sandbox's page measure it while it is open.
+func (v *sandboxView) every() time.Duration { return sampleEvery }
+
+func (v *sandboxView) tick(ctx context.Context) ([]patch, error) {
+	h, err := v.s.head(ctx, v.sess, v.id)
+	if err != nil {
+		return nil, nil // gone: nothing to draw (its events say so)
+	}
+	return v.s.one("replace", "metrics", "", "metrics", v.s.measure(ctx, v.sess, h, true))
 }
 
 // poolsView keeps each pool's counts and status current (not its form,
