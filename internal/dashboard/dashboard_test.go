@@ -469,7 +469,7 @@ func TestErrorPages(t *testing.T) {
 		{"/ui/live?view=nothing", http.StatusBadRequest, "unknown live view"},
 	} {
 		resp, body := b.get(tc.path)
-		if resp.StatusCode != tc.status || !strings.Contains(body, tc.says) || !strings.Contains(resp.Header.Get("Content-Type"), "text/html") {
+		if resp.StatusCode != tc.status || !strings.Contains(strings.ToLower(body), strings.ToLower(tc.says)) || !strings.Contains(resp.Header.Get("Content-Type"), "text/html") {
 			t.Errorf("%s: %d %q, want %d with a page that says %q", tc.path, resp.StatusCode, resp.Header.Get("Content-Type"), tc.status, tc.says)
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 //go:embed templates/*.html
@@ -65,11 +67,10 @@ var funcs = template.FuncMap{
 	"seconds":     humanSeconds,
 	"meta":        metaString,
 	"join":        strings.Join,
-	"pct":         func(a, b int) int64 { return percent(int64(a), int64(b)) },
-	"pct64":       percent,
 	"deadline":    deadline,
 	"octal":       func(m uint32) string { return fmt.Sprintf("%04o", m) },
 	"parent":      parentDir,
+	"sentence":    sentence,
 	"sandboxRow":  sandboxRow,
 	"sandboxRows": sandboxRows,
 	"deref":       func(f *float64) float64 { return *f },
@@ -146,6 +147,20 @@ func (s *Server) fragment(name string, data any) (string, error) {
 	return buf.String(), nil
 }
 
+// sentence starts a message with a capital letter and ends it with a full
+// stop, as the page's other sentences.
+func sentence(s string) string {
+	if s == "" {
+		return s
+	}
+	r, n := utf8.DecodeRuneInString(s)
+	s = string(unicode.ToUpper(r)) + s[n:]
+	if !strings.HasSuffix(s, ".") && !strings.HasSuffix(s, "?") && !strings.HasSuffix(s, "!") {
+		s += "."
+	}
+	return s
+}
+
 func clock(t time.Time) string {
 	if t.IsZero() {
 		return "—"
@@ -189,13 +204,6 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-func percent(a, b int64) int64 {
-	if b <= 0 {
-		return 0
-	}
-	return min(100, a*100/b)
 }
 
 // metaString shows metadata as "k=v k2=v2", sorted.

@@ -12,6 +12,12 @@ import (
 type signInData struct {
 	Next    string
 	Problem string
+	TTL     string // how long a session lasts, in words
+	Idle    string
+}
+
+func (s *Server) signInData(next, problem string) signInData {
+	return signInData{Next: next, Problem: problem, TTL: humanSeconds(s.cfg.SessionTTL.Seconds()), Idle: humanSeconds(s.cfg.IdleTimeout.Seconds())}
 }
 
 func (s *Server) signInPage(w http.ResponseWriter, r *http.Request, sess *session) error {
@@ -20,7 +26,7 @@ func (s *Server) signInPage(w http.ResponseWriter, r *http.Request, sess *sessio
 		http.Redirect(w, r, next, http.StatusSeeOther)
 		return nil
 	}
-	s.render(w, r, http.StatusOK, "signin", page{Title: "Sign in", Data: signInData{Next: next}})
+	s.render(w, r, http.StatusOK, "signin", page{Title: "Sign in", Data: s.signInData(next, "")})
 	return nil
 }
 
@@ -40,7 +46,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request, old *session) er
 		if secret == "" {
 			problem = "Enter an API key."
 		}
-		s.render(w, r, http.StatusUnauthorized, "signin", page{Title: "Sign in", Data: signInData{Next: next, Problem: problem}})
+		s.render(w, r, http.StatusUnauthorized, "signin", page{Title: "Sign in", Data: s.signInData(next, problem)})
 		return nil
 	}
 	if err != nil {

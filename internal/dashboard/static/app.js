@@ -179,6 +179,15 @@
       term = new window.Terminal({ cursorBlink: true, fontFamily: "ui-monospace, DejaVu Sans Mono, monospace", fontSize: 14, screenReaderMode: true });
       fit = new window.FitAddon.FitAddon();
       term.loadAddon(fit);
+      // Shift+Escape leaves the terminal (Tab goes to the shell), so a
+      // keyboard never gets stuck in it.
+      term.attachCustomKeyEventHandler((e) => {
+        if (e.type === "keydown" && e.key === "Escape" && e.shiftKey) {
+          close.focus();
+          return false;
+        }
+        return true;
+      });
       term.open(box);
       fit.fit();
       const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + open.dataset.terminal;
