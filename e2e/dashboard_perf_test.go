@@ -3,8 +3,10 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -74,10 +76,11 @@ func TestDashboardThousandSandboxes(t *testing.T) {
 
 	tab := newBrowser(t, 1280, 900)
 	signInBrowser(t, tab, s.url, k.Secret)
+	loadBefore := loadAverage()
 	var loads []pageTiming
-	for i := range 6 {
+	for i := range 11 {
 		do(t, tab, time.Minute, "load the sandboxes page", chromedp.Navigate(s.url+"/ui/sandboxes"))
-		if rows := run(t, tab, "count rows", chromedp.Evaluate[int](`document.querySelectorAll("#sb-rows tr").length`)); rows != n {
+		if rows := run(t, tab, "count rows", chromedp.Evaluate[int](`document.querySelectorAll("#sb-rows > [role=row]").length`)); rows != n {
 			t.Fatalf("the page lists %d sandboxes, want %d", rows, n)
 		}
 		tm := run(t, tab, "read the timing", chromedp.Evaluate[pageTiming](timingJS, chromedp.EvalAwaitPromise))
@@ -85,21 +88,34 @@ func TestDashboardThousandSandboxes(t *testing.T) {
 			loads = append(loads, tm)
 		}
 	}
-	med := func(f func(pageTiming) float64) float64 {
+	// The median, and the best load (the page's own cost with the least
+	// interference from whatever else the machine runs).
+	stat := func(f func(pageTiming) float64) (median, best float64) {
 		v := make([]float64, len(loads))
 		for i, l := range loads {
 			v[i] = f(l)
 		}
 		slices.Sort(v)
-		return v[len(v)/2]
+		return v[len(v)/2], v[0]
 	}
-	t.Logf("a page of %d sandboxes (%.0f KiB), median of %d loads in Chromium: server answered at %.0f ms, "+
-		"DOMContentLoaded %.0f ms, load %.0f ms, largest contentful paint %.0f ms",
-		n, med(func(p pageTiming) float64 { return p.Bytes })/1024, len(loads),
-		med(func(p pageTiming) float64 { return p.ResponseStart }),
-		med(func(p pageTiming) float64 { return p.DOMContent }),
-		med(func(p pageTiming) float64 { return p.Load }),
-		med(func(p pageTiming) float64 { return p.LCP }))
+	kib, _ := stat(func(p pageTiming) float64 { return p.Bytes / 1024 })
+	rs, rsBest := stat(func(p pageTiming) float64 { return p.ResponseStart })
+	dcl, dclBest := stat(func(p pageTiming) float64 { return p.DOMContent })
+	load, loadBest := stat(func(p pageTiming) float64 { return p.Load })
+	lcp, lcpBest := stat(func(p pageTiming) float64 { return p.LCP })
+	t.Logf("a page of %d sandboxes (%.0f KiB) in Chromium, median (best) of %d loads, ms from the navigation's start: "+
+		"server answered %.0f (%.0f), DOMContentLoaded %.0f (%.0f), load event %.0f (%.0f), largest contentful paint %.0f (%.0f); "+
+		"load average %s before, %s after", n, kib, len(loads), rs, rsBest, dcl, dclBest, load, loadBest, lcp, lcpBest,
+		loadBefore, loadAverage())
+}
+
+// loadAverage is the machine's 1-minute load average, as /proc/loadavg says.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Fields(string(b))[0]
 }
 
 // parallel calls f for each item with up to n at once.

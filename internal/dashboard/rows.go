@@ -11,7 +11,10 @@ import (
 
 // The sandboxes table is written in Go rather than with html/template:
 // the template engine spends tens of microseconds a row on reflection,
-// and this table has a thousand rows. Every value goes through esc (text
+// and this table has a thousand rows. It is a grid of ARIA table roles
+// rather than a <table>: each row lays itself out (a CSS grid of fixed
+// columns) and rows off the screen are skipped by the browser until
+// scrolled to (content-visibility), which a <table> cannot do. Every value goes through esc (text
 // and double-quoted attributes) and, in a URL, url.PathEscape first.
 // TestSandboxRowMatchesTemplate and FuzzSandboxRow check that it says what
 // the template (templates/fragments.html, "sandbox-row-template") says.
@@ -42,29 +45,29 @@ func writeSandboxRow(b *strings.Builder, r sbRow) {
 	id := esc(sb.ID)
 	st := esc(string(sb.Status))
 	w := b.WriteString
-	w(`<tr id="sb-`)
+	w(`<div role="row" class="gr" id="sb-`)
 	w(id)
-	w(`"><th scope="row"><a href="/ui/sandboxes/`)
+	w(`"><span role="rowheader"><a href="/ui/sandboxes/`)
 	w(esc(url.PathEscape(sb.ID)))
 	w(`" class="mono">`)
 	w(id)
-	w(`</a></th><td><span class="status s-`)
+	w(`</a></span><span role="cell"><span class="status s-`)
 	w(st)
 	w(`">`)
 	w(st)
-	w(`</span></td><td>`)
+	w(`</span></span><span role="cell">`)
 	w(esc(sb.Template))
-	w(`</td><td>`)
+	w(`</span><span role="cell">`)
 	w(esc(sb.Pool))
-	w(`</td><td class="opt meta">`)
+	w(`</span><span role="cell" class="opt meta">`)
 	w(esc(metaString(sb.Metadata)))
-	w(`</td><td class="opt">`)
+	w(`</span><span role="cell" class="opt">`)
 	w(esc(sb.NodeName))
-	w(`</td><td class="opt">`)
+	w(`</span><span role="cell" class="opt">`)
 	w(clock(sb.CreatedAt))
-	w(`</td>`)
+	w(`</span>`)
 	writeTimeoutCell(b, sb)
-	w(`<td>`)
+	w(`<span role="cell" class="acts">`)
 	if sb.NodeName == r.Here || r.Here == "" {
 		// The row's header (its id) names what a button acts on; app.js
 		// asks before a delete.
@@ -78,7 +81,7 @@ func writeSandboxRow(b *strings.Builder, r sbRow) {
 	} else {
 		w(`on ` + esc(sb.NodeName))
 	}
-	w(`</td></tr>`)
+	w(`</span></div>`)
 }
 
 // writeTimeoutCell says how long a sandbox has before it times out; a
@@ -86,14 +89,14 @@ func writeSandboxRow(b *strings.Builder, r sbRow) {
 func writeTimeoutCell(b *strings.Builder, sb sandbox.Sandbox) {
 	switch {
 	case sb.Status == sandbox.StatusPaused && sb.TimeoutLeft != nil:
-		b.WriteString(`<td>` + humanSeconds(*sb.TimeoutLeft) + ` when resumed</td>`)
+		b.WriteString(`<span role="cell">` + humanSeconds(*sb.TimeoutLeft) + ` when resumed</span>`)
 	case sb.Status == sandbox.StatusPaused:
-		b.WriteString(`<td>none</td>`)
+		b.WriteString(`<span role="cell">none</span>`)
 	case sb.TimesOutAt != nil:
-		b.WriteString(`<td data-deadline="` + deadline(sb.TimesOutAt) + `">` + humanSeconds(timeUntil(sb.TimesOutAt)) + `</td>`)
+		b.WriteString(`<span role="cell" data-deadline="` + deadline(sb.TimesOutAt) + `">` + humanSeconds(timeUntil(sb.TimesOutAt)) + `</span>`)
 	case sb.Timeout > 0:
-		b.WriteString(`<td>while in use</td>`)
+		b.WriteString(`<span role="cell">while in use</span>`)
 	default:
-		b.WriteString(`<td>none</td>`)
+		b.WriteString(`<span role="cell">none</span>`)
 	}
 }
