@@ -293,7 +293,9 @@ func requestStart(r *http.Request) time.Time {
 // check finds the request's session and applies the route's access rule
 // and the CSRF check.
 func (s *Server) check(w http.ResponseWriter, r *http.Request, rt route) (*session, error) {
-	sess, _ := s.sessions.get(cookieValue(r), !rt.stream)
+	// Pages and actions count as use of the session; streams and static
+	// files do not.
+	sess, _ := s.sessions.get(cookieValue(r), rt.access != public && !rt.stream)
 	if rt.access == public {
 		return sess, nil
 	}

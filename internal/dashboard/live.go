@@ -45,6 +45,10 @@ const (
 	viewTimeout    = 10 * time.Second // bounds each event's or refresh's work
 )
 
+// slow is a view whose refresh costs more (the overview measures the
+// node), and so is coalesced over longer.
+type slow interface{ coalesceEvery() time.Duration }
+
 // ticking is a view that also changes without events (measurements).
 type ticking interface {
 	every() time.Duration
@@ -135,7 +139,11 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request, sess *session) err
 			return ps, err
 		})
 		if dirty && *due == nil {
-			*due = time.After(coalesceEvery)
+			every := coalesceEvery
+			if sv, ok := v.(slow); ok {
+				every = sv.coalesceEvery()
+			}
+			*due = time.After(every)
 		}
 		return ok
 	}
