@@ -160,8 +160,14 @@ func TestDashboard(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS("#terminal .xterm-helper-textarea")),
 	)
 	waitJS(t, tab, 15*time.Second, "the terminal connected", `document.getElementById("terminal-state").textContent === "Connected."`)
+	waitJS(t, tab, 15*time.Second, "the shell's prompt", `document.querySelector("#terminal .xterm-rows").textContent.includes("$")`)
 	do(t, tab, 15*time.Second, "type a command", chromedp.SendKeys(chromedp.CSS("#terminal .xterm-helper-textarea"), "echo $((6*7))-from-the-terminal\r"))
 	waitJS(t, tab, 15*time.Second, "the command's output", `document.querySelector("#terminal .xterm-rows").textContent.includes("42-from-the-terminal")`)
+	if os.Getenv("SANDPOOL_SCREENSHOTS") == "1" { // something for the charts to show
+		do(t, tab, 15*time.Second, "keep the CPU busy", chromedp.SendKeys(chromedp.CSS("#terminal .xterm-helper-textarea"),
+			"python3 -c 'import time; x = bytearray(48 << 20); t = time.time() + 4\nwhile time.time() < t: pass'; ls -l\r"))
+		time.Sleep(9 * time.Second)
+	}
 	screenshot(t, tab, shots, "sandbox")
 
 	// Change a pool's min idle and watch the idle count follow.
@@ -185,8 +191,6 @@ func TestDashboard(t *testing.T) {
 	}
 	screenshot(t, tab, shots, "pools")
 
-	do(t, tab, 30*time.Second, "open the overview", chromedp.Navigate(s.url+"/ui/"), chromedp.WaitVisible(chromedp.ID("overview-body")))
-	screenshot(t, tab, shots, "overview")
 	do(t, tab, 30*time.Second, "open the events", chromedp.Navigate(s.url+"/ui/events"), chromedp.WaitVisible(chromedp.CSS("#event-rows tr")))
 	screenshot(t, tab, shots, "events")
 
@@ -258,9 +262,21 @@ func TestDashboard(t *testing.T) {
 		t.Error("beta's page shows acme's new sandbox")
 	}
 
-	// Admin pages, for the README.
+	// An admin's overview (capacity and memory) and the keys, for the
+	// README.
+	var adminIDs []string
+	deleteAtEnd(t, admin, &adminIDs)
+	for range 2 {
+		sb, err := admin.CreateSandbox(ctx, client.CreateSandboxRequest{Template: "base"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		adminIDs = append(adminIDs, sb.ID)
+	}
 	adminTab := newTab(t, tab)
 	signInBrowser(t, adminTab, s.url, s.adminKey)
+	do(t, adminTab, 30*time.Second, "the overview", chromedp.Navigate(s.url+"/ui/"), chromedp.WaitVisible(chromedp.CSS("#overview-body meter")))
+	screenshot(t, adminTab, shots, "overview")
 	do(t, adminTab, 30*time.Second, "keys", chromedp.Navigate(s.url+"/ui/keys"), chromedp.WaitVisible(chromedp.ID("k-tenant")))
 	screenshot(t, adminTab, shots, "keys")
 

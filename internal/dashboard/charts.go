@@ -83,6 +83,7 @@ type chart struct {
 	Label  string
 	Now    string
 	Peak   string
+	Top    string // the top of the scale
 	Points string // "x,y x,y ..." in a 0..chartW by 0..chartH box
 }
 
@@ -119,13 +120,19 @@ func charts(list []sandbox.Metrics) metricsData {
 	disk := func(m sandbox.Metrics) float64 { return float64(m.DiskUsedBytes) }
 	pct := func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) + "%" }
 	byt := func(v float64) string { return humanBytes(int64(v)) }
-	memMax := float64(last.MemTotalBytes)
-	diskMax := max(peak(list, disk)*1.25, 1<<20) // the disk limit is the filesystem's: too big to show use
+	// Each chart is scaled to what it shows (a quarter above its peak, at
+	// least a small floor): a sandbox far below its limits still draws a
+	// shape. The top of the scale is said with the chart.
 	return metricsData{Charts: []chart{
-		mkChart(list, "cpu", fmt.Sprintf("CPU (of %d)", last.CPUCount), cpu, 100, pct),
-		mkChart(list, "mem", "Memory (of "+humanBytes(last.MemTotalBytes)+")", mem, memMax, byt),
-		mkChart(list, "disk", "Disk written", disk, diskMax, byt),
+		mkChart(list, "cpu", fmt.Sprintf("CPU (%d allowed)", last.CPUCount), cpu, scale(list, cpu, 5), pct),
+		mkChart(list, "mem", "Memory (limit "+humanBytes(last.MemTotalBytes)+")", mem, scale(list, mem, 1<<20), byt),
+		mkChart(list, "disk", "Disk written", disk, scale(list, disk, 1<<20), byt),
 	}}
+}
+
+// scale is the top of a chart: a quarter above the peak, at least floor.
+func scale(list []sandbox.Metrics, f func(sandbox.Metrics) float64, floor float64) float64 {
+	return max(peak(list, f)*1.25, floor)
 }
 
 func peak(list []sandbox.Metrics, f func(sandbox.Metrics) float64) float64 {
@@ -136,8 +143,8 @@ func peak(list []sandbox.Metrics, f func(sandbox.Metrics) float64) float64 {
 	return p
 }
 
-// mkChart draws f over the window ending at the last sample, scaled to
-// top (values above it are drawn at the top).
+// mkChart draws f over the window ending at the last sample, from 0 at
+// the bottom to top at the top.
 func mkChart(list []sandbox.Metrics, id, label string, f func(sandbox.Metrics) float64, top float64, say func(float64) string) chart {
 	last := list[len(list)-1]
 	start := last.Timestamp.Add(-chartWindow)
@@ -158,5 +165,5 @@ func mkChart(list []sandbox.Metrics, id, label string, f func(sandbox.Metrics) f
 		b.Reset()
 		fmt.Fprintf(&b, "0.0,%s %d.0,%s", y, chartW, y)
 	}
-	return chart{ID: id, Label: label, Now: say(f(last)), Peak: say(peak(list, f)), Points: b.String()}
+	return chart{ID: id, Label: label, Now: say(f(last)), Peak: say(peak(list, f)), Top: say(top), Points: b.String()}
 }

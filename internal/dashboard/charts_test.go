@@ -41,12 +41,12 @@ func TestCharts(t *testing.T) {
 		t.Fatalf("%+v", d)
 	}
 	cpu, mem := d.Charts[0], d.Charts[1]
-	// x runs over the window; y from the bottom (60) to the top (0), a
-	// value over the top drawn at the top.
-	if cpu.Points != "0.0,60.0 150.0,0.0 300.0,30.0" || cpu.Now != "50.0%" || cpu.Peak != "150.0%" || !strings.Contains(cpu.Label, "of 2") {
+	// x runs over the window; y from the bottom (60) to the top (0) of a
+	// scale a quarter above the peak.
+	if cpu.Points != "0.0,60.0 150.0,12.0 300.0,44.0" || cpu.Now != "50.0%" || cpu.Peak != "150.0%" || cpu.Top != "187.5%" || !strings.Contains(cpu.Label, "2 allowed") {
 		t.Fatalf("cpu chart %+v", cpu)
 	}
-	if mem.Points != "0.0,52.5 150.0,30.0 300.0,45.0" || mem.Now != "128.0 MiB" || mem.Peak != "256.0 MiB" {
+	if mem.Points != "0.0,48.0 150.0,12.0 300.0,36.0" || mem.Now != "128.0 MiB" || mem.Peak != "256.0 MiB" || mem.Top != "320.0 MiB" {
 		t.Fatalf("memory chart %+v", mem)
 	}
 	if one := charts(list[:1]); one.Charts[0].Points != "0.0,60.0 300.0,60.0" {
