@@ -30,19 +30,22 @@ const (
 const maxForm = 64 << 10
 
 // csrfToken reads the token a request carries. It parses a form body (up
-// to maxForm), so handlers find their fields in r.PostForm.
+// to maxForm) first, so handlers find their fields in r.PostForm whichever
+// way the token came.
 func csrfToken(r *http.Request) string {
-	if t := r.Header.Get(csrfHeader); t != "" {
-		return t
-	}
 	if r.Body != nil && strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
 		r.Body = http.MaxBytesReader(nil, r.Body, maxForm)
 		if err := r.ParseForm(); err != nil {
 			return ""
 		}
-		return r.PostForm.Get(csrfField)
 	}
-	return ""
+	if t := r.Header.Get(csrfHeader); t != "" {
+		return t
+	}
+	if r.PostForm == nil {
+		return ""
+	}
+	return r.PostForm.Get(csrfField)
 }
 
 // localPath returns next if it is a path of this dashboard (so a redirect

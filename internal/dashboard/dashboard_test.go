@@ -281,6 +281,18 @@ func TestCSRF(t *testing.T) {
 	if got, _ := e.svc.Get(context.Background(), "acme", sb.ID); got.Status != sandbox.StatusPaused {
 		t.Fatalf("after pause: %s", got.Status)
 	}
+	// The list's form: the button pressed names the action, its value the
+	// sandbox; the token in the header, the form read all the same.
+	resp = b.send("POST", "/ui/sandboxes/act", url.Values{"resume": {sb.ID}, "next": {"/ui/sandboxes?status=running"}}, http.Header{"X-Csrf-Token": {b.csrf}})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/ui/sandboxes?status=running" {
+		t.Fatalf("resume from the list: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if got, _ := e.svc.Get(context.Background(), "acme", sb.ID); got.Status != sandbox.StatusRunning {
+		t.Fatalf("after resume: %s", got.Status)
+	}
+	if resp := b.post("/ui/sandboxes/act", url.Values{}); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("the list's form without an action: %d", resp.StatusCode)
+	}
 }
 
 func TestTenancy(t *testing.T) {
