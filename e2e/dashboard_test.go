@@ -290,3 +290,48 @@ func TestDashboard(t *testing.T) {
 	}
 	screenshot(t, phone, shots, "phone")
 }
+
+// TestDashboardShutdown: a page's live stream does not hold up the
+// server's stop.
+func TestDashboardShutdown(t *testing.T) {
+	s := startServer(t, "")
+	jar := &cookieJar{}
+	c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.PostForm(s.url+"/ui/signin", url.Values{"key": {s.adminKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign in: %d", resp.StatusCode)
+	}
+	live, err := c.Get(s.url + "/ui/live?view=events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Body.Close()
+	if live.StatusCode != http.StatusOK {
+		t.Fatalf("live: %d", live.StatusCode)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, live.Body)
+		ended <- err
+	}()
+	start := time.Now()
+	s.stop()
+	if took := time.Since(start); took > 4*time.Second {
+		t.Errorf("stopping with a live page open took %v", took)
+	}
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Error("the live stream did not end with the server")
+	}
+}
+
+// cookieJar keeps cookies for one server, whatever their path.
+type cookieJar struct{ cookies []*http.Cookie }
+
+func (j *cookieJar) SetCookies(_ *url.URL, cs []*http.Cookie) { j.cookies = append(j.cookies, cs...) }
+func (j *cookieJar) Cookies(*url.URL) []*http.Cookie          { return j.cookies }
