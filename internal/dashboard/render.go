@@ -61,6 +61,7 @@ type errorPage struct {
 
 var funcs = template.FuncMap{
 	"clock":       clock,
+	"minute":      minute,
 	"iso":         func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"ago":         ago,
 	"bytes":       humanBytes,
@@ -159,6 +160,14 @@ func sentence(s string) string {
 		s += "."
 	}
 	return s
+}
+
+// minute is a time to the minute, for lists.
+func minute(t time.Time) string {
+	if t.IsZero() {
+		return "—"
+	}
+	return t.UTC().Format("2006-01-02 15:04")
 }
 
 func clock(t time.Time) string {

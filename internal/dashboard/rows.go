@@ -64,7 +64,7 @@ func writeSandboxRow(b *strings.Builder, r sbRow) {
 	w(`</span><span role="cell" class="opt">`)
 	w(esc(sb.NodeName))
 	w(`</span><span role="cell" class="opt">`)
-	w(clock(sb.CreatedAt))
+	w(minute(sb.CreatedAt))
 	w(`</span>`)
 	writeTimeoutCell(b, sb)
 	w(`<span role="cell" class="acts">`)
@@ -89,7 +89,7 @@ func writeSandboxRow(b *strings.Builder, r sbRow) {
 func writeTimeoutCell(b *strings.Builder, sb sandbox.Sandbox) {
 	switch {
 	case sb.Status == sandbox.StatusPaused && sb.TimeoutLeft != nil:
-		b.WriteString(`<span role="cell">` + humanSeconds(*sb.TimeoutLeft) + ` when resumed</span>`)
+		b.WriteString(`<span role="cell">` + humanSeconds(*sb.TimeoutLeft) + ` on resume</span>`)
 	case sb.Status == sandbox.StatusPaused:
 		b.WriteString(`<span role="cell">none</span>`)
 	case sb.TimesOutAt != nil:
