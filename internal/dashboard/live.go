@@ -101,63 +101,20 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request, sess *session) err
 	if ns, err := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64); err == nil {
 		missed, complete = s.history.since(time.Unix(0, ns), keep)
 	}
-	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no") // proxies: pass each event on at once
 	w.WriteHeader(http.StatusOK)
-	if _, err := fmt.Fprint(w, ": sandpool live\n\n"); err != nil || rc.Flush() != nil {
-		return nil
-	}
-	send := func(event string, ps []patch) bool {
-		if len(ps) == 0 && event == "patch" {
-			return true
-		}
-		b, err := json.Marshal(ps)
-		if err != nil {
-			return false
-		}
-		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
-	work := func(f func(context.Context) ([]patch, error)) bool {
-		ctx, cancel := context.WithTimeout(r.Context(), viewTimeout)
-		defer cancel()
-		ps, err := f(ctx)
-		if err != nil {
-			s.log.Warn("dashboard live update failed", "err", err)
-			return true // the next event may do better
-		}
-		return send("patch", ps)
-	}
-	handle := func(e events.Event, due *<-chan time.Time) bool {
-		dirty := false
-		ok := work(func(ctx context.Context) ([]patch, error) {
-			ps, d, err := v.event(ctx, e)
-			dirty = d
-			return ps, err
-		})
-		if dirty && *due == nil {
-			every := coalesceEvery
-			if sv, ok := v.(slow); ok {
-				every = sv.coalesceEvery()
-			}
-			*due = time.After(every)
-		}
-		return ok
-	}
-	var due <-chan time.Time
-	if !complete && !send("patch", []patch{{Op: "stale"}}) {
+	ls := &liveStream{s: s, r: r, w: w, rc: http.NewResponseController(w), v: v}
+	if !ls.comment("sandpool live") || (!complete && !ls.send("patch", []patch{{Op: "stale"}})) {
 		return nil
 	}
 	for _, e := range missed {
-		if !handle(e, &due) {
+		if !ls.handle(e) {
 			return nil
 		}
 	}
-	if due == nil {
-		due = time.After(0) // counts may have changed before the history began
+	if ls.due == nil {
+		ls.due = time.After(0) // counts may have changed before the history began
 	}
 	keepalive := time.NewTicker(keepaliveEvery)
 	defer keepalive.Stop()
@@ -167,37 +124,91 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request, sess *session) err
 		defer t.Stop()
 		ticks = t.C
 	}
-	for {
+	for ok := true; ok; {
 		select {
 		case <-r.Context().Done():
 			return nil
 		case <-s.ctx.Done():
 			return nil
 		case <-sess.Done():
-			send("signedout", nil)
+			ls.send("signedout", nil)
 			return nil
 		case <-keepalive.C:
-			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil || rc.Flush() != nil {
-				return nil
-			}
+			ok = ls.comment("keepalive")
 		case e := <-sub.C:
-			if sub.Dropped() > 0 && !send("patch", []patch{{Op: "stale"}}) {
-				return nil
-			}
-			if !handle(e, &due) {
-				return nil
-			}
-		case <-due:
-			due = nil
-			if !work(v.refresh) {
-				return nil
-			}
+			ok = (sub.Dropped() == 0 || ls.send("patch", []patch{{Op: "stale"}})) && ls.handle(e)
+		case <-ls.due:
+			ls.due = nil
+			ok = ls.work(v.refresh)
 		case <-ticks:
-			if !work(v.(ticking).tick) {
-				return nil
-			}
+			ok = ls.work(v.(ticking).tick)
 		}
 	}
+	return nil // the browser is gone
+}
+
+// liveStream is one page's stream: it runs the view's work and sends the
+// patches. Its methods report false once the browser cannot be written to.
+type liveStream struct {
+	s   *Server
+	r   *http.Request
+	w   http.ResponseWriter
+	rc  *http.ResponseController
+	v   view
+	due <-chan time.Time // the coalesced refresh, when one is due
+}
+
+func (ls *liveStream) comment(text string) bool {
+	if _, err := fmt.Fprintf(ls.w, ": %s\n\n", text); err != nil {
+		return false
+	}
+	return ls.rc.Flush() == nil
+}
+
+func (ls *liveStream) send(event string, ps []patch) bool {
+	if len(ps) == 0 && event == "patch" {
+		return true
+	}
+	b, err := json.Marshal(ps)
+	if err != nil {
+		return false
+	}
+	if _, err := fmt.Fprintf(ls.w, "event: %s\ndata: %s\n\n", event, b); err != nil {
+		return false
+	}
+	return ls.rc.Flush() == nil
+}
+
+// work runs a view's work under its own deadline and sends its patches; a
+// failure is logged, and the stream goes on (the next event may do
+// better).
+func (ls *liveStream) work(f func(context.Context) ([]patch, error)) bool {
+	ctx, cancel := context.WithTimeout(ls.r.Context(), viewTimeout)
+	defer cancel()
+	ps, err := f(ctx)
+	if err != nil {
+		ls.s.log.Warn("dashboard live update failed", "err", err)
+		return true
+	}
+	return ls.send("patch", ps)
+}
+
+// handle applies one event, and schedules the view's refresh if it asks.
+func (ls *liveStream) handle(e events.Event) bool {
+	dirty := false
+	ok := ls.work(func(ctx context.Context) ([]patch, error) {
+		ps, d, err := ls.v.event(ctx, e)
+		dirty = d
+		return ps, err
+	})
+	if dirty && ls.due == nil {
+		every := coalesceEvery
+		if sv, ok := ls.v.(slow); ok {
+			every = sv.coalesceEvery()
+		}
+		ls.due = time.After(every)
+	}
+	return ok
 }
 
 // one renders a fragment into a single patch.
