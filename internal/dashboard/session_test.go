@@ -155,6 +155,8 @@ func TestLocalPath(t *testing.T) {
 		"/v1/sandboxes":                "/def",
 		"/ui/x\r\nSet-Cookie: a=b":     "/def",
 		"javascript:alert(1)":          "/def",
+		"/ui/../v1/keys":               "/def",
+		"/ui/%2e%2e/x":                 "/def",
 	} {
 		if got := localPath(in, "/def"); got != want {
 			t.Errorf("localPath(%q) = %q, want %q", in, got, want)
