@@ -24,6 +24,7 @@ import (
 	"github.com/sandpool/sandpool/internal/api"
 	"github.com/sandpool/sandpool/internal/buildinfo"
 	"github.com/sandpool/sandpool/internal/cluster"
+	"github.com/sandpool/sandpool/internal/dashboard"
 	"github.com/sandpool/sandpool/internal/e2b"
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/idempotency"
@@ -233,8 +234,15 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	dash, err := dashboard.New(svc, pools, ks, dashboard.Config{Node: cfg.node, Nodes: cl, Log: log, Registry: reg})
+	if err != nil {
+		return err
+	}
+	defer dash.Close()
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", mcpSrv) // MCP over streamable HTTP: the API in process, per caller's key
+	mux.Handle("/ui/", dash)   // the web dashboard
+	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusSeeOther))
 	mux.Handle("/", apiSrv)
 	// The E2B API on the same listener: its control plane by path, envd and
 	// sandbox ports by host name or routing headers; the rest is ours.
@@ -264,6 +272,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 	log.Info("shutting down: finishing in-flight requests", "timeout", cfg.shutdownTimeout)
 	mcpSrv.Close() // MCP sessions end, their sandboxes go through the API: before it drains
+	dash.Close()   // live streams and terminals end (Shutdown would wait for them)
 	apiSrv.Drain()
 	e2bSrv.Drain()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
