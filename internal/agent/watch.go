@@ -247,10 +247,12 @@ func (w *inotify) handle(wd int32, mask, cookie uint32, name string) ([]watchEve
 	case mask&unix.IN_MOVED_TO != 0:
 		evs = append(evs, watchEvent{rel, fsys.OpCreate})
 		if isDir && w.recursive {
-			if from, ok := w.moved[cookie]; ok {
-				delete(w.moved, cookie)
-				w.rename(from, rel)
-			} else {
+			from, ok := w.moved[cookie]
+			delete(w.moved, cookie)
+			// A directory moved within the tree keeps its watches, unless
+			// it was never watched (gone from its first name before its
+			// creation was read): then it is new here.
+			if !ok || !w.rename(from, rel) {
 				evs = append(evs, w.addDir(rel)...)
 			}
 		}
@@ -288,13 +290,16 @@ func (w *inotify) addDir(rel string) []watchEvent {
 	return evs
 }
 
-// rename moves the watched directories under from to under to.
-func (w *inotify) rename(from, to string) {
+// rename moves the watched directories under from to under to. It
+// reports whether from itself was watched.
+func (w *inotify) rename(from, to string) (watched bool) {
 	for wd, d := range w.dirs {
 		if d == from || strings.HasPrefix(d, from+"/") {
 			w.dirs[wd] = to + d[len(from):]
+			watched = watched || d == from
 		}
 	}
+	return watched
 }
 
 // forget stops watching rel and what is below it.
