@@ -1,6 +1,7 @@
 package linux
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -86,6 +87,9 @@ func Init() {
 		HardenSpawner: hardenThread,
 		Log:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
+	// What every sandbox's root gets the same, /proc and /dev, is built
+	// now too: adoption only moves them in.
+	stageErr := stageMounts()
 	// Wait for a sandbox (a spare may wait long); a closed socket means
 	// the host is gone or did not need this one.
 	ctl := os.NewFile(fdControl, "control")
@@ -94,7 +98,7 @@ func Init() {
 		os.Exit(0) // not needed after all
 	}
 	if err == nil {
-		err = agentErr
+		err = cmp.Or(agentErr, stageErr)
 	}
 	if err == nil {
 		srv.SetDefaults(agent.Defaults{User: cfg.Defaults.User, Env: cfg.Defaults.Env, Cwd: cfg.Defaults.Cwd})
@@ -233,15 +237,41 @@ func setupSandbox(cfg initConfig) (net.Listener, error) {
 
 func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
-// mountRoot builds the sandbox's root and pivots into it. The host made
-// the overlay (this process is root only inside its user namespace and
-// cannot reach the data directory); it arrives as a detached mount and is
-// attached over /tmp of this private mount namespace, then becomes /.
-func mountRoot(cfg initConfig) error {
+// stage is where init builds, before it has a sandbox, what every
+// sandbox's root gets the same: a tmpfs over /tmp in init's own mount
+// namespace (the host's /tmp is untouched), holding the sandbox's /proc
+// and /dev ready-made and an empty directory the root is attached on.
+const stage = "/tmp"
+
+// stageMounts makes init's mounts private and builds stage. A spare does
+// this ahead, so that adopting it costs two moves instead of some thirty
+// mounts.
+func stageMounts() error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
-	const root = "/tmp"
+	if err := unix.Mount("tmpfs", stage, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=700,size=16k"); err != nil {
+		return fmt.Errorf("mount staging tmpfs: %w", err)
+	}
+	for _, d := range []string{"root", "proc", "dev"} {
+		if err := os.Mkdir(stage+"/"+d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := mountProc(stage + "/proc"); err != nil {
+		return err
+	}
+	return mountDev(stage + "/dev")
+}
+
+// mountRoot builds the sandbox's root and pivots into it. The host made
+// the overlay (this process is root only inside its user namespace and
+// cannot reach the data directory); it arrives as a detached mount and is
+// attached in stage, gets the template's binds and the staged /proc and
+// /dev (moved with the mounts under them), then becomes /. The old root,
+// stage with it, is detached.
+func mountRoot(cfg initConfig) error {
+	const root = stage + "/root"
 	if err := unix.MoveMount(fdRoot, "", unix.AT_FDCWD, root, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		return fmt.Errorf("attach root filesystem: %w", err)
 	}
@@ -250,11 +280,10 @@ func mountRoot(cfg initConfig) error {
 			return err
 		}
 	}
-	if err := mountProc(root + "/proc"); err != nil {
-		return err
-	}
-	if err := mountDev(root + "/dev"); err != nil {
-		return err
+	for _, d := range []string{"/proc", "/dev"} {
+		if err := unix.Mount(stage+d, root+d, "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("move %s into the root: %w", d, err)
+		}
 	}
 	if err := unix.Chdir(root); err != nil {
 		return fmt.Errorf("chdir to root: %w", err)
