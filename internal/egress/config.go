@@ -48,7 +48,7 @@ type Config struct {
 	MTU int
 
 	// MaxConns bounds one sandbox's concurrent TCP connections (and
-	// handshakes in progress); default 1024.
+	// handshakes in progress); default 512.
 	MaxConns int
 	// DialTimeout bounds a connection to an upstream host; default 10 s.
 	DialTimeout time.Duration
@@ -78,7 +78,7 @@ func (cfg Config) withDefaults() Config {
 		cfg.MTU = 65520
 	}
 	if cfg.MaxConns == 0 {
-		cfg.MaxConns = 1024
+		cfg.MaxConns = 512
 	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 10 * time.Second

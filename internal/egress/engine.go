@@ -57,6 +57,7 @@ type Engine struct {
 	cfg      Config
 	upstream *resolver.Upstream
 	guard    *guard
+	deny     *denyAddrs
 	m        *metrics
 
 	mu     sync.Mutex
@@ -92,6 +93,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg:      cfg,
 		upstream: up,
 		guard:    &guard{link: cfg.Subnet, allowPrivate: cfg.AllowPrivate},
+		deny:     &denyAddrs{up: up, timeout: cfg.DNSTimeout, m: map[string]denyEntry{}},
 		m:        m,
 		links:    map[*Link]struct{}{},
 	}, nil

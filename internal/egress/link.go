@@ -65,12 +65,13 @@ func newLink(e *Engine, id, iface string, st *stack.Stack, tl *tunLink, pol *Pol
 		cache: resolver.NewCache(0),
 		conns: map[io.Closer]struct{}{},
 	}
-	l.judge = &judge{guard: e.guard, cache: l.cache, nameProto: e.nameProto}
+	l.judge = &judge{guard: e.guard, cache: l.cache, nameProto: e.nameProto,
+		denied: func(name string, ip netip.Addr) bool { return e.deny.has(l.ctx, name, ip) }}
 	l.policy.Store(pol)
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	// maxInFlight bounds handshakes the forwarder has handed to us and we
 	// have not completed; MaxConns bounds the rest.
-	tcpFwd := tcp.NewForwarder(st, 0, e.cfg.MaxConns, l.handleTCP)
+	tcpFwd := tcp.NewForwarder(st, tcpBufSize, e.cfg.MaxConns, l.handleTCP)
 	st.SetTransportProtocolHandler(tcp.ProtocolNumber, tcpFwd.HandlePacket)
 	udpFwd := udp.NewForwarder(st, l.handleUDP)
 	st.SetTransportProtocolHandler(udp.ProtocolNumber, udpFwd.HandlePacket)

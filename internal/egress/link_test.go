@@ -165,3 +165,46 @@ func TestDialSandbox(t *testing.T) {
 		t.Fatal("dialed through a closed link")
 	}
 }
+
+// TestLimits: a sandbox's connection limit, and a name that never comes.
+func TestLimits(t *testing.T) {
+	e, _ := newEngine(t, func(c *Config) { c.MaxConns = 2; c.PeekTimeout = 200 * time.Millisecond })
+	sb, l := attach(t, e, false, "allowlist", []string{"allowed.test", "203.0.113.0/24"}, nil)
+	var open []io.Closer
+	defer func() {
+		for _, c := range open {
+			c.Close()
+		}
+	}()
+	for range 2 {
+		c, err := sb.dial(context.Background(), "203.0.113.20:7000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, c)
+	}
+	waitFor(t, "two relays", func() bool { return l.Stats().Active == 2 })
+	mustRefuse(t, sb, l, "203.0.113.21:7000")
+	if got := testutil.ToFloat64(e.m.refusedBy[reasonLimit]); got != 1 {
+		t.Errorf("limit refusals = %v", got)
+	}
+	for _, c := range open {
+		c.Close()
+	}
+	open = nil
+	waitFor(t, "relays done", func() bool { return l.Stats().Active == 0 })
+	// A TLS port with name rules, and a client that says nothing.
+	sb.resolve(t, e.Gateway(), "allowed.test")
+	c, err := sb.dial(context.Background(), "198.51.100.10:443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("silent client got data")
+	}
+	if got := testutil.ToFloat64(e.m.refusedBy[reasonNoName]); got != 1 {
+		t.Errorf("no-name refusals = %v", got)
+	}
+}

@@ -110,6 +110,12 @@ func TestOpenWithDenyList(t *testing.T) {
 		t.Fatal("denied Host passed")
 	}
 	mustRefuse(t, sb, l, "203.0.113.5:7000")
+	// A denied name's address, by IP: the sandbox never resolved it,
+	// the host did.
+	mustRefuse(t, sb, l, "198.51.100.11:7000")
+	if _, err := sb.curl(t, gw, "-k", "https://198.51.100.11/"); err == nil {
+		t.Error("TLS without SNI to a denied name's address passed")
+	}
 	if _, err := sb.tlsGet("198.51.100.10:443", "allowed.test"); err != nil {
 		t.Fatalf("allowed SNI: %v", err)
 	}

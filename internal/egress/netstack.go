@@ -15,6 +15,10 @@ import (
 // nicID is the only NIC of a sandbox's stack.
 const nicID tcpip.NICID = 1
 
+// tcpBufSize is the default send and receive buffer of the stack's TCP
+// endpoints (the sandbox's side of each connection).
+const tcpBufSize = 256 << 10
+
 // newStack makes a user-space IPv4 stack whose one NIC is ep, the
 // sandbox's TUN. The NIC owns the gateway address, accepts
 // packets for any destination (promiscuous) and answers from any address
@@ -54,8 +58,15 @@ func newStack(ep *tunLink, gw netip.Prefix) (*stack.Stack, error) {
 		return nil, fmt.Errorf("egress: spoofing: %s", terr)
 	}
 	sack := tcpip.TCPSACKEnabled(true)
-	if terr := s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); terr != nil {
-		return nil, fmt.Errorf("egress: tcp sack: %s", terr)
+	// The sandbox is microseconds away: small buffers keep full speed and
+	// bound what a sandbox that stops reading can make the server hold
+	// (at most MaxConns times both buffers).
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: tcpBufSize, Max: 4 * tcpBufSize}
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: tcpBufSize, Max: 4 * tcpBufSize}
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &snd, &rcv} {
+		if terr := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); terr != nil {
+			return nil, fmt.Errorf("egress: tcp option %T: %s", opt, terr)
+		}
 	}
 	ok = true
 	return s, nil

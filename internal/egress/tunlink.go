@@ -102,9 +102,14 @@ func (l *tunLink) readLoop(d stack.NetworkDispatcher) {
 }
 
 // admit reports whether a packet from the sandbox may enter the stack:
-// IPv4 carrying TCP or UDP.
+// IPv4 carrying TCP or UDP, unfragmented (the sandbox's kernel fragments
+// nothing it sends over this link; refusing fragments spares the stack
+// reassembly buffers a sandbox could fill).
 func admit(p []byte) bool {
 	if len(p) < header.IPv4MinimumSize || header.IPVersion(p) != header.IPv4Version {
+		return false
+	}
+	if h := header.IPv4(p); h.More() || h.FragmentOffset() != 0 {
 		return false
 	}
 	switch header.IPv4(p).TransportProtocol() {

@@ -36,6 +36,9 @@ type judge struct {
 	guard     *guard
 	cache     *resolver.Cache
 	nameProto func(port uint16) proto
+	// denied reports whether ip is an address of an exact deny-list name
+	// (resolved on the host); nil means unknown.
+	denied func(name string, ip netip.Addr) bool
 }
 
 // proto is how a port's streams are read for a name.
@@ -119,10 +122,18 @@ func (j *judge) nameless(p *policy.Policy, ip netip.Addr) verdict {
 	names := j.cache.Names(ip)
 	switch p.Mode() {
 	case policy.ModeOpen:
-		// An address a denied name resolved to (before the policy said
-		// so) stays denied, even if another name shares it.
+		// An address a denied name resolved to stays denied, even if
+		// another name shares it: whether this sandbox resolved it
+		// (before the policy said so), or the host does now.
 		if slices.ContainsFunc(names, p.DeniesName) {
 			return refused(reasonPolicy)
+		}
+		if j.denied != nil {
+			for _, n := range p.DenyExactNames() {
+				if j.denied(n, ip) {
+					return refused(reasonPolicy)
+				}
+			}
 		}
 		return allowed
 	case policy.ModeAllowlist:

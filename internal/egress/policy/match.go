@@ -37,6 +37,18 @@ func (p *Policy) HasAllowNames() bool { return p != nil && p.allow.names > 0 }
 // HasDenyNames reports whether the deny list has host names or wildcards.
 func (p *Policy) HasDenyNames() bool { return p != nil && p.deny.names > 0 }
 
+// DenyExactNames returns the deny list's host names, without wildcards.
+func (p *Policy) DenyExactNames() []string {
+	if p == nil {
+		return nil
+	}
+	out := make([]string, 0, len(p.deny.exact))
+	for n := range p.deny.exact {
+		out = append(out, n)
+	}
+	return out
+}
+
 func (r *rules) matchName(name string) bool {
 	if r.names == 0 || name == "" {
 		return false
