@@ -22,6 +22,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "egress tests need root (network namespaces, TUN devices); skipping")
 		os.Exit(0)
 	}
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(attachHelper())
+	}
 	if os.Getenv(inNetNSEnv) == "" {
 		os.Exit(reexecInNetNS())
 	}

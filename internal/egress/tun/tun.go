@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -108,22 +109,35 @@ func Create(nsPath string, cfg Config) (_ *Device, retErr error) {
 	return &Device{FD: tunFD, Name: name, Index: idx}, nil
 }
 
+// openTUN creates a new TUN device called name, or, if the namespace
+// already has an interface of that name (root in the sandbox may make
+// one), the first free name of the same stem ("eth0" -> "eth1"). It never
+// attaches to an existing device (IFF_TUN_EXCL).
 func openTUN(name string) (int, string, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, "", fmt.Errorf("open /dev/net/tun: %w", err)
 	}
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		unix.Close(fd)
-		return -1, "", err
+	try := func(n string) (string, error) {
+		ifr, err := unix.NewIfreq(n)
+		if err != nil {
+			return "", err
+		}
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_TUN_EXCL)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			return "", err
+		}
+		return ifr.Name(), nil
 	}
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+	got, err := try(name)
+	if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EEXIST) {
+		got, err = try(strings.TrimRight(name, "0123456789") + "%d")
+	}
+	if err != nil {
 		unix.Close(fd)
 		return -1, "", fmt.Errorf("create tun %s: %w", name, err)
 	}
-	return fd, ifr.Name(), nil
+	return fd, got, nil
 }
 
 // inNetNS runs fn on a locked OS thread that has joined the network

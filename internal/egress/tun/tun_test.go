@@ -59,3 +59,21 @@ func TestCreateConfiguresAndCloseRemoves(t *testing.T) {
 		t.Errorf("eth0 still there after Close: %s", l)
 	}
 }
+
+// TestNameTaken: root in the sandbox made an "eth0" of its own first.
+func TestNameTaken(t *testing.T) {
+	ns := holder(t)
+	ipIn(t, ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth9")
+	d, err := Create(ns, Config{Name: "eth0", MTU: 1500,
+		Addr: netip.MustParsePrefix("100.64.253.2/30"), Gateway: netip.MustParseAddr("100.64.253.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Name == "eth0" || !strings.HasPrefix(d.Name, "eth") {
+		t.Fatalf("name %q", d.Name)
+	}
+	if r := ipIn(t, ns, "route", "show", "default"); !strings.Contains(r, "dev "+d.Name) {
+		t.Errorf("route: %s", r)
+	}
+}
