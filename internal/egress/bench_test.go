@@ -27,7 +27,7 @@ func percentiles(b *testing.B, ds []time.Duration, unit time.Duration, name stri
 func BenchmarkAttach(b *testing.B) {
 	e, _ := newEngine(b)
 	sb := newSandboxNS(b, true)
-	pol := MustPolicy("open")
+	pol := mustPolicy("open")
 	var attach, close_ []time.Duration
 	for b.Loop() {
 		t0 := time.Now()
@@ -123,7 +123,7 @@ func BenchmarkLinkMemory(b *testing.B) {
 	for range links {
 		sbs = append(sbs, newSandboxNS(b, false))
 	}
-	pol := MustPolicy("open")
+	pol := mustPolicy("open")
 	for b.Loop() {
 		var ms0, ms1 runtime.MemStats
 		runtime.GC()

@@ -23,7 +23,7 @@ func attachHelper() int {
 		fmt.Println("error:", err)
 		return 1
 	}
-	if _, err := e.Attach(context.Background(), Sandbox{ID: "crash", NetNS: os.Getenv(helperEnv)}, MustPolicy("open")); err != nil {
+	if _, err := e.Attach(context.Background(), Sandbox{ID: "crash", NetNS: os.Getenv(helperEnv)}, mustPolicy("open")); err != nil {
 		fmt.Println("error:", err)
 		return 1
 	}
@@ -73,7 +73,7 @@ func TestServerCrashLeavesNothing(t *testing.T) {
 		t.Errorf("host routes changed:\n%s\nwas\n%s", got, routes)
 	}
 	e, _ := newEngine(t)
-	l, err := e.Attach(context.Background(), Sandbox{ID: "after-crash", NetNS: sb.path}, MustPolicy("open"))
+	l, err := e.Attach(context.Background(), Sandbox{ID: "after-crash", NetNS: sb.path}, mustPolicy("open"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -275,7 +275,7 @@ func TestCloseRemovesInterface(t *testing.T) {
 		c.Close()
 		t.Fatal("connected after Close")
 	}
-	l2, err := e.Attach(context.Background(), Sandbox{ID: "again", NetNS: sb.path}, MustPolicy("open"))
+	l2, err := e.Attach(context.Background(), Sandbox{ID: "again", NetNS: sb.path}, mustPolicy("open"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,8 +283,8 @@ func TestCloseRemovesInterface(t *testing.T) {
 	echo(t, sb, "203.0.113.20:7000")
 }
 
-// MustPolicy parses a policy or panics; for tests.
-func MustPolicy(mode string, allowDeny ...[]string) *Policy {
+// mustPolicy parses a policy or panics.
+func mustPolicy(mode string, allowDeny ...[]string) *Policy {
 	var allow, deny []string
 	if len(allowDeny) > 0 {
 		allow = allowDeny[0]

@@ -54,7 +54,7 @@ func TestAttachCloseLeak(t *testing.T) {
 		sbs = append(sbs, newSandboxNS(t, i%2 == 1))
 	}
 	// Warm up whatever the runtime and the fake internet open once.
-	l, err := e.Attach(context.Background(), Sandbox{ID: "warm", NetNS: sbs[0].path}, MustPolicy("open"))
+	l, err := e.Attach(context.Background(), Sandbox{ID: "warm", NetNS: sbs[0].path}, mustPolicy("open"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestAttachCloseLeak(t *testing.T) {
 
 	for i := range 200 {
 		sb := sbs[i%len(sbs)]
-		l, err := e.Attach(context.Background(), Sandbox{ID: "leak", NetNS: sb.path}, MustPolicy("open"))
+		l, err := e.Attach(context.Background(), Sandbox{ID: "leak", NetNS: sb.path}, mustPolicy("open"))
 		if err != nil {
 			t.Fatalf("attach %d: %v", i, err)
 		}

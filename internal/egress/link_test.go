@@ -34,7 +34,7 @@ func TestSetPolicyOnLiveLink(t *testing.T) {
 	if err := roundTrip(); err != nil {
 		t.Fatal(err)
 	}
-	l.SetPolicy(MustPolicy("none"))
+	l.SetPolicy(mustPolicy("none"))
 	if l.Policy().Mode() != ModeNone {
 		t.Fatal("policy not replaced")
 	}
@@ -45,7 +45,7 @@ func TestSetPolicyOnLiveLink(t *testing.T) {
 	if err := roundTrip(); err != nil {
 		t.Fatalf("established connection cut by the policy change: %v", err)
 	}
-	l.SetPolicy(MustPolicy("allowlist", []string{"other.test"}))
+	l.SetPolicy(mustPolicy("allowlist", []string{"other.test"}))
 	sb.resolve(t, e.Gateway(), "other.test")
 	echo(t, sb, "203.0.113.20:7000")
 	mustRefuse(t, sb, l, "198.51.100.10:80")

@@ -81,7 +81,7 @@ func TestJudge(t *testing.T) {
 			{"198.51.100.10:443", "", 0, reasonPolicy},
 		}},
 	} {
-		p := MustPolicy(tc.mode, tc.allow, tc.deny)
+		p := mustPolicy(tc.mode, tc.allow, tc.deny)
 		for _, s := range tc.steps {
 			dst := netip.MustParseAddrPort(s.dst)
 			var v verdict
