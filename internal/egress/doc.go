@@ -26,10 +26,16 @@
 //     policy does not permit get NXDOMAIN without anything leaving the
 //     host; permitted A queries are forwarded to the host's resolvers (the
 //     hosts file first), always-blocked addresses are dropped from the
-//     answer (DNS rebinding), and what remains is remembered per sandbox.
-//     AAAA, HTTPS and SVCB get empty answers.
-//   - Everything else (other UDP, so QUIC falls back to TCP; ICMP; IPv6)
-//     is dropped at the TUN. The sandbox has no IPv6 configured.
+//     answer (DNS rebinding), and what remains is remembered per sandbox
+//     (for the TTL, at least 5 minutes: clients cache answers). AAAA,
+//     HTTPS and SVCB get empty answers.
+//   - Everything else (other UDP, so QUIC falls back to TCP; ICMP; IPv6;
+//     IP fragments) is dropped at the TUN. The sandbox has no IPv6
+//     configured.
+//
+// In open mode, exact deny-list names are also resolved on the host, so a
+// connection to such a name's address is refused even without the name
+// (by IP, or TLS without SNI).
 //
 // The policy is enforced outside the sandbox's namespaces: root inside may
 // change its addresses, routes and firewall, or delete the interface, and
