@@ -28,13 +28,13 @@ func TestAllowlistByName(t *testing.T) {
 	}
 	// The apex of a wildcard and unlisted names do not resolve, and the
 	// upstream resolver never hears of them.
-	mark := w.mark()
+	mark := w.Mark()
 	for _, u := range []string{"https://pkg.test/", "https://denied.test/"} {
 		if out, err := sb.curl(t, gw, u); err == nil {
 			t.Errorf("curl %s succeeded: %s", u, out)
 		}
 	}
-	if w.sawQuery(mark, "pkg.test") || w.sawQuery(mark, "denied.test") {
+	if w.SawQuery(mark, "pkg.test") || w.SawQuery(mark, "denied.test") {
 		t.Error("a query for an unlisted name reached upstream")
 	}
 	// HTTP by Host: the same allowed address with an unlisted Host.
@@ -68,7 +68,7 @@ func TestSNISpoof(t *testing.T) {
 	sb, _ := attach(t, e, false, "allowlist", allowlist, nil)
 	w := getWorld(t)
 	sb.resolve(t, e.Gateway(), "allowed.test")
-	mark := w.mark()
+	mark := w.Mark()
 	for _, args := range [][]string{
 		{"--resolve", "allowed.test:443:198.51.100.11", "https://allowed.test/"},
 		{"--resolve", "allowed.test:80:198.51.100.11", "http://allowed.test/"},
@@ -79,7 +79,7 @@ func TestSNISpoof(t *testing.T) {
 			t.Errorf("curl %v succeeded: %s", args, out)
 		}
 	}
-	if w.sawAddr(mark, "198.51.100.11") {
+	if w.SawAddr(mark, "198.51.100.11") {
 		t.Fatal("the denied server saw a connection")
 	}
 	// Sanity: the same curl without the spoof works.
@@ -99,7 +99,7 @@ func TestSplitClientHello(t *testing.T) {
 	first, second := hello[5:len(hello)-40], hello[len(hello)-40:]
 	split := append(record(first), record(second)...)
 	for _, b := range [][]byte{split, append([]byte{0x16, 3, 1, 0x40, 0x01}, make([]byte, 3000)...)} {
-		mark, before := w.mark(), l.Stats().Refused
+		mark, before := w.Mark(), l.Stats().Refused
 		c, err := sb.dial(context.Background(), "198.51.100.10:443")
 		if err != nil {
 			t.Fatal(err)
@@ -111,7 +111,7 @@ func TestSplitClientHello(t *testing.T) {
 		}
 		c.Close()
 		waitFor(t, "refusal", func() bool { return l.Stats().Refused > before })
-		if w.sawAddr(mark, "198.51.100.10") {
+		if w.SawAddr(mark, "198.51.100.10") {
 			t.Fatal("the server saw the malformed hello")
 		}
 	}

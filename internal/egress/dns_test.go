@@ -13,7 +13,7 @@ func TestDNSDeniedNamesNeverLeave(t *testing.T) {
 	sb, l := attach(t, e, false, "allowlist", allowlist, []string{"bad.pkg.test"})
 	w := getWorld(t)
 	gw := e.Gateway()
-	mark := w.mark()
+	mark := w.Mark()
 	for _, name := range []string{"denied.test", "pkg.test", "bad.pkg.test", "x.tunnel.attacker.test", "localhost"} {
 		for _, tcp := range []bool{false, true} {
 			r, err := sb.query(gw, name, dns.TypeA, tcp)
@@ -21,7 +21,7 @@ func TestDNSDeniedNamesNeverLeave(t *testing.T) {
 				t.Errorf("%s (tcp %v): %v %v", name, tcp, r, err)
 			}
 		}
-		if w.sawQuery(mark, name) {
+		if w.SawQuery(mark, name) {
 			t.Errorf("query for %s reached upstream", name)
 		}
 	}
@@ -36,7 +36,7 @@ func TestDNSDeniedNamesNeverLeave(t *testing.T) {
 			t.Errorf("foreign resolver, allowed name (tcp %v): %v %v", tcp, r, err)
 		}
 	}
-	for _, h := range w.hitsSince(mark) {
+	for _, h := range w.HitsSince(mark) {
 		if h.Kind == "dns" && h.Local.Addr() != upstreamDNS {
 			t.Errorf("a query reached %v", h.Local)
 		}
@@ -94,7 +94,7 @@ func TestDNSHostsFile(t *testing.T) {
 	e, _ := newEngine(t, func(c *Config) { c.HostsFile = hosts })
 	sb, _ := attach(t, e, false, "open", nil, nil)
 	w := getWorld(t)
-	mark := w.mark()
+	mark := w.Mark()
 	if got := sb.resolve(t, e.Gateway(), "files.test"); !slices.Equal(got, []string{"203.0.113.40"}) {
 		t.Errorf("files.test: %v", got)
 	}
@@ -103,7 +103,7 @@ func TestDNSHostsFile(t *testing.T) {
 			t.Errorf("%s: %v", n, got)
 		}
 	}
-	if w.sawQuery(mark, "files.test") {
+	if w.SawQuery(mark, "files.test") {
 		t.Error("hosts-file name asked upstream")
 	}
 }

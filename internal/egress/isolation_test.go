@@ -153,7 +153,7 @@ func TestUDPAndICMPDropped(t *testing.T) {
 	e, _ := newEngine(t)
 	sb, _ := attach(t, e, false, "open", nil, nil)
 	w := getWorld(t)
-	mark := w.mark()
+	mark := w.Mark()
 	var icmpReply bool
 	err := inNS(sb.path, func() error {
 		u, err := net.Dial("udp4", "203.0.113.20:4433")
@@ -194,7 +194,7 @@ func TestUDPAndICMPDropped(t *testing.T) {
 	if got := sb.resolve(t, e.Gateway(), "other.test"); len(got) != 1 {
 		t.Fatalf("resolve: %v", got)
 	}
-	for _, h := range w.hitsSince(mark) {
+	for _, h := range w.HitsSince(mark) {
 		if h.Kind == "udp" {
 			t.Fatalf("UDP reached the fake internet: %+v", h)
 		}

@@ -108,7 +108,7 @@ func TestAttachCloseLeak(t *testing.T) {
 	for deadline := time.Now().Add(5 * time.Second); countFDs(t) > fds && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got := countFDs(t); got != fds {
+	if got := countFDs(t); got > fds { // fewer is fine: an earlier test's descriptors closing late
 		t.Errorf("%d descriptors open, %d before:\n%v\nbefore:\n%v", got, fds, fdKinds(), fdsBefore)
 	}
 	for _, sb := range sbs {

@@ -29,7 +29,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 func mustRefuse(t *testing.T, sb *sandboxNS, l *Link, addr string) {
 	t.Helper()
 	w := getWorld(t)
-	mark := w.mark()
+	mark := w.Mark()
 	before := l.Stats().Refused
 	c, err := sb.dial(context.Background(), addr)
 	if err == nil {
@@ -43,7 +43,7 @@ func mustRefuse(t *testing.T, sb *sandboxNS, l *Link, addr string) {
 	}
 	waitFor(t, "refusal counted", func() bool { return l.Stats().Refused > before })
 	host, _, _ := net.SplitHostPort(addr)
-	if w.sawAddr(mark, host) {
+	if w.SawAddr(mark, host) {
 		t.Fatalf("a server at %s saw the refused connection", addr)
 	}
 }
@@ -52,7 +52,7 @@ func TestModeNone(t *testing.T) {
 	e, _ := newEngine(t)
 	sb, l := attach(t, e, false, "none", nil, nil)
 	w := getWorld(t)
-	mark := w.mark()
+	mark := w.Mark()
 	for _, a := range []string{"198.51.100.10:80", "198.51.100.10:443", "203.0.113.20:7000"} {
 		mustRefuse(t, sb, l, a)
 	}
@@ -60,7 +60,7 @@ func TestModeNone(t *testing.T) {
 	if err != nil || r.Rcode != dns.RcodeNameError {
 		t.Fatalf("DNS in mode none: %v %v", r, err)
 	}
-	if w.sawQuery(mark, "allowed.test") {
+	if w.SawQuery(mark, "allowed.test") {
 		t.Fatal("mode none reached the upstream resolver")
 	}
 	if _, err := sb.curl(t, e.Gateway(), "https://allowed.test/"); err == nil {

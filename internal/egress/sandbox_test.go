@@ -17,17 +17,20 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sandpool/sandpool/internal/egress/egresstest"
 )
 
 // sandboxNS stands in for a sandbox: a process in a new network
 // namespace (and, with user, a new user namespace whose root is an
 // unprivileged host uid, as sandpool makes them).
 type sandboxNS struct {
-	cmd  *exec.Cmd
-	pid  int
-	path string // its network namespace
-	user bool
-	dir  string // world-readable directory with resolv.conf
+	cmd   *exec.Cmd
+	pid   int
+	path  string // its network namespace
+	user  bool
+	dir   string // world-readable directory with resolv.conf
+	world *egresstest.World
 }
 
 func newSandboxNS(t testing.TB, user bool) *sandboxNS {
@@ -44,7 +47,7 @@ func newSandboxNS(t testing.TB, user bool) *sandboxNS {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := &sandboxNS{cmd: cmd, pid: cmd.Process.Pid, user: user}
+	s := &sandboxNS{cmd: cmd, pid: cmd.Process.Pid, user: user, world: getWorld(t)}
 	s.path = "/proc/" + strconv.Itoa(s.pid) + "/ns/net"
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
@@ -84,7 +87,7 @@ func (s *sandboxNS) curl(t testing.TB, gateway netip.Addr, args ...string) (stri
 	}
 	script := `mount --bind "$1" /etc/resolv.conf && shift && exec "$@"`
 	cargs := append([]string{"unshare", "-m", "sh", "-c", script, "sh", s.dir + "/resolv.conf",
-		"curl", "-sS", "--max-time", "10", "--cacert", getWorld(t).caPEM}, args...)
+		"curl", "-sS", "--max-time", "10", "--cacert", getWorld(t).CAFile}, args...)
 	return s.run(cargs...)
 }
 
@@ -184,7 +187,7 @@ func (s *sandboxNS) tlsGet(addr, sni string) (string, error) {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	tc := tls.Client(c, &tls.Config{ServerName: sni, RootCAs: theWorld.ca.pool})
+	tc := tls.Client(c, &tls.Config{ServerName: sni, RootCAs: s.world.CA.Pool})
 	if err := tc.Handshake(); err != nil {
 		return "", err
 	}

@@ -35,8 +35,8 @@ func (l *Link) handleTCP(r *tcp.ForwarderRequest) {
 	}
 	if l.active.Add(1) > int64(l.eng.cfg.MaxConns) {
 		l.active.Add(-1)
+		l.refuse(dst, reasonLimit) // counted before the sandbox can see it
 		r.Complete(true)
-		l.refuse(dst, reasonLimit)
 		return
 	}
 	defer l.active.Add(-1)
@@ -45,8 +45,8 @@ func (l *Link) handleTCP(r *tcp.ForwarderRequest) {
 	v := l.judge.byAddress(pol, dst)
 	switch v.kind {
 	case deny:
-		r.Complete(true)
 		l.refuse(dst, v.reason)
+		r.Complete(true)
 	case allow:
 		up, err := l.dial(dst)
 		if err != nil {
@@ -66,8 +66,8 @@ func (l *Link) handleTCP(r *tcp.ForwarderRequest) {
 		}
 		name, res, head := l.peek(guest, l.eng.nameProto(dst.Port()))
 		if v = l.judge.byName(pol, dst, name, res); v.kind != allow {
-			guest.reset()
 			l.refuse(dst, v.reason)
+			guest.reset()
 			return
 		}
 		up, err := l.dial(dst)

@@ -1,4 +1,4 @@
-package egress
+package egresstest
 
 import (
 	"crypto/ecdsa"
@@ -13,14 +13,17 @@ import (
 	"time"
 )
 
-// testCA is a throwaway CA and one leaf certificate for every zone name.
-type testCA struct {
-	pool    *x509.CertPool
-	certPEM []byte
-	leaf    tls.Certificate
+// CA is a throwaway certificate authority and one leaf certificate, issued
+// by it, for every name of the fake internet's zone.
+type CA struct {
+	// Pool trusts the CA, for Go clients.
+	Pool *x509.CertPool
+	// PEM is the CA's certificate, for curl's --cacert.
+	PEM  []byte
+	leaf tls.Certificate
 }
 
-func newTestCA() (*testCA, error) {
+func newCA() (*CA, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -48,10 +51,10 @@ func newTestCA() (*testCA, error) {
 		return nil, err
 	}
 	var names []string
-	for n := range zone {
+	for n := range Zone {
 		names = append(names, strings.TrimSuffix(n, "."))
 	}
-	for n := range cnames {
+	for n := range CNAMEs {
 		names = append(names, strings.TrimSuffix(n, "."))
 	}
 	tmpl := &x509.Certificate{
@@ -69,9 +72,9 @@ func newTestCA() (*testCA, error) {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(caCert)
-	return &testCA{
-		pool:    pool,
-		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		leaf:    tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
+	return &CA{
+		Pool: pool,
+		PEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		leaf: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
 	}, nil
 }
