@@ -151,6 +151,10 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 	if err := cg.add(pid); err != nil {
 		return err
 	}
+	// While PID 1 starts up, before it runs anything of the sandbox's.
+	if err := r.attachNetwork(ctx, sb, pid); err != nil {
+		return err
+	}
 	cfg := initConfig{Hostname: st.Hostname, Binds: binds}
 	if err := json.NewEncoder(cfgW).Encode(cfg); err != nil {
 		return fmt.Errorf("configure sandbox init: %w", err)
@@ -253,6 +257,7 @@ func (r *Runtime) teardown(ctx context.Context, sb *sandbox, removeDir bool) err
 		sb.stopping = false
 		sb.mu.Unlock()
 	}()
+	r.detachNetwork(sb)
 	cg := r.cg.group(st.ID)
 	if err := r.killAll(ctx, cg, st, exited); err != nil {
 		return err
