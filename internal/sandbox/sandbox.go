@@ -35,6 +35,13 @@ var (
 // the runtime.)
 type Limits = runtime.Limits
 
+// Network is a sandbox's egress policy: {"egress": "none" | "open" |
+// "allowlist", "allow": [...], "deny": [...]} (the runtime's type).
+type Network = runtime.Network
+
+// NetworkStats count a sandbox's traffic out (the runtime's type).
+type NetworkStats = runtime.NetworkStats
+
 // Sandbox is what callers see of a sandbox.
 type Sandbox struct {
 	ID       string            `json:"id"`
@@ -44,6 +51,8 @@ type Sandbox struct {
 	Limits   Limits            `json:"limits"`
 	Env      map[string]string `json:"env,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// Network is its egress policy now.
+	Network Network `json:"network"`
 	// Timeout is seconds of inactivity before OnTimeout ("pause" or
 	// "kill"); 0 means never. ArchiveAfter is seconds a paused sandbox
 	// stays frozen before it is archived.
@@ -82,6 +91,9 @@ type CreateRequest struct {
 	Limits   Limits            `json:"limits"`
 	Env      map[string]string `json:"env,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// Network is the sandbox's egress policy; nil means the server's
+	// default (Config.DefaultNetwork).
+	Network *Network `json:"network,omitempty"`
 	// Timeout is seconds of inactivity before OnTimeout: "pause" (the
 	// default) or "kill"; 0 means never. ArchiveAfter is seconds a paused
 	// sandbox stays frozen before its processes are stopped to free
@@ -101,6 +113,11 @@ type spec struct {
 	// Rootfs is the runtime template the files come from (the template
 	// itself, or the one a defined template is based on).
 	Rootfs string `json:"rootfs,omitempty"`
+	// Network is the egress policy in force; PoolNetwork, for a pool's
+	// sandbox, the one each reset returns it to (a session may change
+	// it). A row from before networks has neither: egress none.
+	Network     *Network `json:"network,omitempty"`
+	PoolNetwork *Network `json:"pool_network,omitempty"`
 }
 
 // Validate checks what the runtime does not.
@@ -138,7 +155,7 @@ func (s *Service) fromRow(row store.Sandbox) Sandbox {
 	var sp spec
 	_ = json.Unmarshal([]byte(row.Spec), &sp) // written by us; an old row shows empty limits
 	sb := Sandbox{ID: row.ID, Tenant: row.Tenant, Template: row.Template, Status: Status(row.Status),
-		Limits: sp.Limits, Env: sp.Env, Metadata: row.Metadata, Error: row.Error,
+		Limits: sp.Limits, Env: sp.Env, Metadata: row.Metadata, Error: row.Error, Network: sp.network(),
 		Timeout: row.Timeout, OnTimeout: row.OnTimeout, ArchiveAfter: s.archiveAfter(row),
 		Pool: row.Pool, Uses: row.Uses, NodeName: row.Node,
 		CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt}

@@ -73,6 +73,8 @@ type Update struct {
 	PausedAt     *time.Time
 	TimeoutLeft  *time.Duration
 	Archived     *bool
+	// Spec replaces the sandbox's spec (JSON, the service's own).
+	Spec *string
 	// Fence makes the update happen only while the lease is held.
 	Fence *Fence
 }

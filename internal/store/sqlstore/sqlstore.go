@@ -336,6 +336,9 @@ func (s *DB) UpdateSandbox(ctx context.Context, id string, from []string, u stor
 	if u.Archived != nil {
 		set("archived", boolInt(*u.Archived))
 	}
+	if u.Spec != nil {
+		set("spec", *u.Spec)
+	}
 	if len(sets) == 0 {
 		return nil
 	}
