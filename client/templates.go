@@ -50,6 +50,10 @@ func (c *Client) AddTemplateFromTar(ctx context.Context, name string, tar io.Rea
 	if up.SetupTimeout != 0 {
 		q.Set("setup_timeout", strconv.Itoa(up.SetupTimeout))
 	}
+	if n := up.Network; n != nil {
+		q.Set("egress", n.Egress)
+		q["allow"], q["deny"] = n.Allow, n.Deny
+	}
 	if up.Build {
 		q.Set("build", "true")
 	}

@@ -131,6 +131,9 @@ func TestOpenAPIMatchesTypes(t *testing.T) {
 		"BuildEvent":      BuildEvent{},
 		"TemplateRequest": TemplateRequest{},
 		"Event":           events.Event{},
+		"Network":         runtime.Network{},
+		"NetworkStats":    runtime.NetworkStats{},
+		"SandboxNetwork":  sandbox.SandboxNetwork{},
 	} {
 		checkSchema(t, doc, name, "server", v)
 	}
@@ -157,6 +160,9 @@ var clientTypes = map[string]any{
 	"Build":           client.BuildInfo{},
 	"Key":             client.Key{},
 	"Event":           client.SandboxEvent{},
+	"Network":         client.Network{},
+	"NetworkStats":    client.NetworkStats{},
+	"SandboxNetwork":  client.SandboxNetwork{},
 }
 
 func checkSchema(t *testing.T, doc openAPIDoc, name, side string, v any) {

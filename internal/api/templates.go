@@ -56,6 +56,9 @@ func (s *Server) uploadTemplate(w http.ResponseWriter, r *http.Request) {
 		}
 		req.Hooks.SetupTimeout = n
 	}
+	if mode := q.Get("egress"); mode != "" || q.Has("allow") || q.Has("deny") {
+		req.Hooks.Network = &sandbox.Network{Egress: mode, Allow: listParam(q["allow"]), Deny: listParam(q["deny"])}
+	}
 	req.Build, _ = strconv.ParseBool(q.Get("build")) // absent: false
 	s.addTemplate(w, r, req)
 }
@@ -104,4 +107,18 @@ func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// listParam reads a list given as repeated and/or comma-separated query
+// parameters.
+func listParam(vs []string) []string {
+	var out []string
+	for _, v := range vs {
+		for _, one := range strings.Split(v, ",") {
+			if one = strings.TrimSpace(one); one != "" {
+				out = append(out, one)
+			}
+		}
+	}
+	return out
 }
