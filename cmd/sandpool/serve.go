@@ -62,6 +62,7 @@ type serveConfig struct {
 	advertise       string
 	leaseTTL        time.Duration
 	nodeTimeout     time.Duration
+	egress          egressConfig
 }
 
 func serveCommand(stderr io.Writer) *cobra.Command {
@@ -94,6 +95,7 @@ admin API key and writes it to <data>/admin.key.`,
 	f.DurationVar(&cfg.leaseTTL, "lease-ttl", 10*time.Second, "how long a pool leader's lease lasts unrenewed")
 	f.DurationVar(&cfg.nodeTimeout, "node-timeout", 10*time.Second, "how long a node may be silent before others mark it down and its sandboxes lost")
 	f.DurationVar(&cfg.archiveAfter, "archive-after", 10*time.Minute, "how long a paused sandbox stays frozen (memory kept) before it is archived (files kept), unless it says otherwise")
+	cfg.egress.addFlags(f)
 	f.StringVar(&cfg.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for developers)")
 	_ = f.MarkHidden("cpu-profile")
 	return cmd
@@ -123,7 +125,7 @@ func preflight(cfg serveConfig) error {
 	if cfg.maxSandboxes <= 0 {
 		return fmt.Errorf("--max-sandboxes %d must be positive", cfg.maxSandboxes)
 	}
-	return nil
+	return cfg.egress.check()
 }
 
 func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
@@ -161,7 +163,17 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if err := os.MkdirAll(cfg.data, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	rt, err := linux.Open(linux.Config{DataDir: cfg.data, CgroupParent: cfg.cgroupParent, Log: log})
+	reg := prometheus.NewRegistry()
+	// Before the runtime: it gives the running sandboxes it finds their
+	// network links again. Closed after it.
+	eng, err := cfg.egress.engine(reg, log)
+	if err != nil {
+		return err
+	}
+	if eng != nil {
+		defer eng.Close()
+	}
+	rt, err := linux.Open(linux.Config{DataDir: cfg.data, CgroupParent: cfg.cgroupParent, Egress: eng, Log: log})
 	if err != nil {
 		return err
 	}
@@ -181,7 +193,6 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	build := buildinfo.Get()
 	promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{Name: "sandpool_build_info",
@@ -194,7 +205,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		advertise = "http://" + ln.Addr().String()
 	}
 	svc := sandbox.New(rt, st, broker, sandbox.Config{Node: cfg.node, MaxSandboxes: cfg.maxSandboxes,
-		ArchiveAfter: cfg.archiveAfter, Log: log, Registry: reg})
+		ArchiveAfter: cfg.archiveAfter, DefaultNetwork: cfg.egress.defaultNetwork(), Log: log, Registry: reg})
 	cl := cluster.New(st, svc, broker, cluster.Options{Node: cfg.node, Address: advertise, Capacity: cfg.maxSandboxes,
 		NodeTimeout: cfg.nodeTimeout, Exclusive: cfg.store == "", Log: log})
 	if err := cl.Start(ctx); err != nil {
@@ -231,7 +242,8 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if cfg.store != "" {
 		storeName = "PostgreSQL"
 	}
-	fmt.Fprintf(stderr, "sandpool: serving on http://%s (data %s, node %s, store %s, build %s)\n", ln.Addr(), cfg.data, cfg.node, storeName, build)
+	fmt.Fprintf(stderr, "sandpool: serving on http://%s (data %s, node %s, store %s, egress %s, build %s)\n", ln.Addr(), cfg.data, cfg.node, storeName,
+		cfg.egress.String(), build)
 
 	select {
 	case err := <-serveErr:

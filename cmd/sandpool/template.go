@@ -55,6 +55,7 @@ func (c *cli) templateAdd() *cobra.Command {
 	var (
 		tarFile string
 		req     client.TemplateRequest
+		nf      networkFlags
 	)
 	add := &cobra.Command{
 		Use:   "add NAME (--dir DIR | --tar FILE | --from TEMPLATE) [--setup SCRIPT] ... [--build]",
@@ -77,6 +78,10 @@ first runs when a sandbox is created.`,
 				return nil, errors.New("give exactly one of --dir (a directory on the server's host), --tar (a local tar file, - for stdin) and --from (an existing template)")
 			}
 			req.Name = args[0]
+			var err error
+			if req.Network, err = nf.network(); err != nil {
+				return nil, err
+			}
 			var progress io.Writer
 			if req.Build {
 				progress = c.stderr
@@ -113,6 +118,7 @@ first runs when a sandbox is created.`,
 	f.StringVar(&req.SessionTeardown, "session-teardown", "", "shell script run as root after each session")
 	f.IntVar(&req.SetupTimeout, "setup-timeout", 0, "seconds each hook may take (default 600)")
 	f.BoolVar(&req.Build, "build", false, "run the setup now, showing its output; refuse the template if it fails")
+	nf.add(f, "the setup (and --build)")
 	return add
 }
 
