@@ -178,6 +178,9 @@ func (w *World) holder() (string, error) {
 	return "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/net", nil
 }
 
+// UpstreamNS is the path of the fake internet's own network namespace.
+func (w *World) UpstreamNS() string { return w.nsPath }
+
 // Command is exec.Command run in the namespace that plays the host.
 func (w *World) Command(name string, args ...string) *exec.Cmd {
 	if w.HostNS == "" {
