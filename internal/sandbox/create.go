@@ -113,12 +113,14 @@ func (s *Service) create(ctx context.Context, n newSandbox) (_ store.Sandbox, re
 		if err := s.runHook(cctx, row, "setup", hooks.Setup, hooks.setupTimeout(), n.progress); err != nil {
 			return fail(err)
 		}
-		if err := s.rt.Seal(cctx, id); err != nil {
-			return fail(err)
+		// The sandbox's own policy before the seal's boot, which makes
+		// its link (or none) anew.
+		if !bootNet.Equal(net) {
+			if err := s.rt.SetNetwork(cctx, id, net); err != nil {
+				return fail(err)
+			}
 		}
-	}
-	if !bootNet.Equal(net) {
-		if err := s.rt.SetNetwork(cctx, id, net); err != nil {
+		if err := s.rt.Seal(cctx, id); err != nil {
 			return fail(err)
 		}
 	}
