@@ -69,6 +69,7 @@
 //	link.Close()
 //
 // The sandbox's /etc/resolv.conf should say "nameserver 100.64.253.1"
-// (Engine.Gateway). See EGRESS-INTEGRATION.md at the repository root for
-// how the runtime wires it in.
+// (Engine.Gateway). The linux runtime wires it in
+// (internal/runtime/linux/network.go); docs/architecture.md says how and
+// why.
 package egress

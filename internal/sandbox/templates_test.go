@@ -106,7 +106,7 @@ func TestAddTemplateBuild(t *testing.T) {
 	}
 	out.Reset()
 	_, err = e.svc.AddTemplate(ctx, sandbox.TemplateRequest{Name: "bad", From: "base", Build: true, Progress: &out,
-		Hooks: sandbox.Hooks{Setup: "for i in $(seq 3000); do echo line $i; done; echo pip: no network >&2; exit 1"}})
+		Hooks: sandbox.Hooks{Setup: "for i in $(seq 3000); do echo line $i; done >&2; echo pip: no network >&2; exit 1"}}) // one stream: its order is kept
 	var he *sandbox.HookError
 	if !errors.As(err, &he) || !strings.HasSuffix(he.Output, "pip: no network") || len(he.Output) > 2100 {
 		t.Fatalf("build bad: %v", err)
