@@ -106,7 +106,8 @@ func (s *Service) SetNetwork(ctx context.Context, tenant, id string, n Network) 
 	if err := s.rt.Validate(runtime.Spec{ID: id, Template: sp.rootfs(row), Network: n}); err != nil {
 		return SandboxNetwork{}, err
 	}
-	live := []string{string(StatusRunning), string(StatusPaused), string(StatusReady)}
+	// A pool's idle sandboxes keep the pool's policy.
+	live := []string{string(StatusRunning), string(StatusPaused)}
 	if !slices.Contains(live, row.Status) {
 		return SandboxNetwork{}, errdefs.Userf(errdefs.ErrConflict, "sandbox %s is %s", id, row.Status)
 	}
