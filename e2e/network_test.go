@@ -501,3 +501,40 @@ func BenchmarkNetworkCreate(b *testing.B) {
 		del[m].Report(b, "delete_"+mode)
 	}
 }
+
+// TestNoEgress: `serve --no-egress` gives no sandbox a way out and says so
+// when one is asked for; contradictory settings refuse to start.
+func TestNoEgress(t *testing.T) {
+	s := startServer(t, "", "--no-egress")
+	c := s.client("")
+	ctx := context.Background()
+	if !strings.Contains(s.log(), "egress off") {
+		t.Errorf("the start-up line does not say egress is off:\n%s", s.log())
+	}
+	sb, err := c.CreateSandbox(ctx, client.CreateSandboxRequest{Template: "base"})
+	if err != nil || sb.Network.Egress != "none" {
+		t.Fatalf("create: %+v %v", sb, err)
+	}
+	res, err := c.Exec(ctx, sb.ID, client.ExecRequest{Shell: "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"})
+	if err != nil || strings.TrimSpace(string(res.Stdout)) != "lo" {
+		t.Fatalf("interfaces: %q %v", res.Stdout, err)
+	}
+	_, err = c.CreateSandbox(ctx, client.CreateSandboxRequest{Template: "base", Network: &client.Network{Egress: "open"}})
+	if ae := apiErr(err); ae == nil || ae.Status != 403 || ae.Code != "egress_disabled" {
+		t.Fatalf("create with egress open: %v", err)
+	}
+	if _, err := c.SetNetwork(ctx, sb.ID, client.Network{Egress: "allowlist", Allow: []string{"pypi.org"}}); apiErr(err) == nil || apiErr(err).Code != "egress_disabled" {
+		t.Fatalf("SetNetwork: %v", err)
+	}
+	if err := c.DeleteSandbox(ctx, sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--no-egress", "--default-egress", "allowlist").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--no-egress") {
+		t.Fatalf("serve --no-egress --default-egress allowlist: %v %s", err, out)
+	}
+	out, err = exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--data", t.TempDir(), "--default-egress", "allowlist", "--default-allow", "a..b").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `allow[0] "a..b"`) {
+		t.Fatalf("serve with a bad --default-allow: %v %s", err, out)
+	}
+}

@@ -57,10 +57,11 @@ func envList(key string) []string {
 // check names the first bad setting.
 func (e *egressConfig) check() error {
 	if e.off {
+		// --default-egress is "open" unless given: with --no-egress it
+		// can only be left so, or say none.
 		if e.mode != string(egress.ModeNone) && e.mode != string(egress.ModeOpen) || len(e.allow)+len(e.deny)+len(e.allowPrivate)+len(e.resolvers) > 0 {
 			return errors.New("--no-egress: no other egress setting may be given (--default-egress can only be none)")
 		}
-		e.mode = string(egress.ModeNone)
 		return nil
 	}
 	if _, err := egress.ParsePolicy(e.mode, e.allow, e.deny); err != nil {
@@ -130,6 +131,9 @@ func (e *egressConfig) engine(reg prometheus.Registerer, log *slog.Logger) (*egr
 
 // defaultNetwork is the policy of sandboxes that name none.
 func (e *egressConfig) defaultNetwork() sandbox.Network {
+	if e.off {
+		return sandbox.Network{Egress: string(egress.ModeNone)}
+	}
 	return sandbox.Network{Egress: e.mode, Allow: e.allow, Deny: e.deny}
 }
 
