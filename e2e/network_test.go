@@ -233,7 +233,7 @@ func TestNetwork(t *testing.T) {
 
 // TestNetworkRestart: sandboxes outlive their server, their network links
 // do not; the next server gives running sandboxes theirs again, with the
-// policy they had.
+// policy they had, after a stop and after a crash.
 func TestNetworkRestart(t *testing.T) {
 	w, _ := newWorld(t)
 	data := t.TempDir()
@@ -265,6 +265,14 @@ func TestNetworkRestart(t *testing.T) {
 	if got, err := c.GetSandbox(ctx, al.ID); err != nil || got.Network.Egress != "allowlist" {
 		t.Fatalf("after the restart: %+v %v", got, err)
 	}
+	// The same after a crash: SIGKILL, no shutdown of any kind.
+	s.cmd.Process.Kill()
+	<-s.exited
+	s = startServerIn(t, w, data)
+	c = s.client("")
+	mustCurl(t, c, open.ID, "host=other.test", "https://other.test/")
+	mustNotCurl(t, c, al.ID, "https://other.test/")
+	mustCurl(t, c, al.ID, "host=allowed.test", "https://allowed.test/")
 	for _, id := range []string{open.ID, al.ID} {
 		if err := c.DeleteSandbox(ctx, id); err != nil {
 			t.Fatal(err)
