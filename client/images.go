@@ -29,9 +29,6 @@ type ImageSource struct {
 	Password string `json:"password,omitempty"`
 	// Insecure allows plain HTTP to the registry.
 	Insecure bool `json:"insecure,omitempty"`
-	// Network is the template's network policy: only "none" (the
-	// default) exists yet.
-	Network string `json:"network,omitempty"`
 }
 
 func (s ImageSource) set() bool { return s.Image != "" || s.OCILayout != "" || s.DockerArchive != "" }
@@ -89,10 +86,9 @@ type BuildOptions struct {
 	NoCache bool
 	// Platform of the images FROM pulls; empty means the server's.
 	Platform string
-	// Network is the RUN steps' network policy: only "none" exists yet.
-	Network string
 	// Hooks for the template, as with AddTemplate; Build runs its setup
-	// once at the end.
+	// once at the end. Hooks.Network is also the RUN steps' egress policy
+	// (nil: the server's default).
 	Hooks
 	Build bool
 }
@@ -105,7 +101,7 @@ type BuildOptions struct {
 // output; a failed build leaves nothing on the server.
 func (c *Client) BuildTemplate(ctx context.Context, name string, buildContext io.Reader, opts BuildOptions, progress io.Writer) (*Template, error) {
 	q := url.Values{}
-	for k, v := range map[string]string{"dockerfile": opts.Dockerfile, "platform": opts.Platform, "network": opts.Network,
+	for k, v := range map[string]string{"dockerfile": opts.Dockerfile, "platform": opts.Platform,
 		"setup": opts.Setup, "session_setup": opts.SessionSetup, "session_teardown": opts.SessionTeardown} {
 		if v != "" {
 			q.Set(k, v)
@@ -116,6 +112,9 @@ func (c *Client) BuildTemplate(ctx context.Context, name string, buildContext io
 	}
 	if opts.NoCache {
 		q.Set("no_cache", "true")
+	}
+	if n := opts.Network; n != nil {
+		setNetworkQuery(q, *n)
 	}
 	if opts.Build {
 		q.Set("build", "true")

@@ -12,6 +12,9 @@ type PoolConfig struct {
 	Template string            `json:"template"`
 	Limits   Limits            `json:"limits,omitzero"`
 	Env      map[string]string `json:"env,omitempty"`
+	// Network is the egress policy of the pool's sandboxes (nil: the
+	// server's default); each reset gives it back after a session.
+	Network *Network `json:"network,omitempty"`
 	// MinIdle sandboxes are kept ready; at most MaxIdle (default twice
 	// MinIdle, at least 1) stay idle; at most MaxTotal (0: no limit)
 	// exist, idle and in use.

@@ -24,6 +24,8 @@ type Sandbox struct {
 	Limits   Limits            `json:"limits"`
 	Env      map[string]string `json:"env,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// Network is its egress policy now.
+	Network Network `json:"network"`
 	// Timeout is seconds of inactivity before OnTimeout ("pause" or
 	// "kill"); ArchiveAfter seconds paused before archived.
 	Timeout      int    `json:"timeout"`
@@ -54,6 +56,9 @@ type CreateSandboxRequest struct {
 	Limits   Limits            `json:"limits,omitzero"`
 	Env      map[string]string `json:"env,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// Network is the sandbox's egress policy; nil means the server's
+	// default.
+	Network *Network `json:"network,omitempty"`
 	// Timeout pauses (or, with OnTimeout "kill", destroys) the sandbox
 	// after this many seconds without activity; 0 means never.
 	Timeout   int    `json:"timeout,omitempty"`
@@ -164,6 +169,9 @@ type Hooks struct {
 	SessionTeardown string `json:"session_teardown,omitempty"`
 	// SetupTimeout bounds each hook in seconds (default 600).
 	SetupTimeout int `json:"setup_timeout,omitempty"`
+	// Network is the egress policy Setup runs under (also in a build),
+	// to install packages, say; nil means the sandbox's own.
+	Network *Network `json:"network,omitempty"`
 }
 
 // DefineTemplate makes a template that uses the files of template from,

@@ -53,6 +53,9 @@ func (c *Client) AddTemplateFromTar(ctx context.Context, name string, tar io.Rea
 	if up.SetupTimeout != 0 {
 		q.Set("setup_timeout", strconv.Itoa(up.SetupTimeout))
 	}
+	if n := up.Network; n != nil {
+		setNetworkQuery(q, *n)
+	}
 	if up.Build {
 		q.Set("build", "true")
 	}
@@ -152,4 +155,11 @@ func statusOfCode(code string) int {
 		return http.StatusInternalServerError
 	}
 	return http.StatusUnprocessableEntity
+}
+
+// setNetworkQuery puts an egress policy in a template upload's or build's
+// query parameters.
+func setNetworkQuery(q url.Values, n Network) {
+	q.Set("egress", n.Egress)
+	q["allow"], q["deny"] = n.Allow, n.Deny
 }

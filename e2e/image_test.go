@@ -176,9 +176,10 @@ func TestImageTemplatesOverHTTP(t *testing.T) {
 			return err
 		}, 422, "invalid"},
 		{"network policy", func(p io.Writer) error {
-			_, err := c.AddTemplate(ctx, client.TemplateRequest{Name: "x", ImageSource: client.ImageSource{Image: host + "/app:1", Network: "open"}}, p)
+			_, err := c.AddTemplate(ctx, client.TemplateRequest{Name: "x", ImageSource: client.ImageSource{Image: host + "/app:1"},
+				Hooks: client.Hooks{Network: &client.Network{Egress: "bridge"}}}, p)
 			return err
-		}, 501, "not_supported"},
+		}, 422, "invalid"},
 		{"name taken", func(p io.Writer) error {
 			_, err := c.AddTemplate(ctx, client.TemplateRequest{Name: "app", ImageSource: client.ImageSource{Image: host + "/app:1"}}, p)
 			return err

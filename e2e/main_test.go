@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sandpool/sandpool/client"
+	"github.com/sandpool/sandpool/internal/egress/egresstest"
 	"github.com/sandpool/sandpool/internal/runtime/linux"
 	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
 	"github.com/sandpool/sandpool/internal/store/pgtest"
@@ -71,6 +73,10 @@ type server struct {
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	exitErr  error
+	// world, for a server run inside a fake internet's host namespace
+	// (startServerIn): hc reaches it there.
+	world *egresstest.World
+	hc    *http.Client
 
 	mu     sync.Mutex
 	stderr strings.Builder
@@ -79,8 +85,32 @@ type server struct {
 // startServer runs `sandpool serve` on a free port with its own data
 // directory (or data, to restart on one) and extra flags. When the test
 // ends the server gets SIGTERM and must exit cleanly; then every sandbox
-// still in its runtime is destroyed.
+// still in its runtime is destroyed. It runs in this process's network
+// namespace, the host's, so it runs with --no-egress unless flags say
+// otherwise: no test packet may leave the machine (network tests use
+// startServerIn).
 func startServer(tb testing.TB, data string, flags ...string) *server {
+	tb.Helper()
+	egressFlag := false
+	for _, f := range flags {
+		egressFlag = egressFlag || strings.Contains(f, "egress")
+	}
+	if !egressFlag {
+		flags = append(flags, "--no-egress")
+	}
+	return launch(tb, nil, data, flags...)
+}
+
+// startServerIn runs `sandpool serve` like startServer, but inside the
+// host namespace of the fake internet w, with w's resolver as its
+// upstream DNS: its sandboxes' traffic goes to w and nowhere else.
+func startServerIn(tb testing.TB, w *egresstest.World, data string, flags ...string) *server {
+	tb.Helper()
+	flags = append([]string{"--egress-resolver", netip.AddrPortFrom(egresstest.UpstreamDNS, 53).String()}, flags...)
+	return launch(tb, w, data, flags...)
+}
+
+func launch(tb testing.TB, w *egresstest.World, data string, flags ...string) *server {
 	tb.Helper()
 	if os.Geteuid() != 0 {
 		tb.Fatal("end-to-end tests need root (CI runs as root)")
@@ -97,6 +127,11 @@ func startServer(tb testing.TB, data string, flags ...string) *server {
 	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data", data,
 		"--cgroup-parent", linuxtest.CgroupParent, "--node", "e2e", "--shutdown-timeout", "5s"}, flags...)
 	s.cmd = exec.Command(binary, args...)
+	if w != nil {
+		s.world = w
+		s.cmd = w.Command(binary, args...) // nsenter execs the server: its pid is the server's
+		s.hc = &http.Client{Transport: &http.Transport{DialContext: w.DialContext}}
+	}
 	s.cmd.Env = append(os.Environ(), "SANDPOOL_URL=", "SANDPOOL_API_KEY=")
 	pipe, err := s.cmd.StderrPipe()
 	if err != nil {
@@ -136,6 +171,9 @@ func startServer(tb testing.TB, data string, flags ...string) *server {
 	tb.Cleanup(func() {
 		s.stop()
 		cleanRuntime(tb, data, s.cgroup)
+		if s.hc != nil {
+			s.hc.CloseIdleConnections()
+		}
 	})
 	return s
 }
@@ -175,6 +213,9 @@ func (s *server) client(key string, opts ...client.Option) *client.Client {
 	s.t.Helper()
 	if key == "" {
 		key = s.adminKey
+	}
+	if s.hc != nil {
+		opts = append([]client.Option{client.WithHTTPClient(s.hc)}, opts...)
 	}
 	c, err := client.New(s.url, key, opts...)
 	if err != nil {
@@ -233,7 +274,11 @@ func osStat(p string) (os.FileInfo, error) { return os.Stat(p) }
 // metrics reads the server's /metrics page.
 func (s *server) metrics(tb testing.TB) string {
 	tb.Helper()
-	resp, err := http.Get(s.url + "/metrics")
+	hc := http.DefaultClient
+	if s.hc != nil {
+		hc = s.hc
+	}
+	resp, err := hc.Get(s.url + "/metrics")
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -16,6 +16,7 @@ func (c *cli) poolCommand() *cobra.Command {
 
 	var cfg client.PoolConfig
 	var memory string
+	var nf networkFlags
 	create := &cobra.Command{
 		Use:   "create NAME --template T [--min-idle N] ...",
 		Short: "Create a pool; it starts filling at once",
@@ -26,6 +27,9 @@ func (c *cli) poolCommand() *cobra.Command {
 				return nil, err
 			}
 			cfg.Name, cfg.Limits.MemoryBytes = args[0], mem
+			if cfg.Network, err = nf.network(); err != nil {
+				return nil, err
+			}
 			return cl.CreatePool(ctx, cfg)
 		}, c.showPool),
 	}
@@ -42,6 +46,7 @@ func (c *cli) poolCommand() *cobra.Command {
 	f.IntVar(&cfg.SessionTimeout, "session-timeout", 0, "destroy an acquired sandbox idle this many seconds (0: never)")
 	f.Float64Var(&cfg.Limits.CPUs, "cpus", 0, "CPU limit of each sandbox")
 	f.StringVar(&memory, "memory", "", "memory limit of each sandbox, e.g. 512M")
+	nf.add(f, "each sandbox")
 
 	list := &cobra.Command{
 		Use: "list", Aliases: []string{"ls"}, Short: "List your pools", Args: cobra.NoArgs,

@@ -48,6 +48,7 @@ func rootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 
 	root.AddCommand(serveCommand(stderr), c.sandboxCommand(), c.poolCommand(), c.execCommand(), c.processCommand(),
 		c.filesCommand(), c.templateCommand(), c.keysCommand(), c.benchCommand(), c.mcpCommand(), c.versionCommand())
+	root.AddCommand(c.networkCommand())
 	return root
 }
 

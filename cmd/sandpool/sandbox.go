@@ -23,6 +23,7 @@ func (c *cli) sandboxCreate() *cobra.Command {
 		req       client.CreateSandboxRequest
 		memory    string
 		env, meta []string
+		nf        networkFlags
 	)
 	create := &cobra.Command{
 		Use:   "create",
@@ -39,6 +40,9 @@ func (c *cli) sandboxCreate() *cobra.Command {
 			if req.Metadata, err = parseKV("meta", meta); err != nil {
 				return nil, err
 			}
+			if req.Network, err = nf.network(); err != nil {
+				return nil, err
+			}
 			return cl.CreateSandbox(ctx, req)
 		}, func(sb *client.Sandbox) error { return c.line(sb.ID) }),
 	}
@@ -52,6 +56,7 @@ func (c *cli) sandboxCreate() *cobra.Command {
 	f.IntVar(&req.ArchiveAfter, "archive-after", 0, "seconds a paused sandbox stays frozen before it is archived (0: the server's default)")
 	f.StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE for every command (repeatable)")
 	f.StringArrayVar(&meta, "meta", nil, "metadata KEY=VALUE (repeatable)")
+	nf.add(f, "the sandbox")
 	return create
 }
 
@@ -91,7 +96,8 @@ func (c *cli) sandboxGet() *cobra.Command {
 		}, func(sb *client.Sandbox) error {
 			rows := [][]string{{"id", sb.ID}, {"status", sb.Status}, {"template", sb.Template},
 				{"created", sb.CreatedAt.Local().Format(time.DateTime)},
-				{"limits", fmt.Sprintf("cpus=%g memory=%d pids=%d", sb.Limits.CPUs, sb.Limits.MemoryBytes, sb.Limits.Pids)}}
+				{"limits", fmt.Sprintf("cpus=%g memory=%d pids=%d", sb.Limits.CPUs, sb.Limits.MemoryBytes, sb.Limits.Pids)},
+				{"network", describeNetwork(sb.Network)}}
 			rows = append(rows, sandboxTimeRows(sb)...)
 			if sb.Error != "" {
 				rows = append(rows, []string{"error", sb.Error})

@@ -67,6 +67,7 @@ type serveConfig struct {
 	nodeTimeout     time.Duration
 	maxTemplateSize string
 	domain          string
+	egress          egressConfig
 }
 
 func serveCommand(stderr io.Writer) *cobra.Command {
@@ -101,6 +102,7 @@ admin API key and writes it to <data>/admin.key.`,
 	f.DurationVar(&cfg.archiveAfter, "archive-after", 10*time.Minute, "how long a paused sandbox stays frozen (memory kept) before it is archived (files kept), unless it says otherwise")
 	f.StringVar(&cfg.maxTemplateSize, "max-template-size", "16G", "largest template made from an image or a Dockerfile (its layers, compressed and unpacked): 512M, 20G")
 	f.StringVar(&cfg.domain, "domain", envOr("SANDPOOL_DOMAIN", e2b.DefaultDomain), "E2B API: sandbox ports are reached as <port>-<sandboxID>.<domain> (env SANDPOOL_DOMAIN)")
+	cfg.egress.addFlags(f)
 	f.StringVar(&cfg.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for developers)")
 	_ = f.MarkHidden("cpu-profile")
 	return cmd
@@ -133,7 +135,7 @@ func preflight(cfg serveConfig) error {
 	if n, err := parseSize(cfg.maxTemplateSize); err != nil || n <= 0 {
 		return fmt.Errorf("--max-template-size %q: want a positive size such as 512M or 20G", cfg.maxTemplateSize)
 	}
-	return nil
+	return cfg.egress.check()
 }
 
 func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
@@ -171,7 +173,17 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if err := os.MkdirAll(cfg.data, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	rt, err := linux.Open(linux.Config{DataDir: cfg.data, CgroupParent: cfg.cgroupParent, Log: log})
+	reg := prometheus.NewRegistry()
+	// Before the runtime: it gives the running sandboxes it finds their
+	// network links again. Closed after it.
+	eng, err := cfg.egress.engine(reg, log)
+	if err != nil {
+		return err
+	}
+	if eng != nil {
+		defer eng.Close()
+	}
+	rt, err := linux.Open(linux.Config{DataDir: cfg.data, CgroupParent: cfg.cgroupParent, Egress: eng, Log: log})
 	if err != nil {
 		return err
 	}
@@ -198,7 +210,6 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	build := buildinfo.Get()
 	promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{Name: "sandpool_build_info",
@@ -211,7 +222,8 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		advertise = "http://" + ln.Addr().String()
 	}
 	svc := sandbox.New(rt, st, broker, sandbox.Config{Node: cfg.node, MaxSandboxes: cfg.maxSandboxes,
-		ArchiveAfter: cfg.archiveAfter, Log: log, Registry: reg, Images: images, MaxTemplateBytes: maxTemplate})
+		ArchiveAfter: cfg.archiveAfter, DefaultNetwork: cfg.egress.defaultNetwork(), Log: log, Registry: reg,
+		Images: images, MaxTemplateBytes: maxTemplate})
 	cl := cluster.New(st, svc, broker, cluster.Options{Node: cfg.node, Address: advertise, Capacity: cfg.maxSandboxes,
 		NodeTimeout: cfg.nodeTimeout, Exclusive: cfg.store == "", Log: log})
 	if err := cl.Start(ctx); err != nil {
@@ -263,7 +275,8 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if cfg.store != "" {
 		storeName = "PostgreSQL"
 	}
-	fmt.Fprintf(stderr, "sandpool: serving on http://%s (data %s, node %s, store %s, build %s)\n", ln.Addr(), cfg.data, cfg.node, storeName, build)
+	fmt.Fprintf(stderr, "sandpool: serving on http://%s (data %s, node %s, store %s, egress %s, build %s)\n", ln.Addr(), cfg.data, cfg.node, storeName,
+		cfg.egress.String(), build)
 
 	select {
 	case err := <-serveErr:

@@ -74,6 +74,7 @@ func (c *cli) templateAdd() *cobra.Command {
 		tarFile       string
 		passwordStdin bool
 		req           client.TemplateRequest
+		nf            networkFlags
 	)
 	add := &cobra.Command{
 		Use:   "add NAME (--dir DIR | --tar FILE | --from TEMPLATE | --image REF | --oci-layout DIR | --docker-archive FILE) [--setup SCRIPT] ... [--build]",
@@ -120,6 +121,10 @@ first runs when a sandbox is created.`,
 					return nil, err
 				}
 				req.Password = strings.TrimRight(string(b), "\r\n")
+			}
+			var err error
+			if req.Network, err = nf.network(); err != nil {
+				return nil, err
 			}
 			var progress io.Writer
 			if req.Build {
@@ -168,7 +173,7 @@ first runs when a sandbox is created.`,
 	f.StringVar(&req.Username, "username", "", "registry user (default: the server's Docker config file)")
 	f.BoolVar(&passwordStdin, "password-stdin", false, "read the registry password from standard input")
 	f.BoolVar(&req.Insecure, "insecure", false, "allow plain HTTP to the registry")
-	f.StringVar(&req.Network, "network", "", `network policy of the template's sandboxes (only "none" exists yet)`)
+	nf.add(f, "the setup (and --build)")
 	return add
 }
 

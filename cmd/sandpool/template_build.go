@@ -26,6 +26,7 @@ func (c *cli) templateBuild() *cobra.Command {
 		file string
 		args []string
 		opts client.BuildOptions
+		nf   networkFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "build NAME [-f Dockerfile] [CONTEXT]",
@@ -35,8 +36,8 @@ func (c *cli) templateBuild() *cobra.Command {
 CONTEXT (default: the current directory) is sent to the server as a tar
 archive, less what its .dockerignore excludes; -f names the Dockerfile
 (default: CONTEXT/Dockerfile). Supported: FROM (an image, or a template made
-from one), RUN (shell and exec forms, each in a fresh sandbox with no
-network), COPY and ADD of context files (--chown, --chmod), ENV, ARG,
+from one), RUN (shell and exec forms, each in a fresh sandbox with the
+--egress policy, else the server's default), COPY and ADD of context files (--chown, --chmod), ENV, ARG,
 WORKDIR, USER, LABEL, CMD, ENTRYPOINT and SHELL; anything else is refused
 with its line. Each step is a layer; a step whose inputs did not change since
 an earlier build comes from the cache, as with docker build. The build's
@@ -50,6 +51,9 @@ output, and leaves nothing behind.`,
 			}
 			var err error
 			if opts.Args, err = parseKV("build-arg", args); err != nil {
+				return nil, err
+			}
+			if opts.Network, err = nf.network(); err != nil {
 				return nil, err
 			}
 			pr, pw := io.Pipe()
@@ -73,7 +77,7 @@ output, and leaves nothing behind.`,
 	f.StringArrayVar(&args, "build-arg", nil, "a build argument, NAME=VALUE (repeatable)")
 	f.BoolVar(&opts.NoCache, "no-cache", false, "run every step, whatever the cache has")
 	f.StringVar(&opts.Platform, "platform", "", "os/arch[/variant] of the images FROM pulls (default: the server's)")
-	f.StringVar(&opts.Network, "network", "", `network policy of the RUN steps and the template (only "none" exists yet)`)
+	nf.add(f, "the RUN steps and the setup")
 	f.StringVar(&opts.Setup, "setup", "", "shell script run as root once per sandbox of the template, before it is ready")
 	f.StringVar(&opts.SessionSetup, "session-setup", "", "shell script run as root before each session")
 	f.StringVar(&opts.SessionTeardown, "session-teardown", "", "shell script run as root after each session")

@@ -22,7 +22,7 @@ import (
 	"github.com/sandpool/sandpool/internal/store/sqlstore"
 )
 
-func TestMain(m *testing.M) { linuxtest.Main(m) }
+func TestMain(m *testing.M) { linuxtest.MainNet(m) }
 
 // BenchmarkExecOverHTTP measures what HTTP adds to an exec round trip:
 // `true` run through the service directly, then through the API over

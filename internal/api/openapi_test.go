@@ -139,6 +139,9 @@ func TestOpenAPIMatchesTypes(t *testing.T) {
 		"Metrics":         sandbox.Metrics{},
 		"TermSize":        proc.Size{},
 		"FileEvent":       fsys.Event{},
+		"Network":         runtime.Network{},
+		"NetworkStats":    runtime.NetworkStats{},
+		"SandboxNetwork":  sandbox.SandboxNetwork{},
 	} {
 		checkSchema(t, doc, name, "server", v)
 	}
@@ -170,6 +173,9 @@ var clientTypes = map[string]any{
 	"Metrics":         client.Metrics{},
 	"TermSize":        client.TermSize{},
 	"FileEvent":       client.FileEvent{},
+	"Network":         client.Network{},
+	"NetworkStats":    client.NetworkStats{},
+	"SandboxNetwork":  client.SandboxNetwork{},
 }
 
 func checkSchema(t *testing.T, doc openAPIDoc, name, side string, v any) {

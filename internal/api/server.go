@@ -126,6 +126,8 @@ func (s *Server) routes() []route {
 		{pattern: "POST /v1/sandboxes/{id}/pause", h: s.pause},
 		{pattern: "POST /v1/sandboxes/{id}/resume", h: s.resume},
 		{pattern: "POST /v1/sandboxes/{id}/timeout", h: s.setTimeout},
+		{pattern: "GET /v1/sandboxes/{id}/network", h: s.getNetwork},
+		{pattern: "PUT /v1/sandboxes/{id}/network", h: s.setNetwork},
 
 		{pattern: "POST /v1/pools", h: s.createPool},
 		{pattern: "GET /v1/pools", h: s.listPools},

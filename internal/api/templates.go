@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -46,8 +47,6 @@ type ImageRequest struct {
 	Username string `json:"username,omitempty"`
 	Password string `json:"password,omitempty"`
 	Insecure bool   `json:"insecure,omitempty"`
-	// Network is the template's network policy; only "none" exists yet.
-	Network string `json:"network,omitempty"`
 }
 
 func (i ImageRequest) source() *sandbox.ImageSource {
@@ -70,7 +69,7 @@ func (s *Server) createTemplate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.addTemplate(w, r, sandbox.TemplateRequest{Name: req.Name, Dir: req.Dir, From: req.From, Image: img, Hooks: req.Hooks,
-		Build: req.Build, Network: req.Network})
+		Build: req.Build})
 }
 
 // uploadTemplate imports a tar archive of a root filesystem; hooks and
@@ -87,6 +86,7 @@ func (s *Server) uploadTemplate(w http.ResponseWriter, r *http.Request) {
 		}
 		req.Hooks.SetupTimeout = n
 	}
+	req.Hooks.Network = networkParams(q)
 	req.Build, _ = strconv.ParseBool(q.Get("build")) // absent: false
 	s.addTemplate(w, r, req)
 }
@@ -163,7 +163,7 @@ func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) {
 func (s *Server) buildTemplate(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	req := sandbox.BuildRequest{Name: r.PathValue("name"), Context: http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadBytes),
-		Dockerfile: q.Get("dockerfile"), Platform: q.Get("platform"), Network: q.Get("network"),
+		Dockerfile: q.Get("dockerfile"), Platform: q.Get("platform"),
 		Hooks: sandbox.Hooks{Setup: q.Get("setup"), SessionSetup: q.Get("session_setup"), SessionTeardown: q.Get("session_teardown")}}
 	for _, kv := range q["build_arg"] {
 		k, v, ok := strings.Cut(kv, "=")
@@ -194,6 +194,7 @@ func (s *Server) buildTemplate(w http.ResponseWriter, r *http.Request) {
 		}
 		req.Hooks.SetupTimeout = n
 	}
+	req.Hooks.Network = networkParams(q)
 	if !strings.Contains(r.Header.Get("Accept"), "application/x-ndjson") {
 		t, err := s.svc.BuildTemplate(r.Context(), req)
 		if err != nil {
@@ -208,4 +209,28 @@ func (s *Server) buildTemplate(w http.ResponseWriter, r *http.Request) {
 	req.Pull = pullEvents(ev)
 	t, err := s.svc.BuildTemplate(r.Context(), req)
 	s.endBuild(w, r, ev, t, err)
+}
+
+// listParam reads a list given as repeated and/or comma-separated query
+// parameters.
+func listParam(vs []string) []string {
+	var out []string
+	for _, v := range vs {
+		for _, one := range strings.Split(v, ",") {
+			if one = strings.TrimSpace(one); one != "" {
+				out = append(out, one)
+			}
+		}
+	}
+	return out
+}
+
+// networkParams reads an egress policy from query parameters egress,
+// allow and deny; nil if none is given.
+func networkParams(q url.Values) *sandbox.Network {
+	mode := q.Get("egress")
+	if mode == "" && !q.Has("allow") && !q.Has("deny") {
+		return nil
+	}
+	return &sandbox.Network{Egress: mode, Allow: listParam(q["allow"]), Deny: listParam(q["deny"])}
 }

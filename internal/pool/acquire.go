@@ -169,7 +169,7 @@ func (m *Manager) createInUse(ctx context.Context, p *pool, cfg Config) (sandbox
 	}
 	defer m.unreserve(p, 1)
 	sb, err := m.svc.CreateForPool(ctx, sandbox.PoolSandbox{Tenant: p.tenant, Pool: p.name, Template: cfg.Template,
-		Limits: cfg.Limits, Env: cfg.Env, InUse: true, MaxTotal: cfg.MaxTotal})
+		Limits: cfg.Limits, Env: cfg.Env, Network: cfg.Network, InUse: true, MaxTotal: cfg.MaxTotal})
 	if errors.Is(err, errdefs.ErrConflict) {
 		return sb, fmt.Errorf("%w: pool %s is at max_total %d or being deleted", ErrEmpty, p.name, cfg.MaxTotal)
 	}

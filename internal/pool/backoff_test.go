@@ -31,6 +31,8 @@ type flakySandboxes struct {
 
 func (f *flakySandboxes) CheckTemplate(context.Context, string, sandbox.Limits) error { return nil }
 
+func (f *flakySandboxes) CheckNetwork(context.Context, string, *sandbox.Network) error { return nil }
+
 func (f *flakySandboxes) CreateForPool(_ context.Context, p sandbox.PoolSandbox) (sandbox.Sandbox, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -34,6 +34,10 @@ type Config struct {
 	Template string            `json:"template"`
 	Limits   sandbox.Limits    `json:"limits,omitzero"`
 	Env      map[string]string `json:"env,omitempty"`
+	// Network is the egress policy of the pool's sandboxes (nil: the
+	// server's default); a reset gives it back to a sandbox whose session
+	// changed it.
+	Network *sandbox.Network `json:"network,omitempty"`
 
 	// MinIdle idle sandboxes are kept ready; at most MaxIdle (default:
 	// twice MinIdle, at least 1) stay idle; at most MaxTotal (0: no limit but the node's)

@@ -57,6 +57,7 @@ type Sandboxes interface {
 	// Resetting lists this node's sandboxes whose reset a crash cut short.
 	Resetting(ctx context.Context) ([]sandbox.Sandbox, error)
 	CheckTemplate(ctx context.Context, template string, limits sandbox.Limits) error
+	CheckNetwork(ctx context.Context, template string, n *sandbox.Network) error
 }
 
 // Remote reaches the node a pool's sandbox lives on, when it is not this

@@ -25,7 +25,7 @@ import (
 	"github.com/sandpool/sandpool/internal/store/storetest"
 )
 
-func TestMain(m *testing.M) { linuxtest.Main(m) }
+func TestMain(m *testing.M) { linuxtest.MainNet(m) }
 
 type env struct {
 	rt  *linux.Runtime
@@ -41,14 +41,21 @@ func newEnvB(b *testing.B) *env { return newEnv(b, nil) }
 
 func newEnv(t testing.TB, wrap func(store.Store) store.Store) *env {
 	t.Helper()
-	rt := linuxtest.Open(t)
+	return newEnvWith(t, wrap, linux.Config{}, sandbox.Config{})
+}
+
+// newEnvWith is newEnv with settings for the runtime and the service.
+func newEnvWith(t testing.TB, wrap func(store.Store) store.Store, rcfg linux.Config, scfg sandbox.Config) *env {
+	t.Helper()
+	rt := linuxtest.OpenWith(t, rcfg)
 	db := storetest.SQLite(t)
 	var st store.Store = db
 	if wrap != nil {
 		st = wrap(db)
 	}
 	ev := events.NewBroker()
-	svc := sandbox.New(rt, st, ev, sandbox.Config{Node: "n1"})
+	scfg.Node = "n1"
+	svc := sandbox.New(rt, st, ev, scfg)
 	if err := svc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -51,6 +51,9 @@ func (m *Manager) Create(ctx context.Context, tenant string, cfg Config) (Info, 
 	if err := m.svc.CheckTemplate(ctx, cfg.Template, cfg.Limits); err != nil {
 		return Info{}, err
 	}
+	if err := m.svc.CheckNetwork(ctx, cfg.Template, cfg.Network); err != nil {
+		return Info{}, err
+	}
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		return Info{}, err

@@ -84,7 +84,7 @@ func (m *Manager) replenish(ctx context.Context, p *pool, fence *store.Fence) er
 	for i := range want {
 		wg.Go(func() {
 			_, errs[i] = m.svc.CreateForPool(ctx, sandbox.PoolSandbox{Tenant: p.tenant, Pool: p.name,
-				Template: cfg.Template, Limits: cfg.Limits, Env: cfg.Env, Lease: fence, MaxTotal: cfg.MaxTotal})
+				Template: cfg.Template, Limits: cfg.Limits, Env: cfg.Env, Network: cfg.Network, Lease: fence, MaxTotal: cfg.MaxTotal})
 		})
 	}
 	wg.Wait()

@@ -9,6 +9,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"slices"
 	"syscall"
 	"time"
 
@@ -57,6 +58,14 @@ type Runtime interface {
 	MemoryUsage(ctx context.Context, id string) (int64, error)
 	// Snapshot writes the sandbox's writable layer to w as a tar stream.
 	Snapshot(ctx context.Context, id string, w io.Writer) error
+
+	// SetNetwork changes a sandbox's egress policy: connections and DNS
+	// queries it makes from then on are judged by it (open connections
+	// are left alone). A stopped sandbox gets it at its next Start.
+	SetNetwork(ctx context.Context, id string, n Network) error
+	// NetworkStats reports a sandbox's traffic out, counted since this
+	// process found or made it.
+	NetworkStats(ctx context.Context, id string) (NetworkStats, error)
 
 	// Exec starts a process. It returns once the process has started (or
 	// failed to start: a missing command is a *UserError). Output is copied
@@ -112,6 +121,9 @@ type Capabilities struct {
 	SnapshotIncludesMemory bool `json:"snapshot_includes_memory"`
 	// DiskLimit: Limits.DiskBytes is enforced.
 	DiskLimit bool `json:"disk_limit"`
+	// Egress: sandboxes can be given a network path out (Network modes
+	// other than none).
+	Egress bool `json:"egress"`
 	// CgroupVersion is 1 or 2.
 	CgroupVersion int `json:"cgroup_version"`
 	// Defaults are the limits a Spec gets where it leaves zero.
@@ -151,6 +163,8 @@ type Spec struct {
 	// metacopy), so that once the sandbox is stopped it can be stored as
 	// an image layer: what a Dockerfile's RUN step needs.
 	Layers []string
+	// Network is the sandbox's egress policy; the zero value is mode none.
+	Network Network
 }
 
 // Defaults are what a sandbox's processes and file operations get when a
@@ -164,6 +178,68 @@ type Defaults struct {
 	Env []string `json:"env,omitempty"`
 	// Cwd is the working directory; empty means the user's home.
 	Cwd string `json:"cwd,omitempty"`
+}
+
+// Egress modes of a Network.
+const (
+	EgressNone      = "none"      // no way out: loopback only
+	EgressOpen      = "open"      // every public address, less Deny
+	EgressAllowlist = "allowlist" // only Allow, less Deny
+)
+
+// Network is a sandbox's egress policy, as plain data: what it may reach
+// outside itself. The backend checks it (Validate) and enforces it from
+// outside the sandbox. Entries of Allow (allowlist mode only) and Deny
+// are CIDRs, IP addresses, host names and "*." wildcards. Whatever the
+// policy, the host's own addresses, other sandboxes and private,
+// loopback and link-local ranges are never reached unless the operator
+// allowed a range.
+type Network struct {
+	// Egress is "none" (also ""), "open" or "allowlist".
+	Egress string   `json:"egress"`
+	Allow  []string `json:"allow,omitempty"`
+	Deny   []string `json:"deny,omitempty"`
+}
+
+// Mode is Egress, with "" read as none.
+func (n Network) Mode() string {
+	if n.Egress == "" {
+		return EgressNone
+	}
+	return n.Egress
+}
+
+// Equal reports whether n and o are the same policy.
+func (n Network) Equal(o Network) bool {
+	return n.Mode() == o.Mode() && slices.Equal(n.Allow, o.Allow) && slices.Equal(n.Deny, o.Deny)
+}
+
+// NetworkStats count a sandbox's traffic out.
+type NetworkStats struct {
+	// BytesOut and BytesIn are TCP payload relayed, sandbox to the
+	// outside and back.
+	BytesOut uint64 `json:"bytes_out"`
+	BytesIn  uint64 `json:"bytes_in"`
+	// Connections counts TCP connections let through; Refused those
+	// refused by the policy (or the always-refused ranges, or limits);
+	// Failed those let through whose destination did not answer.
+	Connections uint64 `json:"connections"`
+	Refused     uint64 `json:"refused"`
+	Failed      uint64 `json:"failed"`
+	// Active is the number of TCP connections open now.
+	Active int64 `json:"active"`
+	// DNSQueries counts DNS queries answered or refused; DNSRefused
+	// those refused because the policy does not allow the name.
+	DNSQueries uint64 `json:"dns_queries"`
+	DNSRefused uint64 `json:"dns_refused"`
+}
+
+// Add returns the sum of s and o (Active is o's: only a live link has
+// open connections).
+func (s NetworkStats) Add(o NetworkStats) NetworkStats {
+	return NetworkStats{BytesOut: s.BytesOut + o.BytesOut, BytesIn: s.BytesIn + o.BytesIn,
+		Connections: s.Connections + o.Connections, Refused: s.Refused + o.Refused, Failed: s.Failed + o.Failed,
+		Active: o.Active, DNSQueries: s.DNSQueries + o.DNSQueries, DNSRefused: s.DNSRefused + o.DNSRefused}
 }
 
 // Limits bound what a sandbox may use. Zero means the backend default.
@@ -220,6 +296,11 @@ type Info struct {
 	CreatedAt time.Time `json:"created_at"`
 	// Pid of the sandbox's PID 1 on the host; 0 when stopped.
 	Pid int `json:"pid,omitempty"`
+	// Network is the sandbox's egress policy. NetworkDetached says that a
+	// running sandbox whose policy lets it out has no path out now (its
+	// link could not be made again after a restart); SetNetwork retries.
+	Network         Network `json:"network"`
+	NetworkDetached bool    `json:"network_detached,omitempty"`
 }
 
 // Template is something a sandbox can be made from.

@@ -36,6 +36,7 @@ type stepRunner struct {
 	s        *Service
 	template string
 	lease    *image.Lease // the build's: holds the mount-point layer
+	network  Network      // the egress policy of the steps' sandboxes
 }
 
 var _ dockerfile.Runner = (*stepRunner)(nil)
@@ -60,7 +61,7 @@ func (r *stepRunner) Run(ctx context.Context, step dockerfile.RunStep) (_ docker
 
 	id := ids.Sandbox()
 	limits := runtime.Limits{}.WithDefaults(s.rt.Capabilities().Defaults)
-	b, err := json.Marshal(spec{Limits: limits})
+	b, err := json.Marshal(spec{Limits: limits, Network: &r.network})
 	if err != nil {
 		return dockerfile.RunResult{}, err
 	}
@@ -80,7 +81,7 @@ func (r *stepRunner) Run(ctx context.Context, step dockerfile.RunStep) (_ docker
 			release()
 		}
 	}()
-	if _, err := s.rt.Create(ctx, runtime.Spec{ID: id, Template: r.template, Layers: layers, Limits: limits}); err != nil {
+	if _, err := s.rt.Create(ctx, runtime.Spec{ID: id, Template: r.template, Layers: layers, Limits: limits, Network: r.network}); err != nil {
 		return dockerfile.RunResult{}, fmt.Errorf("build step sandbox: %w", err)
 	}
 	workdir := step.Workdir

@@ -38,6 +38,9 @@ type newSandbox struct {
 	fence *store.Fence
 	// progress, if set, gets the template's setup output as it comes.
 	progress io.Writer
+	// poolNetwork, for a pool's sandbox, is the policy each reset
+	// returns it to.
+	poolNetwork *Network
 }
 
 // create makes a sandbox: checks, writes the row, has the runtime make
@@ -59,13 +62,26 @@ func (s *Service) create(ctx context.Context, n newSandbox) (_ store.Sandbox, re
 	if err != nil {
 		return store.Sandbox{}, err
 	}
+	net := s.networkFor(req.Network)
+	// The template's setup runs under the template's policy, if it has
+	// one; the sandbox gets its own before it is handed out.
+	bootNet := net
+	if hooks.Setup != "" && hooks.Network != nil {
+		bootNet = normal(*hooks.Network)
+	}
 	// Bad input changes nothing: check before anything is written.
-	if err := s.rt.Validate(runtime.Spec{ID: id, Template: rootfs, Limits: req.Limits}); err != nil {
+	if err := s.rt.Validate(runtime.Spec{ID: id, Template: rootfs, Limits: req.Limits, Network: net}); err != nil {
 		return store.Sandbox{}, err
+	}
+	if !bootNet.Equal(net) {
+		if err := s.rt.Validate(runtime.Spec{ID: id, Template: rootfs, Network: bootNet}); err != nil {
+			return store.Sandbox{}, fmt.Errorf("template %s: %w", req.Template, err)
+		}
 	}
 	// Record the limits the sandbox will really have.
 	req.Limits = req.Limits.WithDefaults(s.rt.Capabilities().Defaults)
-	b, err := json.Marshal(spec{Limits: req.Limits, Env: req.Env, Rootfs: rootfs, NoAutoResume: req.AutoResume != nil && !*req.AutoResume})
+	b, err := json.Marshal(spec{Limits: req.Limits, Env: req.Env, Rootfs: rootfs, NoAutoResume: req.AutoResume != nil && !*req.AutoResume,
+		Network: &net, PoolNetwork: n.poolNetwork})
 	if err != nil {
 		return store.Sandbox{}, err
 	}
@@ -91,12 +107,19 @@ func (s *Service) create(ctx context.Context, n newSandbox) (_ store.Sandbox, re
 		}
 		return store.Sandbox{}, fmt.Errorf("create sandbox: %w", err)
 	}
-	if _, err := s.rt.Create(cctx, runtime.Spec{ID: id, Template: rootfs, Limits: req.Limits}); err != nil {
+	if _, err := s.rt.Create(cctx, runtime.Spec{ID: id, Template: rootfs, Limits: req.Limits, Network: bootNet}); err != nil {
 		return fail(err)
 	}
 	if hooks.Setup != "" {
 		if err := s.runHook(cctx, row, "setup", hooks.Setup, hooks.setupTimeout(), n.progress); err != nil {
 			return fail(err)
+		}
+		// The sandbox's own policy before the seal's boot, which makes
+		// its link (or none) anew.
+		if !bootNet.Equal(net) {
+			if err := s.rt.SetNetwork(cctx, id, net); err != nil {
+				return fail(err)
+			}
 		}
 		if err := s.rt.Seal(cctx, id); err != nil {
 			return fail(err)

@@ -322,11 +322,11 @@ func TestBadImagesLeaveNothing(t *testing.T) {
 	if _, err := e.svc.AddTemplate(ctx, sandbox.TemplateRequest{Name: "private", Image: &sandbox.ImageSource{Ref: secure + "/private:1", Username: "alice", Password: "secret"}}); err != nil {
 		t.Fatal(err)
 	}
-	// A name taken, and a network policy that does not exist yet.
+	// A name taken, and a network policy that does not exist.
 	if _, err := e.svc.AddTemplate(ctx, sandbox.TemplateRequest{Name: "private", Image: &sandbox.ImageSource{Ref: secure + "/private:1"}}); !errors.Is(err, errdefs.ErrExists) {
 		t.Errorf("same name again: %v", err)
 	}
-	if _, err := e.svc.AddTemplate(ctx, sandbox.TemplateRequest{Name: "net", Network: "open", Image: &sandbox.ImageSource{Ref: host + "/mt:1"}}); !errors.Is(err, errdefs.ErrNotSupported) {
+	if _, err := e.svc.AddTemplate(ctx, sandbox.TemplateRequest{Name: "net", Hooks: sandbox.Hooks{Network: &sandbox.Network{Egress: "bridge"}}, Image: &sandbox.ImageSource{Ref: host + "/mt:1"}}); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Errorf("network policy: %v", err)
 	}
 }

@@ -23,6 +23,9 @@ type PoolSandbox struct {
 	Template string
 	Limits   runtime.Limits
 	Env      map[string]string
+	// Network is the pool's egress policy (nil: the server's default);
+	// each reset gives it back to a sandbox whose session changed it.
+	Network *Network
 	// InUse hands the sandbox straight to a caller (counted as its first
 	// use) instead of leaving it idle in the pool.
 	InUse bool
@@ -43,8 +46,9 @@ func (s *Service) CreateForPool(ctx context.Context, p PoolSandbox) (Sandbox, er
 	if p.Lease != nil {
 		fence.Lease, fence.Holder, fence.Term = p.Lease.Lease, p.Lease.Holder, p.Lease.Term
 	}
-	n := newSandbox{tenant: p.Tenant, pool: p.Pool, final: StatusReady, fence: fence,
-		req: CreateRequest{Template: p.Template, Limits: p.Limits, Env: p.Env}}
+	net := s.networkFor(p.Network)
+	n := newSandbox{tenant: p.Tenant, pool: p.Pool, final: StatusReady, fence: fence, poolNetwork: &net,
+		req: CreateRequest{Template: p.Template, Limits: p.Limits, Env: p.Env, Network: &net}}
 	if p.InUse {
 		n.final, n.uses = StatusRunning, 1
 	}
@@ -185,6 +189,9 @@ func (s *Service) Recycle(ctx context.Context, id string) error {
 	}
 	if err == nil {
 		_, err = s.rt.Reset(ctx, id)
+	}
+	if err == nil {
+		err = s.restoreNetwork(ctx, row)
 	}
 	if err == nil && hooks.SessionSetup != "" {
 		err = s.runHook(ctx, row, "session_setup", hooks.SessionSetup, hooks.setupTimeout(), nil)

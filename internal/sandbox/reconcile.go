@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -307,5 +308,17 @@ func (s *Service) reconcileRow(ctx context.Context, row store.Sandbox) {
 	case status != StatusPaused && info.Status == runtime.StatusFrozen:
 		fix("thaw", "a running sandbox was frozen (a resume cut short)")
 		_ = s.rt.Thaw(ctx, row.ID)
+	case info.Status == runtime.StatusRunning || info.Status == runtime.StatusFrozen:
+		var sp spec
+		_ = json.Unmarshal([]byte(row.Spec), &sp) // written by us
+		want := sp.network()
+		if !info.Network.Equal(want) || info.NetworkDetached {
+			// A policy change cut short, or a link that could not be
+			// made again after a restart.
+			fix("network", "the sandbox's network is not what the store says")
+			if err := s.rt.SetNetwork(ctx, row.ID, want); err != nil {
+				s.cfg.Log.Error("reconcile: network", "sandbox", row.ID, "err", err)
+			}
+		}
 	}
 }

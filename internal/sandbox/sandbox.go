@@ -35,6 +35,13 @@ var (
 // the runtime.)
 type Limits = runtime.Limits
 
+// Network is a sandbox's egress policy: {"egress": "none" | "open" |
+// "allowlist", "allow": [...], "deny": [...]} (the runtime's type).
+type Network = runtime.Network
+
+// NetworkStats count a sandbox's traffic out (the runtime's type).
+type NetworkStats = runtime.NetworkStats
+
 // Sandbox is what callers see of a sandbox.
 type Sandbox struct {
 	ID       string            `json:"id"`
@@ -44,6 +51,8 @@ type Sandbox struct {
 	Limits   Limits            `json:"limits"`
 	Env      map[string]string `json:"env,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// Network is its egress policy now.
+	Network Network `json:"network"`
 	// Timeout is seconds of inactivity before OnTimeout ("pause" or
 	// "kill"); 0 means never. ArchiveAfter is seconds a paused sandbox
 	// stays frozen before it is archived.
@@ -85,6 +94,9 @@ type CreateRequest struct {
 	Limits   Limits            `json:"limits"`
 	Env      map[string]string `json:"env,omitempty"`
 	Metadata map[string]string `json:"metadata,omitempty"`
+	// Network is the sandbox's egress policy; nil means the server's
+	// default (Config.DefaultNetwork).
+	Network *Network `json:"network,omitempty"`
 	// Timeout is seconds of inactivity before OnTimeout: "pause" (the
 	// default) or "kill"; 0 means never. ArchiveAfter is seconds a paused
 	// sandbox stays frozen before its processes are stopped to free
@@ -113,6 +125,11 @@ type spec struct {
 	// SessionEnv is what a pool's session added to Env (SetSession); it
 	// goes when the sandbox is released.
 	SessionEnv map[string]string `json:"session_env,omitempty"`
+	// Network is the egress policy in force; PoolNetwork, for a pool's
+	// sandbox, the one each reset returns it to (a session may change
+	// it). A row from before networks has neither: egress none.
+	Network     *Network `json:"network,omitempty"`
+	PoolNetwork *Network `json:"pool_network,omitempty"`
 }
 
 // specOf reads what the store keeps of a sandbox's create request.
@@ -157,6 +174,7 @@ func (s *Service) fromRow(row store.Sandbox) Sandbox {
 	sp := specOf(row)
 	sb := Sandbox{ID: row.ID, Tenant: row.Tenant, Template: row.Template, Status: Status(row.Status),
 		Limits: sp.Limits, Env: sp.env(), Metadata: row.Metadata, Error: row.Error, AutoResume: !sp.NoAutoResume,
+		Network: sp.network(),
 		Timeout: row.Timeout, OnTimeout: row.OnTimeout, ArchiveAfter: s.archiveAfter(row),
 		Pool: row.Pool, Uses: row.Uses, NodeName: row.Node,
 		CreatedAt: row.CreatedAt, UpdatedAt: row.UpdatedAt}

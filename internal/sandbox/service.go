@@ -68,8 +68,11 @@ type Config struct {
 	// ArchiveAfter is how long a paused sandbox stays frozen before it is
 	// archived, unless it says otherwise; 0 means 10 minutes.
 	ArchiveAfter time.Duration
-	Log          *slog.Logger
-	Registry     prometheus.Registerer
+	// DefaultNetwork is the egress policy of sandboxes (and pools) whose
+	// request names none; the zero value is egress none.
+	DefaultNetwork Network
+	Log            *slog.Logger
+	Registry       prometheus.Registerer
 	// Images is the layer store of templates made from images and
 	// Dockerfiles; nil means none can be made.
 	Images *image.Store

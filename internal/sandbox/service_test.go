@@ -24,7 +24,7 @@ import (
 	"github.com/sandpool/sandpool/internal/store/storetest"
 )
 
-func TestMain(m *testing.M) { linuxtest.Main(m) }
+func TestMain(m *testing.M) { linuxtest.MainNet(m) }
 
 type env struct {
 	rt  *linux.Runtime

@@ -22,9 +22,6 @@ type TemplateRequest struct {
 	Hooks Hooks
 	// Pull, if set, is told how an image's pull goes, layer by layer.
 	Pull func(PullProgress)
-	// Network is the template's network policy: "none" (or empty) is the
-	// only one there is yet.
-	Network string
 	// Build makes a sandbox of the new template at once and runs its
 	// setup there (its output goes to Progress as it comes): a setup that
 	// fails refuses the template, with the tail of its output, and leaves
@@ -43,9 +40,6 @@ func (s *Service) AddTemplate(ctx context.Context, req TemplateRequest) (_ Templ
 	}
 	if sources != 1 {
 		return Template{}, errdefs.Userf(errdefs.ErrInvalid, "give exactly one of from, dir, an image, or a tar archive (PUT /v1/templates/{name})")
-	}
-	if err := checkNetwork(req.Network); err != nil {
-		return Template{}, err
 	}
 	if req.Image != nil {
 		return s.addImage(ctx, req)

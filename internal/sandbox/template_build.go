@@ -12,6 +12,7 @@ import (
 	"github.com/sandpool/sandpool/internal/dockerfile"
 	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/image"
+	"github.com/sandpool/sandpool/internal/runtime"
 )
 
 // BuildRequest makes a template by building a Dockerfile: FROM an image
@@ -29,10 +30,9 @@ type BuildRequest struct {
 	NoCache bool
 	// Platform of the images FROM pulls; empty means the server's.
 	Platform string
-	// Network is the RUN steps' (and the template's) network policy:
-	// "none" (or empty) is the only one there is yet.
-	Network string
-	Hooks   Hooks
+	// Hooks are the template's; Hooks.Network is also the egress policy
+	// the RUN steps run under (nil: the server's default).
+	Hooks Hooks
 	// Build also runs the template's setup in a sandbox of it, as
 	// TemplateRequest.Build.
 	Build bool
@@ -55,7 +55,8 @@ func (s *Service) BuildTemplate(ctx context.Context, req BuildRequest) (_ Templa
 	if err != nil {
 		return Template{}, err
 	}
-	if err := checkNetwork(req.Network); err != nil {
+	net := s.networkFor(req.Hooks.Network)
+	if err := s.rt.Validate(runtime.Spec{ID: "sb_check", Template: "base", Network: net}); err != nil {
 		return Template{}, err
 	}
 	if req.Context == nil {
@@ -91,7 +92,7 @@ func (s *Service) BuildTemplate(ctx context.Context, req BuildRequest) (_ Templa
 	defer s.releaseImages(ctx, lease, &retErr)
 	b := &dockerfile.Builder{
 		Store:     images,
-		Runner:    &stepRunner{s: s, template: req.Name, lease: lease},
+		Runner:    &stepRunner{s: s, template: req.Name, lease: lease, network: net},
 		Templates: fromTemplates{s},
 		Pull:      s.pullOptions(ImageSource{Platform: req.Platform}, req.Pull),
 	}

@@ -98,15 +98,6 @@ func (s *Service) pullOptions(src ImageSource, progress func(PullProgress)) imag
 	return opts
 }
 
-// checkNetwork checks a template's network policy. None exists yet but
-// "none": sandboxes, and the RUN steps of a build, have no network.
-func checkNetwork(policy string) error {
-	if policy != "" && policy != "none" {
-		return errdefs.Userf(errdefs.ErrNotSupported, "network policy %q: only \"none\" is supported yet", policy)
-	}
-	return nil
-}
-
 // reserve claims name for a template being made from an image, so two
 // makes of one name never commit over each other's image record; done
 // gives it back.
@@ -139,9 +130,6 @@ func (s *Service) reserve(ctx context.Context, name string) (done func(), err er
 func (s *Service) addImage(ctx context.Context, req TemplateRequest) (_ Template, retErr error) {
 	images, err := s.images()
 	if err != nil {
-		return Template{}, err
-	}
-	if err := checkNetwork(req.Network); err != nil {
 		return Template{}, err
 	}
 	for _, p := range []string{req.Image.OCILayout, req.Image.DockerArchive} {

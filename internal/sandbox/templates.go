@@ -24,6 +24,11 @@ type Hooks struct {
 	SessionTeardown string `json:"session_teardown,omitempty"`
 	// SetupTimeout bounds each hook, in seconds; 0 means 600.
 	SetupTimeout int `json:"setup_timeout,omitempty"`
+	// Network is the egress policy Setup runs under (in every sandbox
+	// made of the template, and in a build), for example to install
+	// packages; nil means the sandbox's own. The sandbox gets its own
+	// policy once Setup is done.
+	Network *Network `json:"network,omitempty"`
 }
 
 func (h Hooks) setupTimeout() time.Duration {
@@ -34,7 +39,7 @@ func (h Hooks) setupTimeout() time.Duration {
 }
 
 func (h Hooks) empty() bool {
-	return h.Setup == "" && h.SessionSetup == "" && h.SessionTeardown == ""
+	return h.Setup == "" && h.SessionSetup == "" && h.SessionTeardown == "" && h.Network == nil
 }
 
 // Template is a template as callers see it.
@@ -188,6 +193,16 @@ func (s *Service) DefineTemplate(ctx context.Context, name, from string, hooks H
 	if hooks.SetupTimeout == 0 {
 		hooks.SetupTimeout = inherited.SetupTimeout
 	}
+	if hooks.Network == nil {
+		hooks.Network = inherited.Network
+	}
+	if hooks.Network != nil {
+		n := normal(*hooks.Network)
+		if err := s.rt.Validate(runtime.Spec{ID: "sb_check", Template: base, Network: n}); err != nil {
+			return Template{}, err
+		}
+		hooks.Network = &n
+	}
 	b, err := json.Marshal(hooks)
 	if err != nil {
 		return Template{}, err
@@ -296,7 +311,7 @@ func (s *Service) checkUnused(ctx context.Context, name string) error {
 }
 
 // CheckTemplate checks that sandboxes can be made of template with limits,
-// without making one.
+// without making one (CheckNetwork checks a policy).
 func (s *Service) CheckTemplate(ctx context.Context, template string, limits runtime.Limits) error {
 	rootfs, _, err := s.resolveTemplate(ctx, template)
 	if err != nil {

@@ -119,6 +119,10 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 	if err != nil {
 		return err
 	}
+	// While PID 1 starts up, before it runs anything of the sandbox's.
+	if err := r.attachNetwork(ctx, sb, sp.pid); err != nil {
+		return err
+	}
 	observe("configure")
 
 	deadline := time.Now().Add(r.cfg.ReadyTimeout)
@@ -266,6 +270,7 @@ func (r *Runtime) teardown(ctx context.Context, sb *sandbox, removeDir bool) err
 		sb.stopping = false
 		sb.mu.Unlock()
 	}()
+	r.detachNetwork(sb)
 	cg := r.cg.group(st.ID)
 	if err := r.killAll(ctx, cg, st, exited); err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandpool/sandpool/internal/agent"
+	"github.com/sandpool/sandpool/internal/egress"
 	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/ids"
 	"github.com/sandpool/sandpool/internal/runtime"
@@ -52,7 +53,10 @@ type Config struct {
 	// Observe, if set, is told how long each step of a create took (see
 	// BootSteps): for metrics and for profiling the create path.
 	Observe func(step string, d time.Duration)
-	Log     *slog.Logger
+	// Egress gives sandboxes their network path out; nil means none ever
+	// has one (only network mode "none" is accepted).
+	Egress *egress.Engine
+	Log    *slog.Logger
 }
 
 // BootSteps are the steps of a create, in order, as Observe names them:
@@ -144,8 +148,9 @@ type Runtime struct {
 	sandboxes map[string]*sandbox
 	closed    bool
 
-	tplMu sync.Mutex
-	tpls  map[string]templateInfo // what template() read of each
+	tplMu   sync.Mutex
+	tpls    map[string]templateInfo // what template() read of each
+	closing sync.WaitGroup          // egress links being closed
 }
 
 var _ runtime.Runtime = (*Runtime)(nil)
@@ -214,7 +219,9 @@ func Open(cfg Config) (_ *Runtime, retErr error) {
 }
 
 // Close ends the spare PID 1s and releases the data directory. Sandboxes
-// keep running; a later Open finds them.
+// keep running; a later Open finds them. It waits for the egress links of
+// destroyed sandboxes to finish closing (those of running sandboxes are
+// the engine's to close).
 func (r *Runtime) Close() error {
 	r.mu.Lock()
 	was := r.closed
@@ -224,6 +231,7 @@ func (r *Runtime) Close() error {
 		return nil
 	}
 	r.spares.close()
+	r.closing.Wait()
 	return r.lock.Close()
 }
 
@@ -236,7 +244,8 @@ func (r *Runtime) UIDBase() int { return int(r.cfg.UIDBase) }
 
 // Capabilities reports what this backend does.
 func (r *Runtime) Capabilities() runtime.Capabilities {
-	return runtime.Capabilities{Name: "linux", FreezeKeepsMemory: true, CgroupVersion: r.cg.version, Defaults: r.cfg.Defaults}
+	return runtime.Capabilities{Name: "linux", FreezeKeepsMemory: true, CgroupVersion: r.cg.version, Defaults: r.cfg.Defaults,
+		Egress: r.cfg.Egress != nil}
 }
 
 // sandbox is the runtime's record of one sandbox.
@@ -256,6 +265,12 @@ type sandbox struct {
 	exited   chan struct{} // closed when PID 1 exits, if this process started it
 	agent    *agent.Client // made on first use; dropped when PID 1 changes
 	cpu      cpuSample     // the last CPU measurement (Metrics)
+	// link is the sandbox's egress link (network.go), nil with none;
+	// detached says a running sandbox should have one but its making
+	// failed; netBase counts what its earlier links relayed.
+	link     *egress.Link
+	detached bool
+	netBase  runtime.NetworkStats
 }
 
 func (sb *sandbox) getStatus() runtime.Status {
@@ -280,7 +295,8 @@ func (sb *sandbox) info() runtime.Info {
 		sb.status = runtime.StatusBroken
 	}
 	return runtime.Info{ID: sb.st.ID, Template: sb.st.Template, Status: sb.status, Limits: sb.st.Limits,
-		CreatedAt: sb.st.CreatedAt, Pid: sb.st.Pid}
+		CreatedAt: sb.st.CreatedAt, Pid: sb.st.Pid, Network: sb.st.Network,
+		NetworkDetached: sb.detached && (sb.status == runtime.StatusRunning || sb.status == runtime.StatusFrozen)}
 }
 
 // state is what a sandbox's directory records about it (state.json), so a
@@ -302,6 +318,9 @@ type state struct {
 	// Lower, for a sandbox made on layers (Spec.Layers), are those
 	// directories, lowest first, in place of a template's.
 	Lower []string `json:"lower,omitempty"`
+	// Network is its egress policy, made again at every boot and by a
+	// later process that finds it running.
+	Network runtime.Network `json:"network,omitzero"`
 }
 
 func (r *Runtime) sandboxDir(id string) string {
@@ -341,6 +360,9 @@ func (r *Runtime) Validate(spec runtime.Spec) error {
 	}
 	if spec.Limits.DiskBytes > 0 {
 		return errdefs.Userf(errdefs.ErrNotSupported, "disk limits are not supported by this runtime yet")
+	}
+	if _, err := r.checkNetwork(spec.Network); err != nil {
+		return err
 	}
 	if len(spec.Layers) > 0 {
 		return checkLayers(spec.Layers)
@@ -386,7 +408,7 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (_ runtime.Info
 	defer cancel()
 	sb := &sandbox{
 		st: state{ID: spec.ID, Template: spec.Template, Hostname: spec.Hostname, Limits: lim,
-			CreatedAt: time.Now().UTC(), Lower: spec.Layers},
+			CreatedAt: time.Now().UTC(), Lower: spec.Layers, Network: spec.Network},
 		status: runtime.StatusStopped,
 		cancel: cancel,
 	}
@@ -553,6 +575,7 @@ func (r *Runtime) recover() error {
 				if r.cg.group(id).frozen() {
 					sb.status = runtime.StatusFrozen
 				}
+				r.reattach(sb) // the last process's links died with it
 			}
 		}
 		r.sandboxes[id] = sb

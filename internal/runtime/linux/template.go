@@ -27,7 +27,7 @@ const baseTemplate = "base"
 
 // baseVersion changes whenever the generated base layout changes; an older
 // base is regenerated at Open.
-const baseVersion = "3"
+const baseVersion = "4"
 
 var templateName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
@@ -156,7 +156,9 @@ func (r *Runtime) writeBaseSkeleton(root string) error {
 		{path: "/etc/group", mode: 0o644, data: "root:x:0:\ntty:x:5:\nusers:x:100:user\nuser:x:1000:\nnogroup:x:65534:\n"},
 		{path: "/etc/hosts", mode: 0o644, data: "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n"},
 		{path: "/etc/hostname", mode: 0o644, data: "sandbox\n"},
-		{path: "/etc/resolv.conf", mode: 0o644, data: "# no network by default\n"},
+		// The gateway answers DNS as the sandbox's policy allows (every
+		// query to port 53 reaches it, whatever the address).
+		{path: "/etc/resolv.conf", mode: 0o644, data: "nameserver " + r.gateway() + "\n"},
 		{path: "/etc/nsswitch.conf", mode: 0o644, data: "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"},
 		{path: "/etc/shells", mode: 0o644, data: "/bin/sh\n/bin/bash\n/usr/bin/sh\n/usr/bin/bash\n"},
 		{path: "/etc/os-release", link: "../usr/lib/os-release"},

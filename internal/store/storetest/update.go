@@ -56,6 +56,12 @@ func testUpdate(t *testing.T, s store.Store) {
 	if got, _ := s.GetSandbox(ctx, "sb_u"); len(got.Metadata) != 0 || got.Spec != `{"env":{"A":"1"}}` {
 		t.Fatalf("after emptying metadata: %+v", got)
 	}
+	if err := s.UpdateSandbox(ctx, "sb_u", []string{"paused"}, store.Update{Spec: ptr(`{"network":{"egress":"open"}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetSandbox(ctx, "sb_u"); got.Spec != `{"network":{"egress":"open"}}` || got.Status != "paused" {
+		t.Fatalf("after a spec update: %+v", got)
+	}
 	if err := s.UpdateSandbox(ctx, "nope", nil, store.Update{Archived: ptr(true)}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("update missing: %v", err)
 	}

@@ -6,6 +6,7 @@ package linuxtest
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,8 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/sandpool/sandpool/internal/egress"
+	"github.com/sandpool/sandpool/internal/egress/egresstest"
 	"github.com/sandpool/sandpool/internal/runtime/linux"
 )
 
@@ -46,6 +50,48 @@ func RemoveCgroupParent() {
 	for _, c := range []string{"cpu", "cpuacct", "memory", "pids", "freezer", "unified", ""} {
 		_ = os.Remove(filepath.Join("/sys/fs/cgroup", c, CgroupParent)) // best effort, as said
 	}
+}
+
+// MainNet is Main for packages whose tests give sandboxes a network: the
+// test binary first moves into a network namespace of its own
+// (egresstest.Reexec), where the fake internet of package egresstest is
+// built behind it, and closes that at the end.
+func MainNet(m *testing.M) {
+	if linux.IsInit() {
+		linux.Init()
+	}
+	if code, done := egresstest.Reexec(); done {
+		os.Exit(code)
+	}
+	code := m.Run()
+	egresstest.StopShared()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
+			code = 1
+		}
+	}
+	RemoveCgroupParent()
+	os.Exit(code)
+}
+
+// Engine returns an egress engine whose upstream resolver is the fake
+// internet's (egresstest.Shared) and that reads no hosts file, with its
+// metrics on reg (nil: none). It is closed when the test ends. Use it
+// only under MainNet.
+func Engine(tb testing.TB, reg prometheus.Registerer) *egress.Engine {
+	tb.Helper()
+	egresstest.Shared(tb)
+	eng, err := egress.New(egress.Config{
+		Resolvers: []netip.AddrPort{netip.AddrPortFrom(egresstest.UpstreamDNS, 53)},
+		HostsFile: "-",
+		Registry:  reg,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { eng.Close() })
+	return eng
 }
 
 // Open returns a runtime in a temporary directory; its sandboxes are
