@@ -45,6 +45,12 @@ type initConfig struct {
 	// Defaults are the template's user, env and working directory for
 	// what the agent runs.
 	Defaults runtime.Defaults `json:"defaults,omitzero"`
+	// Devices are host device nodes bound into /dev; Driver the driver's
+	// files bound under runtime.DriverDir; Sysfs asks for a read-only
+	// /sys (see devices.go).
+	Devices []devNode            `json:"devices,omitempty"`
+	Driver  []runtime.DeviceFile `json:"driver,omitempty"`
+	Sysfs   bool                 `json:"sysfs,omitempty"`
 }
 
 // IsInit reports whether this process was started as a sandbox's init.
@@ -98,6 +104,11 @@ func Init() {
 	}
 	if err == nil {
 		srv.SetDefaults(agent.Defaults{User: cfg.Defaults.User, Env: cfg.Defaults.Env, Cwd: cfg.Defaults.Cwd})
+		names := make([]string, len(cfg.Devices))
+		for i, d := range cfg.Devices {
+			names[i] = d.Name
+		}
+		srv.SetDevices(names)
 		var l net.Listener
 		if l, err = setupSandbox(cfg); err == nil {
 			if _, err = ctl.Write([]byte("ok")); err == nil {
@@ -242,6 +253,13 @@ func mountRoot(cfg initConfig) error {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
 	const root = "/tmp"
+	// The devices' sources are reached before the root is attached over
+	// /tmp (which may hold them, as in tests), and bound from these.
+	src, err := openDeviceSources(cfg)
+	if err != nil {
+		return err
+	}
+	defer src.close()
 	if err := unix.MoveMount(fdRoot, "", unix.AT_FDCWD, root, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		return fmt.Errorf("attach root filesystem: %w", err)
 	}
@@ -250,10 +268,20 @@ func mountRoot(cfg initConfig) error {
 			return err
 		}
 	}
+	if len(cfg.Driver) > 0 {
+		if err := mountDriver(root+runtime.DriverDir, cfg.Driver, src.driver); err != nil {
+			return err
+		}
+	}
+	if cfg.Sysfs {
+		if err := mountSys(root + "/sys"); err != nil {
+			return err
+		}
+	}
 	if err := mountProc(root + "/proc"); err != nil {
 		return err
 	}
-	if err := mountDev(root + "/dev"); err != nil {
+	if err := mountDev(root+"/dev", cfg.Devices, src.nodes); err != nil {
 		return err
 	}
 	if err := unix.Chdir(root); err != nil {
@@ -305,8 +333,9 @@ func mountProc(p string) error {
 }
 
 // mountDev builds a minimal /dev: a tmpfs with the harmless host devices
-// bound in, a private devpts, a /dev/shm and a /dev/mqueue.
-func mountDev(p string) error {
+// bound in, a private devpts, a /dev/shm and a /dev/mqueue, and the
+// sandbox's own devices.
+func mountDev(p string, devices []devNode, sources []string) error {
 	if err := unix.Mount("tmpfs", p, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=64k"); err != nil {
 		return fmt.Errorf("mount /dev: %w", err)
 	}
@@ -343,7 +372,7 @@ func mountDev(p string) error {
 	if err := unix.Mount("mqueue", p+"/mqueue", "mqueue", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount /dev/mqueue: %w", err)
 	}
-	return nil
+	return bindDevices(p, devices, sources)
 }
 
 // loopbackUp brings up lo, the sandbox's only network interface.

@@ -128,6 +128,8 @@ func validateLimits(l runtime.Limits) error {
 		return errdefs.Userf(errdefs.ErrInvalid, "pids %d out of range: %d to %d", l.Pids, minPids, maxPids)
 	case l.DiskBytes < 0:
 		return errdefs.Userf(errdefs.ErrInvalid, "disk_bytes %d must not be negative", l.DiskBytes)
+	case l.GPUs < 0:
+		return errdefs.Userf(errdefs.ErrInvalid, "gpus %d must not be negative", l.GPUs)
 	}
 	return nil
 }
@@ -204,6 +206,9 @@ func Open(cfg Config) (_ *Runtime, retErr error) {
 		return nil, fmt.Errorf("linux runtime: %w", err)
 	}
 	if err := r.ensureBase(); err != nil {
+		return nil, fmt.Errorf("linux runtime: %w", err)
+	}
+	if err := r.ensureDeviceLayer(); err != nil {
 		return nil, fmt.Errorf("linux runtime: %w", err)
 	}
 	if err := r.recover(); err != nil {
@@ -302,6 +307,8 @@ type state struct {
 	// Lower, for a sandbox made on layers (Spec.Layers), are those
 	// directories, lowest first, in place of a template's.
 	Lower []string `json:"lower,omitempty"`
+	// Devices are the host devices it is given (Spec.Devices; SetDevices).
+	Devices runtime.Devices `json:"devices,omitzero"`
 }
 
 func (r *Runtime) sandboxDir(id string) string {
@@ -341,6 +348,9 @@ func (r *Runtime) Validate(spec runtime.Spec) error {
 	}
 	if spec.Limits.DiskBytes > 0 {
 		return errdefs.Userf(errdefs.ErrNotSupported, "disk limits are not supported by this runtime yet")
+	}
+	if err := validateDevices(spec.Devices); err != nil {
+		return err
 	}
 	if len(spec.Layers) > 0 {
 		return checkLayers(spec.Layers)
@@ -386,7 +396,7 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (_ runtime.Info
 	defer cancel()
 	sb := &sandbox{
 		st: state{ID: spec.ID, Template: spec.Template, Hostname: spec.Hostname, Limits: lim,
-			CreatedAt: time.Now().UTC(), Lower: spec.Layers},
+			CreatedAt: time.Now().UTC(), Lower: spec.Layers, Devices: spec.Devices},
 		status: runtime.StatusStopped,
 		cancel: cancel,
 	}
