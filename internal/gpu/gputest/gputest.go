@@ -12,6 +12,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -131,4 +132,52 @@ func freeMajors(n int) ([]uint32, error) {
 		return nil, fmt.Errorf("gputest: no %d unused character majors in the local ranges", n)
 	}
 	return out, nil
+}
+
+// openScript opens each path given (read and write), once a line comes on
+// stdin, and prints what happened: OK or the errno's name (ENXIO, EPERM).
+const openScript = `import errno, os, sys
+sys.stdin.readline()
+for p in sys.argv[1:]:
+    try:
+        os.close(os.open(p, os.O_RDWR | os.O_CLOEXEC))
+        print("OK")
+    except OSError as e:
+        print(errno.errorcode.get(e.errno, str(e.errno)))
+`
+
+// OpenFrom opens each of paths from a host process moved first into the
+// cgroups whose cgroup.procs files are given (a sandbox's device cgroup),
+// and returns for each path "OK" or the errno's name: "ENXIO" (the
+// cgroup allowed the device; no driver has it) or "EPERM" (refused).
+func OpenFrom(t testing.TB, procs []string, paths ...string) []string {
+	t.Helper()
+	cmd := exec.Command("/usr/bin/python3", append([]string{"-c", openScript}, paths...)...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := strconv.Itoa(cmd.Process.Pid)
+	for _, p := range procs {
+		if err := os.WriteFile(p, []byte(pid), 0); err != nil {
+			_ = cmd.Process.Kill() // it must not stay in the sandbox's group
+			_ = cmd.Wait()
+			t.Fatalf("move the helper into %s: %v", p, err)
+		}
+	}
+	_, _ = stdin.Write([]byte("go\n")) // a failure shows in its output
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("open helper: %v: %s", err, out.String())
+	}
+	got := strings.Fields(out.String())
+	if len(got) != len(paths) {
+		t.Fatalf("open helper said %q for %d paths", out.String(), len(paths))
+	}
+	return got
 }
