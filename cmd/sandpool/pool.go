@@ -42,6 +42,7 @@ func (c *cli) poolCommand() *cobra.Command {
 	f.IntVar(&cfg.SessionTimeout, "session-timeout", 0, "destroy an acquired sandbox idle this many seconds (0: never)")
 	f.Float64Var(&cfg.Limits.CPUs, "cpus", 0, "CPU limit of each sandbox")
 	f.StringVar(&memory, "memory", "", "memory limit of each sandbox, e.g. 512M")
+	f.IntVar(&cfg.Limits.GPUs, "gpus", 0, "GPUs each sandbox gets, its own (a sandbox holds them while idle in the pool)")
 
 	list := &cobra.Command{
 		Use: "list", Aliases: []string{"ls"}, Short: "List your pools", Args: cobra.NoArgs,

@@ -27,6 +27,7 @@ import (
 	"github.com/sandpool/sandpool/internal/dashboard"
 	"github.com/sandpool/sandpool/internal/e2b"
 	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/gpu"
 	"github.com/sandpool/sandpool/internal/idempotency"
 	"github.com/sandpool/sandpool/internal/image"
 	"github.com/sandpool/sandpool/internal/keys"
@@ -67,6 +68,9 @@ type serveConfig struct {
 	nodeTimeout     time.Duration
 	maxTemplateSize string
 	domain          string
+	gpus            string
+	gpuSharing      bool
+	gpuRoot         string
 }
 
 func serveCommand(stderr io.Writer) *cobra.Command {
@@ -101,8 +105,13 @@ admin API key and writes it to <data>/admin.key.`,
 	f.DurationVar(&cfg.archiveAfter, "archive-after", 10*time.Minute, "how long a paused sandbox stays frozen (memory kept) before it is archived (files kept), unless it says otherwise")
 	f.StringVar(&cfg.maxTemplateSize, "max-template-size", "16G", "largest template made from an image or a Dockerfile (its layers, compressed and unpacked): 512M, 20G")
 	f.StringVar(&cfg.domain, "domain", envOr("SANDPOOL_DOMAIN", e2b.DefaultDomain), "E2B API: sandbox ports are reached as <port>-<sandboxID>.<domain> (env SANDPOOL_DOMAIN)")
+	f.StringVar(&cfg.gpus, "gpus", envOr("SANDPOOL_GPUS", "all"), "GPUs sandboxes may be given: all (of those found), none, or a list of indexes and UUIDs such as 0,2 (env SANDPOOL_GPUS)")
+	f.BoolVar(&cfg.gpuSharing, "gpu-sharing", false, "let several sandboxes hold one GPU (by default each GPU has at most one)")
 	f.StringVar(&cfg.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for developers)")
 	_ = f.MarkHidden("cpu-profile")
+	// Tests point discovery at stand-in device nodes.
+	f.StringVar(&cfg.gpuRoot, "gpu-root", "/", "look for GPUs (dev/nvidia*, proc/driver/nvidia) under this directory (for tests)")
+	_ = f.MarkHidden("gpu-root")
 	return cmd
 }
 
@@ -183,6 +192,10 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		return err
 	}
 	maxTemplate, _ := parseSize(cfg.maxTemplateSize) // checked by preflight
+	gpuHost, err := discoverGPUs(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
 	var st *sqlstore.DB
 	if cfg.store == "" {
 		st, err = sqlstore.OpenSQLite(ctx, filepath.Join(cfg.data, "sandpool.db"))
@@ -211,7 +224,8 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		advertise = "http://" + ln.Addr().String()
 	}
 	svc := sandbox.New(rt, st, broker, sandbox.Config{Node: cfg.node, MaxSandboxes: cfg.maxSandboxes,
-		ArchiveAfter: cfg.archiveAfter, Log: log, Registry: reg, Images: images, MaxTemplateBytes: maxTemplate})
+		ArchiveAfter: cfg.archiveAfter, Log: log, Registry: reg, Images: images, MaxTemplateBytes: maxTemplate,
+		GPUHost: gpuHost, GPUSharing: cfg.gpuSharing})
 	cl := cluster.New(st, svc, broker, cluster.Options{Node: cfg.node, Address: advertise, Capacity: cfg.maxSandboxes,
 		NodeTimeout: cfg.nodeTimeout, Exclusive: cfg.store == "", Log: log})
 	if err := cl.Start(ctx); err != nil {
@@ -283,6 +297,39 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 	log.Info("stopped; sandboxes keep running and are found again at the next start")
 	return nil
+}
+
+// discoverGPUs finds the host's GPUs and keeps those --gpus names. A host
+// without GPUs is fine (GPU requests are then refused clearly); --gpus
+// naming one that is not there is not.
+func discoverGPUs(ctx context.Context, cfg serveConfig, log *slog.Logger) (gpu.Host, error) {
+	host, err := gpu.Discover(ctx, gpu.Options{Root: cfg.gpuRoot})
+	if err != nil {
+		if cfg.gpuRoot != "/" || (cfg.gpus != "all" && cfg.gpus != "none") {
+			return gpu.Host{}, fmt.Errorf("--gpus: %w", err)
+		}
+		log.Warn("looking for GPUs failed; none will be handed out", "err", err)
+		return gpu.Host{}, nil
+	}
+	selected, err := host.Select(cfg.gpus)
+	if err != nil {
+		return gpu.Host{}, fmt.Errorf("--gpus %s: %w", cfg.gpus, err)
+	}
+	found := len(host.GPUs)
+	host.GPUs = selected
+	if found == 0 {
+		log.Info("no GPUs found")
+		return host, nil
+	}
+	for _, g := range host.GPUs {
+		log.Info("GPU handed out", "index", g.Index, "uuid", g.UUID, "model", g.Model, "memory_bytes", g.MemoryBytes)
+	}
+	log.Info("GPUs", "found", found, "handed_out", len(selected), "sharing", cfg.gpuSharing, "driver", host.Driver,
+		"libraries", len(host.Libraries), "tools", len(host.Tools))
+	for _, n := range host.Notes {
+		log.Warn("GPUs: " + n)
+	}
+	return host, nil
 }
 
 // ensureAdminKey makes the first admin key on a fresh database and writes
