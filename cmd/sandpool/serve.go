@@ -177,6 +177,12 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 	defer ln.Close()
 
+	// The GPUs next, also before the runtime starts: --gpus naming one
+	// that is not there stops here.
+	gpuHost, err := discoverGPUs(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.data, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
@@ -192,10 +198,6 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		return err
 	}
 	maxTemplate, _ := parseSize(cfg.maxTemplateSize) // checked by preflight
-	gpuHost, err := discoverGPUs(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
 	var st *sqlstore.DB
 	if cfg.store == "" {
 		st, err = sqlstore.OpenSQLite(ctx, filepath.Join(cfg.data, "sandpool.db"))
