@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/gpu/gputest"
@@ -228,4 +229,46 @@ func TestGPUDevicesValidate(t *testing.T) {
 	if err := r.Validate(runtime.Spec{Template: "base", Limits: runtime.Limits{GPUs: -1}}); !errors.Is(err, errdefs.ErrInvalid) {
 		t.Errorf("gpus -1: %v", err)
 	}
+}
+
+// BenchmarkCreateGPU measures create-to-ready of a base sandbox given a
+// stand-in GPU, against one without, alternating so both see the same
+// load: what the device nodes, the device cgroup and /sys cost.
+func BenchmarkCreateGPU(b *testing.B) {
+	h := gputest.New(b, 1)
+	r := openRuntime(b)
+	ctx := context.Background()
+	var with, without []time.Duration
+	for i := 0; b.Loop(); i++ {
+		spec := runtime.Spec{Template: "base"}
+		if i%2 == 0 {
+			spec.Devices = gpuDevices(h, 0)
+		}
+		start := time.Now()
+		info, err := r.Create(ctx, spec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		d := time.Since(start)
+		if i%2 == 0 {
+			with = append(with, d)
+		} else {
+			without = append(without, d)
+		}
+		b.StopTimer()
+		if err := r.Destroy(ctx, info.ID); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	p50 := func(s []time.Duration) float64 {
+		if len(s) == 0 {
+			return 0
+		}
+		slices.Sort(s)
+		return float64(s[len(s)/2].Microseconds()) / 1000
+	}
+	b.ReportMetric(p50(with), "gpu-p50-ms")
+	b.ReportMetric(p50(without), "plain-p50-ms")
+	b.ReportMetric(0, "ns/op")
 }
