@@ -227,6 +227,29 @@ func TestGPUServeFlags(t *testing.T) {
 	if err := c.DeleteSandbox(ctx, sb.ID); err != nil {
 		t.Fatal(err)
 	}
+	// The CLI's --gpus on templates and pools.
+	cli := func(args ...string) (string, error) {
+		cmd := exec.Command(binary, args...)
+		cmd.Env = append(cmd.Environ(), "SANDPOOL_URL="+s.url, "SANDPOOL_API_KEY="+s.adminKey)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := cli("template", "add", "gpu-cli", "--from", "base", "--gpus", "1"); err != nil {
+		t.Fatalf("template add --gpus: %v\n%s", err, out)
+	}
+	id, err := cli("sandbox", "create", "--template", "gpu-cli")
+	if err != nil {
+		t.Fatalf("create of a GPU template: %v\n%s", err, id)
+	}
+	if g := seenGPUs(t, c, strings.TrimSpace(id)); g != "nvidia1" {
+		t.Fatalf("a sandbox of a template added with --gpus sees %q", g)
+	}
+	if err := c.DeleteSandbox(ctx, strings.TrimSpace(id)); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cli("pool", "create", "two", "--gpus", "2", "--min-idle", "0"); err == nil || !strings.Contains(out, "422") {
+		t.Fatalf("pool create --gpus 2 on a node handing out 1: %v\n%s", err, out)
+	}
 
 	none := startServer(t, "", "--gpu-root", h.Root, "--gpus", "none")
 	_, err = none.client("").CreateSandbox(ctx, client.CreateSandboxRequest{Template: "base", Limits: client.Limits{GPUs: 1}})
