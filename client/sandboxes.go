@@ -14,6 +14,9 @@ type Limits struct {
 	MemoryBytes int64   `json:"memory_bytes,omitempty"`
 	Pids        int64   `json:"pids,omitempty"`
 	DiskBytes   int64   `json:"disk_bytes,omitempty"`
+	// GPUs is how many of the node's GPUs the sandbox gets, each its own.
+	// More than are free now is a 409 with code gpus_exhausted.
+	GPUs int `json:"gpus,omitempty"`
 }
 
 // Sandbox is a sandbox as the server reports it.
@@ -157,6 +160,9 @@ type Template struct {
 	Origin string `json:"origin,omitempty"`
 	// Image describes a template made from an image or a Dockerfile.
 	Image *TemplateImage `json:"image,omitempty"`
+	// Limits are what its sandboxes get where a create leaves a limit at
+	// zero (GPUs: 1 makes it a GPU template).
+	Limits *Limits `json:"limits,omitempty"`
 }
 
 // Hooks are a template's shell scripts, run as root inside the sandbox.
@@ -261,6 +267,25 @@ type NodeInfo struct {
 	ServerRSSBytes     int64  `json:"server_rss_bytes"`
 	// Build is which build of sandpool the node runs.
 	Build BuildInfo `json:"build"`
+	// GPUs are the GPUs the node hands out, with their holders;
+	// GPUSharing says whether several sandboxes may hold one; GPUDriver
+	// is the kernel driver's version; GPUNotes say what discovery missed.
+	GPUs       []GPU    `json:"gpus"`
+	GPUSharing bool     `json:"gpu_sharing,omitempty"`
+	GPUDriver  string   `json:"gpu_driver,omitempty"`
+	GPUNotes   []string `json:"gpu_notes,omitempty"`
+}
+
+// GPU is one of a node's GPUs.
+type GPU struct {
+	// Index is N of its node /dev/nvidiaN.
+	Index       int    `json:"index"`
+	UUID        string `json:"uuid,omitempty"`
+	Model       string `json:"model,omitempty"`
+	BusID       string `json:"bus_id,omitempty"`
+	MemoryBytes int64  `json:"memory_bytes,omitempty"`
+	// Sandboxes are those holding it.
+	Sandboxes []string `json:"sandboxes,omitempty"`
 }
 
 // BuildInfo describes a build of sandpool.

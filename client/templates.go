@@ -20,6 +20,9 @@ type TemplateRequest struct {
 	Dir  string `json:"dir,omitempty"`
 	From string `json:"from,omitempty"`
 	Hooks
+	// Limits are what its sandboxes get where a create leaves a limit at
+	// zero (GPUs: 1 makes a GPU template).
+	Limits *Limits `json:"limits,omitempty"`
 	// Build makes a sandbox of the template at once and runs its setup;
 	// a setup that fails refuses the template (422 setup_failed, with the
 	// tail of its output).

@@ -47,6 +47,7 @@ func (c *cli) poolCommand() *cobra.Command {
 	f.Float64Var(&cfg.Limits.CPUs, "cpus", 0, "CPU limit of each sandbox")
 	f.StringVar(&memory, "memory", "", "memory limit of each sandbox, e.g. 512M")
 	nf.add(f, "each sandbox")
+	f.IntVar(&cfg.Limits.GPUs, "gpus", 0, "GPUs each sandbox gets, its own (a sandbox holds them while idle in the pool)")
 
 	list := &cobra.Command{
 		Use: "list", Aliases: []string{"ls"}, Short: "List your pools", Args: cobra.NoArgs,

@@ -51,6 +51,7 @@ func (c *cli) sandboxCreate() *cobra.Command {
 	f.StringVar(&memory, "memory", "", "memory limit, e.g. 512M or 2G")
 	f.Float64Var(&req.Limits.CPUs, "cpus", 0, "CPU limit in cores, e.g. 0.5")
 	f.Int64Var(&req.Limits.Pids, "pids", 0, "process limit")
+	f.IntVar(&req.Limits.GPUs, "gpus", 0, "GPUs of the node the sandbox gets, each its own (0: the template's, else none)")
 	f.IntVar(&req.Timeout, "timeout", 0, "pause (or kill) after this many seconds without activity (0: never)")
 	f.StringVar(&req.OnTimeout, "on-timeout", "", "what the timeout does: pause (default) or kill")
 	f.IntVar(&req.ArchiveAfter, "archive-after", 0, "seconds a paused sandbox stays frozen before it is archived (0: the server's default)")
@@ -96,7 +97,7 @@ func (c *cli) sandboxGet() *cobra.Command {
 		}, func(sb *client.Sandbox) error {
 			rows := [][]string{{"id", sb.ID}, {"status", sb.Status}, {"template", sb.Template},
 				{"created", sb.CreatedAt.Local().Format(time.DateTime)},
-				{"limits", fmt.Sprintf("cpus=%g memory=%d pids=%d", sb.Limits.CPUs, sb.Limits.MemoryBytes, sb.Limits.Pids)},
+				{"limits", fmt.Sprintf("cpus=%g memory=%d pids=%d gpus=%d", sb.Limits.CPUs, sb.Limits.MemoryBytes, sb.Limits.Pids, sb.Limits.GPUs)},
 				{"network", describeNetwork(sb.Network)}}
 			rows = append(rows, sandboxTimeRows(sb)...)
 			if sb.Error != "" {

@@ -27,6 +27,7 @@ import (
 	"github.com/sandpool/sandpool/internal/dashboard"
 	"github.com/sandpool/sandpool/internal/e2b"
 	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/gpu"
 	"github.com/sandpool/sandpool/internal/idempotency"
 	"github.com/sandpool/sandpool/internal/image"
 	"github.com/sandpool/sandpool/internal/keys"
@@ -68,6 +69,9 @@ type serveConfig struct {
 	maxTemplateSize string
 	domain          string
 	egress          egressConfig
+	gpus            string
+	gpuSharing      bool
+	gpuRoot         string
 }
 
 func serveCommand(stderr io.Writer) *cobra.Command {
@@ -103,8 +107,13 @@ admin API key and writes it to <data>/admin.key.`,
 	f.StringVar(&cfg.maxTemplateSize, "max-template-size", "16G", "largest template made from an image or a Dockerfile (its layers, compressed and unpacked): 512M, 20G")
 	f.StringVar(&cfg.domain, "domain", envOr("SANDPOOL_DOMAIN", e2b.DefaultDomain), "E2B API: sandbox ports are reached as <port>-<sandboxID>.<domain> (env SANDPOOL_DOMAIN)")
 	cfg.egress.addFlags(f)
+	f.StringVar(&cfg.gpus, "gpus", envOr("SANDPOOL_GPUS", "all"), "GPUs sandboxes may be given: all (of those found), none, or a list of indexes and UUIDs such as 0,2 (env SANDPOOL_GPUS)")
+	f.BoolVar(&cfg.gpuSharing, "gpu-sharing", false, "let several sandboxes hold one GPU (by default each GPU has at most one)")
 	f.StringVar(&cfg.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for developers)")
 	_ = f.MarkHidden("cpu-profile")
+	// Tests point discovery at stand-in device nodes.
+	f.StringVar(&cfg.gpuRoot, "gpu-root", "/", "look for GPUs (dev/nvidia*, proc/driver/nvidia) under this directory (for tests)")
+	_ = f.MarkHidden("gpu-root")
 	return cmd
 }
 
@@ -170,6 +179,12 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 	defer ln.Close()
 
+	// The GPUs next, also before the runtime starts: --gpus naming one
+	// that is not there stops here.
+	gpuHost, err := discoverGPUs(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.data, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
@@ -223,7 +238,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 	svc := sandbox.New(rt, st, broker, sandbox.Config{Node: cfg.node, MaxSandboxes: cfg.maxSandboxes,
 		ArchiveAfter: cfg.archiveAfter, DefaultNetwork: cfg.egress.defaultNetwork(), Log: log, Registry: reg,
-		Images: images, MaxTemplateBytes: maxTemplate})
+		Images: images, MaxTemplateBytes: maxTemplate, GPUHost: gpuHost, GPUSharing: cfg.gpuSharing})
 	cl := cluster.New(st, svc, broker, cluster.Options{Node: cfg.node, Address: advertise, Capacity: cfg.maxSandboxes,
 		NodeTimeout: cfg.nodeTimeout, Exclusive: cfg.store == "", Log: log})
 	if err := cl.Start(ctx); err != nil {
@@ -296,6 +311,39 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 	log.Info("stopped; sandboxes keep running and are found again at the next start")
 	return nil
+}
+
+// discoverGPUs finds the host's GPUs and keeps those --gpus names. A host
+// without GPUs is fine (GPU requests are then refused clearly); --gpus
+// naming one that is not there is not.
+func discoverGPUs(ctx context.Context, cfg serveConfig, log *slog.Logger) (gpu.Host, error) {
+	host, err := gpu.Discover(ctx, gpu.Options{Root: cfg.gpuRoot})
+	if err != nil {
+		if cfg.gpuRoot != "/" || (cfg.gpus != "all" && cfg.gpus != "none") {
+			return gpu.Host{}, fmt.Errorf("--gpus: %w", err)
+		}
+		log.Warn("looking for GPUs failed; none will be handed out", "err", err)
+		return gpu.Host{}, nil
+	}
+	selected, err := host.Select(cfg.gpus)
+	if err != nil {
+		return gpu.Host{}, fmt.Errorf("--gpus %s: %w", cfg.gpus, err)
+	}
+	found := len(host.GPUs)
+	host.GPUs = selected
+	if found == 0 {
+		log.Info("no GPUs found")
+		return host, nil
+	}
+	for _, g := range host.GPUs {
+		log.Info("GPU handed out", "index", g.Index, "uuid", g.UUID, "model", g.Model, "memory_bytes", g.MemoryBytes)
+	}
+	log.Info("GPUs", "found", found, "handed_out", len(selected), "sharing", cfg.gpuSharing, "driver", host.Driver,
+		"libraries", len(host.Libraries), "tools", len(host.Tools))
+	for _, n := range host.Notes {
+		log.Warn("GPUs: " + n)
+	}
+	return host, nil
 }
 
 // ensureAdminKey makes the first admin key on a fresh database and writes

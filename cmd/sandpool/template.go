@@ -73,6 +73,7 @@ func (c *cli) templateAdd() *cobra.Command {
 	var (
 		tarFile       string
 		passwordStdin bool
+		gpus          int
 		req           client.TemplateRequest
 		nf            networkFlags
 	)
@@ -134,6 +135,12 @@ first runs when a sandbox is created.`,
 			if req.ImageSource.Image != "" || req.OCILayout != "" || req.DockerArchive != "" {
 				progress = newPullPrinter(c.stderr)
 			}
+			if gpus != 0 {
+				if tarFile != "" {
+					return nil, errors.New("--gpus with --tar: add the template, then define one on it with --from NAME --gpus N")
+				}
+				req.Limits = &client.Limits{GPUs: gpus}
+			}
 			if tarFile == "" {
 				if req.Dir != "" {
 					abs, err := filepath.Abs(req.Dir)
@@ -165,6 +172,7 @@ first runs when a sandbox is created.`,
 	f.StringVar(&req.SessionTeardown, "session-teardown", "", "shell script run as root after each session")
 	f.IntVar(&req.SetupTimeout, "setup-timeout", 0, "seconds each hook may take (default 600)")
 	f.BoolVar(&req.Build, "build", false, "run the setup now, showing its output; refuse the template if it fails")
+	f.IntVar(&gpus, "gpus", 0, "GPUs its sandboxes get unless a create says otherwise")
 	f.StringVar(&req.ImageSource.Image, "image", "", "pull this image from a registry (docker.io/library/python:3.12-slim)")
 	f.StringVar(&req.OCILayout, "oci-layout", "", "an OCI image layout directory on the server's host")
 	f.StringVar(&req.DockerArchive, "docker-archive", "", "a docker save archive on the server's host")

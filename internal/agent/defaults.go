@@ -20,6 +20,20 @@ type Defaults struct {
 	Cwd string
 }
 
+// DefaultPath is the PATH processes get unless the call or the template
+// sets one.
+const DefaultPath = defaultPath
+
+// SetDevices names the device nodes the sandbox's /dev holds beside its
+// own (a GPU's), so a reset does not take them for something a session
+// left. Call it before Serve.
+func (s *Server) SetDevices(names []string) {
+	s.devices = map[string]bool{}
+	for _, n := range names {
+		s.devices[n] = true
+	}
+}
+
 // SetDefaults sets the defaults requests get; call it before Serve (a
 // sandbox's PID 1 learns them with its configuration, after its agent is
 // made).

@@ -53,7 +53,7 @@ func (s *Server) reset(c *conn) error {
 			return replyErr(c, codeInternal, "reset: empty %s: %v", d, err)
 		}
 	}
-	dirty := leftovers()
+	dirty := leftovers(s.devices)
 	// A process started while this ran (a call that slipped in) would
 	// outlive the session: then only a restart will do.
 	if others, err := otherPids(); err != nil || len(others) > 0 {
@@ -142,8 +142,9 @@ func emptyDir(dir string) error {
 }
 
 // leftovers names session state that survives killing every process and
-// that the agent cannot remove, or "" if there is none.
-func leftovers() string {
+// that the agent cannot remove, or "" if there is none. devices are the
+// device nodes init put in /dev beside its own.
+func leftovers(devices map[string]bool) string {
 	for _, f := range []string{"shm", "sem", "msg"} {
 		b, err := os.ReadFile("/proc/sysvipc/" + f)
 		if err == nil && strings.Count(strings.TrimSpace(string(b)), "\n") > 0 {
@@ -154,7 +155,7 @@ func leftovers() string {
 	if err != nil {
 		return "cannot read /dev: " + err.Error()
 	}
-	if len(ents) != len(devEntries) {
+	if len(ents) != len(devEntries)+len(devices) {
 		return "/dev lost or gained entries"
 	}
 	// Sandbox root owns these directories and could change them.
@@ -170,6 +171,13 @@ func leftovers() string {
 		}
 	}
 	for _, e := range ents {
+		if devices[e.Name()] {
+			var st syscall.Stat_t
+			if err := syscall.Lstat("/dev/"+e.Name(), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFCHR {
+				return "/dev/" + e.Name() + " was changed"
+			}
+			continue
+		}
 		want, known := devEntries[e.Name()]
 		if !known {
 			return "/dev/" + e.Name() + " was added"

@@ -23,6 +23,8 @@ type Server struct {
 	// etc is where passwd and group are read from ("/etc" in a sandbox).
 	etc      string
 	defaults Defaults
+	// devices are the device nodes /dev holds beside its own (SetDevices).
+	devices map[string]bool
 
 	mu     sync.Mutex
 	procs  map[string]*process

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sandpool/sandpool/internal/agent"
 	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/gpu"
 	"github.com/sandpool/sandpool/internal/idempotency"
 	"github.com/sandpool/sandpool/internal/pool"
 	"github.com/sandpool/sandpool/internal/sandbox"
@@ -43,6 +44,8 @@ func TestStatusFor(t *testing.T) {
 		{wrap(errdefs.Userf(agent.ErrProcessLimit, "cannot run sh")), 429, "resource_exhausted"},
 		{wrap(pool.ErrEmpty), 429, "pool_empty"},
 		{wrap(sandbox.ErrElsewhere), 503, "node_unavailable"},
+		{fmt.Errorf("%w: asked for 1, 0 of 1 free", sandbox.ErrGPUsExhausted), 409, "gpus_exhausted"},
+		{fmt.Errorf("%w (asked for 1)", gpu.ErrNone), 422, "no_gpus"},
 		{context.DeadlineExceeded, 504, "timeout"},
 		{errors.New("disk on fire"), 500, "internal"},
 	} {

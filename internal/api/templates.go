@@ -28,7 +28,10 @@ type TemplateRequest struct {
 	Dir  string `json:"dir,omitempty"`
 	From string `json:"from,omitempty"`
 	sandbox.Hooks
-	Build bool `json:"build,omitempty"`
+	// Limits are what its sandboxes get where a create leaves a limit at
+	// zero ("gpus": 1).
+	Limits *sandbox.Limits `json:"limits,omitempty"`
+	Build  bool            `json:"build,omitempty"`
 	ImageRequest
 }
 
@@ -69,7 +72,7 @@ func (s *Server) createTemplate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.addTemplate(w, r, sandbox.TemplateRequest{Name: req.Name, Dir: req.Dir, From: req.From, Image: img, Hooks: req.Hooks,
-		Build: req.Build})
+		Limits: req.Limits, Build: req.Build})
 }
 
 // uploadTemplate imports a tar archive of a root filesystem; hooks and

@@ -170,6 +170,9 @@ func (m *Manager) createInUse(ctx context.Context, p *pool, cfg Config) (sandbox
 	defer m.unreserve(p, 1)
 	sb, err := m.svc.CreateForPool(ctx, sandbox.PoolSandbox{Tenant: p.tenant, Pool: p.name, Template: cfg.Template,
 		Limits: cfg.Limits, Env: cfg.Env, Network: cfg.Network, InUse: true, MaxTotal: cfg.MaxTotal})
+	if errors.Is(err, sandbox.ErrGPUsExhausted) {
+		return sb, err // 409 gpus_exhausted: the wait policy waits for one instead
+	}
 	if errors.Is(err, errdefs.ErrConflict) {
 		return sb, fmt.Errorf("%w: pool %s is at max_total %d or being deleted", ErrEmpty, p.name, cfg.MaxTotal)
 	}

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -91,9 +92,13 @@ func (m *Manager) replenish(ctx context.Context, p *pool, fence *store.Fence) er
 	created := 0
 	var failed []string
 	for _, err := range errs {
-		if err == nil {
+		switch {
+		case err == nil:
 			created++
-		} else {
+		case errors.Is(err, sandbox.ErrGPUsExhausted):
+			// No room on the node's GPUs: not the pool's failure. The
+			// next round (every tick) tries again; nothing was written.
+		default:
 			failed = append(failed, err.Error())
 		}
 	}

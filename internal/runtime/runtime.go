@@ -144,6 +144,9 @@ func (l Limits) WithDefaults(d Limits) Limits {
 	if l.DiskBytes == 0 {
 		l.DiskBytes = d.DiskBytes
 	}
+	if l.GPUs == 0 {
+		l.GPUs = d.GPUs
+	}
 	return l
 }
 
@@ -165,6 +168,52 @@ type Spec struct {
 	Layers []string
 	// Network is the sandbox's egress policy; the zero value is mode none.
 	Network Network
+	// Devices are what the sandbox is given of the host's devices (its
+	// GPUs); the zero value gives none.
+	Devices Devices
+}
+
+// DriverDir is where a sandbox given Devices.Files sees them, unless its
+// template shows the host's own /usr (base): libraries in DriverDir/lib64
+// (first on LD_LIBRARY_PATH), programs in DriverDir/bin (on PATH). It is
+// where CUDA images look for the host's driver (their LD_LIBRARY_PATH and
+// PATH name it already).
+const DriverDir = "/usr/local/nvidia"
+
+// Devices are host devices given to a sandbox, as plain data: the service
+// picks them (a GPU and the driver's shared nodes), the backend makes the
+// sandbox see them and nothing else.
+type Devices struct {
+	// Nodes are character devices bound into the sandbox's /dev under
+	// their names. A sandbox with nodes gets a device cgroup that allows
+	// them and the devices every sandbox has (null, zero, full, random,
+	// urandom, tty, ptmx and its pseudo-terminals), read and write only,
+	// and refuses every other device, mknod included.
+	Nodes []DeviceNode `json:"nodes,omitempty"`
+	// Files are the driver's user-space files (libraries, programs),
+	// bound read-only at DriverDir/Dst.
+	Files []DeviceFile `json:"files,omitempty"`
+	// Env is KEY=VALUE pairs the sandbox's processes get over its
+	// template's (and under a call's): CUDA_VISIBLE_DEVICES, say.
+	Env []string `json:"env,omitempty"`
+}
+
+// Empty reports whether d gives nothing.
+func (d Devices) Empty() bool { return len(d.Nodes) == 0 && len(d.Files) == 0 && len(d.Env) == 0 }
+
+// DeviceNode is a host character device, seen in the sandbox as /dev/Name.
+type DeviceNode struct {
+	Path  string `json:"path"`
+	Name  string `json:"name"`
+	Major uint32 `json:"major"`
+	Minor uint32 `json:"minor"`
+}
+
+// DeviceFile is a host file (Src) seen read-only in the sandbox at
+// DriverDir/Dst: "lib64/libcuda.so.1", "bin/nvidia-smi".
+type DeviceFile struct {
+	Src string `json:"src"`
+	Dst string `json:"dst"`
 }
 
 // Defaults are what a sandbox's processes and file operations get when a
@@ -252,6 +301,9 @@ type Limits struct {
 	Pids int64 `json:"pids,omitempty"`
 	// DiskBytes caps the writable layer.
 	DiskBytes int64 `json:"disk_bytes,omitempty"`
+	// GPUs is how many of the host's GPUs the sandbox gets, each its own
+	// (the lifecycle service picks them and gives them as Spec.Devices).
+	GPUs int `json:"gpus,omitempty"`
 }
 
 // Metrics are what a sandbox uses, measured from its cgroup and its

@@ -67,7 +67,7 @@ func (r *stepRunner) Run(ctx context.Context, step dockerfile.RunStep) (_ docker
 	}
 	row := store.Sandbox{ID: id, Tenant: buildTenant, Template: r.template, Status: string(StatusCreating), Spec: string(b),
 		Node: s.cfg.Node, OnTimeout: OnTimeoutKill, CreatedAt: time.Now().UTC()}
-	if err := s.admit(ctx, row); err != nil {
+	if _, err := s.admit(ctx, &row, 0); err != nil {
 		return dockerfile.RunResult{}, s.storeErr(err)
 	}
 	cctx := context.WithoutCancel(ctx)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/gpu"
 	"github.com/sandpool/sandpool/internal/ids"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/store"
@@ -58,10 +59,12 @@ func (s *Service) create(ctx context.Context, n newSandbox) (_ store.Sandbox, re
 	if id == "" {
 		id = ids.Sandbox()
 	}
-	rootfs, hooks, err := s.resolveTemplate(ctx, req.Template)
+	tpl, err := s.lookupTemplate(ctx, req.Template)
 	if err != nil {
 		return store.Sandbox{}, err
 	}
+	rootfs, hooks := tpl.rootfs, tpl.hooks
+	req.Limits = req.Limits.WithDefaults(tpl.limits)
 	net := s.networkFor(req.Network)
 	// The template's setup runs under the template's policy, if it has
 	// one; the sandbox gets its own before it is handed out.
@@ -78,6 +81,9 @@ func (s *Service) create(ctx context.Context, n newSandbox) (_ store.Sandbox, re
 			return store.Sandbox{}, fmt.Errorf("template %s: %w", req.Template, err)
 		}
 	}
+	if err := s.checkGPUs(req.Limits.GPUs); err != nil {
+		return store.Sandbox{}, err
+	}
 	// Record the limits the sandbox will really have.
 	req.Limits = req.Limits.WithDefaults(s.rt.Capabilities().Defaults)
 	b, err := json.Marshal(spec{Limits: req.Limits, Env: req.Env, Rootfs: rootfs, NoAutoResume: req.AutoResume != nil && !*req.AutoResume,
@@ -91,7 +97,8 @@ func (s *Service) create(ctx context.Context, n newSandbox) (_ store.Sandbox, re
 	row := store.Sandbox{ID: id, Tenant: n.tenant, Template: req.Template, Status: string(StatusCreating),
 		Spec: string(b), Metadata: req.Metadata, Node: s.cfg.Node, Pool: n.pool, Uses: n.uses,
 		Timeout: req.Timeout, OnTimeout: req.OnTimeout, ArchiveAfter: req.ArchiveAfter, Fence: n.fence, CreatedAt: time.Now().UTC()}
-	if err := s.admit(ctx, row); err != nil {
+	gpus, err := s.admit(ctx, &row, req.Limits.GPUs)
+	if err != nil {
 		return store.Sandbox{}, s.storeErr(err)
 	}
 	// Admitted: from here a failure is the create's, not the request's,
@@ -102,12 +109,13 @@ func (s *Service) create(ctx context.Context, n newSandbox) (_ store.Sandbox, re
 	cctx := context.WithoutCancel(ctx)
 	fail := func(err error) (store.Sandbox, error) {
 		_ = s.rt.Destroy(cctx, id) // best effort; the reconciler catches the rest
+		s.releaseGPUs(id)
 		if terr := s.transition(cctx, row, []Status{StatusCreating}, StatusFailed, "create", err.Error()); terr != nil {
 			s.cfg.Log.Error("record failed create", "sandbox", id, "err", terr)
 		}
 		return store.Sandbox{}, fmt.Errorf("create sandbox: %w", err)
 	}
-	if _, err := s.rt.Create(cctx, runtime.Spec{ID: id, Template: rootfs, Limits: req.Limits, Network: bootNet}); err != nil {
+	if _, err := s.rt.Create(cctx, runtime.Spec{ID: id, Template: rootfs, Limits: req.Limits, Network: bootNet, Devices: s.devicesFor(gpus)}); err != nil {
 		return fail(err)
 	}
 	if hooks.Setup != "" {
@@ -136,6 +144,7 @@ func (s *Service) create(ctx context.Context, n newSandbox) (_ store.Sandbox, re
 		// leader's lease lapsed): a sandbox nobody may hand out must not
 		// run on.
 		_ = s.rt.Destroy(cctx, id) // best effort; the reconciler catches the rest
+		s.releaseGPUs(id)
 		failed := string(StatusFailed)
 		_ = s.st.UpdateSandbox(cctx, id, []string{string(StatusCreating)}, store.Update{Status: &failed, Error: new(err.Error())}) // best effort
 		return store.Sandbox{}, s.storeErr(err)
@@ -159,31 +168,42 @@ func (s *Service) ActiveOn(ctx context.Context, node string) (int, error) {
 	return s.st.CountSandboxes(ctx, store.Filter{Node: node, Statuses: statusStrings(Active)})
 }
 
-// admit checks capacity and writes the new sandbox's row, before the
-// runtime acts: a crash from then on is found by the next start and
-// cleaned. The check and the write are one step (admitMu), so concurrent
-// creates cannot overshoot MaxSandboxes.
-func (s *Service) admit(ctx context.Context, row store.Sandbox) error {
+// admit checks capacity, takes the sandbox's GPUs and writes its row
+// (with them), before the runtime acts: a crash from then on is found by
+// the next start and cleaned. The check, the GPUs and the write are one
+// step (admitMu), so concurrent creates cannot overshoot MaxSandboxes
+// nor take one GPU twice.
+func (s *Service) admit(ctx context.Context, row *store.Sandbox, gpus int) (_ []gpu.GPU, retErr error) {
 	s.mu.Lock()
 	closing := s.closing
 	s.mu.Unlock()
 	if closing {
-		return ErrShuttingDown
+		return nil, ErrShuttingDown
 	}
 	s.admitMu.Lock()
 	defer s.admitMu.Unlock()
 	active, err := s.ActiveOn(ctx, s.cfg.Node)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if active >= s.cfg.MaxSandboxes {
-		return fmt.Errorf("%w: %d sandboxes on this node", ErrCapacity, active)
+		return nil, fmt.Errorf("%w: %d sandboxes on this node", ErrCapacity, active)
 	}
-	if err := s.st.CreateSandbox(ctx, row); err != nil {
-		if errors.Is(err, errdefs.ErrExists) {
-			return errdefs.Userf(errdefs.ErrExists, "sandbox %s already exists", row.ID)
+	held, err := s.takeGPUs(row.ID, gpus)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			s.releaseGPUs(row.ID)
 		}
-		return err
+	}()
+	row.GPUs = indexesOf(held)
+	if err := s.st.CreateSandbox(ctx, *row); err != nil {
+		if errors.Is(err, errdefs.ErrExists) {
+			return nil, errdefs.Userf(errdefs.ErrExists, "sandbox %s already exists", row.ID)
+		}
+		return nil, err
 	}
-	return nil
+	return held, nil
 }

@@ -26,7 +26,9 @@ func (s *Service) destroy(ctx context.Context, row store.Sandbox, reason string)
 	case StatusStopped, StatusFailed, StatusLost:
 		// Nothing runs; make sure of it (a failed create may have left
 		// part of a sandbox when its cleanup failed).
-		return s.rt.Destroy(context.WithoutCancel(ctx), row.ID)
+		err := s.rt.Destroy(context.WithoutCancel(ctx), row.ID)
+		s.releaseGPUs(row.ID)
+		return err
 	}
 	err := s.transition(ctx, row, []Status{StatusCreating, StatusReady, StatusRunning, StatusResetting, StatusPaused}, StatusStopping, reason, "")
 	if err != nil {
@@ -39,8 +41,11 @@ func (s *Service) destroy(ctx context.Context, row store.Sandbox, reason string)
 	cctx := context.WithoutCancel(ctx)
 	if err := s.rt.Destroy(cctx, row.ID); err != nil {
 		_ = s.transition(cctx, row, []Status{StatusStopping}, StatusFailed, reason, "destroy: "+err.Error()) // best effort: the error is returned
+		s.releaseGPUs(row.ID)
 		return fmt.Errorf("destroy sandbox %s: %w", row.ID, err)
 	}
+	// Its processes are gone: its GPUs are free.
+	s.releaseGPUs(row.ID)
 	return s.transition(cctx, row, []Status{StatusStopping}, StatusStopped, reason, row.Error)
 }
 
@@ -72,7 +77,8 @@ func (s *Service) retire(row store.Sandbox, cause error) {
 				paused, now := string(StatusPaused), time.Now()
 				msg := "it broke (" + cause.Error() + "); its files are kept: resume starts it again"
 				if err := s.st.UpdateSandbox(ctx, row.ID, []string{string(StatusRunning)},
-					store.Update{Status: &paused, PausedAt: &now, Archived: new(true), Error: &msg}); err == nil {
+					store.Update{Status: &paused, PausedAt: &now, Archived: new(true), Error: &msg, GPUs: new("")}); err == nil {
+					s.releaseGPUs(row.ID) // archived: a resume takes GPUs again
 					s.forget(row.ID)
 					s.publish(row, StatusPaused, "broken", msg)
 					return
@@ -86,5 +92,6 @@ func (s *Service) retire(row store.Sandbox, cause error) {
 		if err := s.rt.Destroy(ctx, row.ID); err != nil {
 			s.cfg.Log.Error("destroy broken sandbox", "sandbox", row.ID, "err", err)
 		}
+		s.releaseGPUs(row.ID)
 	}()
 }

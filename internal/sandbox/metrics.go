@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,13 +75,21 @@ type nodeCollector struct {
 	byStatus *prometheus.Desc
 	capacity *prometheus.Desc
 	active   *prometheus.Desc
+	// The node's GPUs (from memory: the service holds who has which).
+	gpus, gpusInUse, gpuHolders, gpuInfo *prometheus.Desc
 }
 
 func newNodeCollector(s *Service) *nodeCollector {
 	return &nodeCollector{s: s,
-		byStatus: prometheus.NewDesc("sandpool_sandboxes", "Sandboxes this node holds, by status (the store's view; stopped, failed and lost ones stay until deleted).", []string{"status"}, nil),
-		capacity: prometheus.NewDesc("sandpool_node_max_sandboxes", "Sandboxes this node may run at once (--max-sandboxes).", nil, nil),
-		active:   prometheus.NewDesc("sandpool_node_active_sandboxes", "Sandboxes that exist on this node now (count against --max-sandboxes).", nil, nil),
+		byStatus:  prometheus.NewDesc("sandpool_sandboxes", "Sandboxes this node holds, by status (the store's view; stopped, failed and lost ones stay until deleted).", []string{"status"}, nil),
+		capacity:  prometheus.NewDesc("sandpool_node_max_sandboxes", "Sandboxes this node may run at once (--max-sandboxes).", nil, nil),
+		active:    prometheus.NewDesc("sandpool_node_active_sandboxes", "Sandboxes that exist on this node now (count against --max-sandboxes).", nil, nil),
+		gpus:      prometheus.NewDesc("sandpool_node_gpus", "GPUs this node hands out to sandboxes (--gpus).", nil, nil),
+		gpusInUse: prometheus.NewDesc("sandpool_node_gpus_in_use", "GPUs of this node held by at least one sandbox.", nil, nil),
+		gpuHolders: prometheus.NewDesc("sandpool_gpu_sandboxes", "Sandboxes holding each GPU (at most 1 without --gpu-sharing), by GPU index.",
+			[]string{"gpu"}, nil),
+		gpuInfo: prometheus.NewDesc("sandpool_gpu_info", "Each GPU this node hands out (always 1): index, UUID, model and memory.",
+			[]string{"gpu", "uuid", "model", "memory_bytes"}, nil),
 	}
 }
 
@@ -88,10 +97,25 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.byStatus
 	ch <- c.capacity
 	ch <- c.active
+	ch <- c.gpus
+	ch <- c.gpusInUse
+	ch <- c.gpuHolders
+	ch <- c.gpuInfo
 }
 
 func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(c.s.cfg.MaxSandboxes))
+	inUse := 0
+	for _, u := range c.s.gpus.Usage() {
+		gpu := strconv.Itoa(u.Index)
+		ch <- prometheus.MustNewConstMetric(c.gpuHolders, prometheus.GaugeValue, float64(len(u.Holders)), gpu)
+		ch <- prometheus.MustNewConstMetric(c.gpuInfo, prometheus.GaugeValue, 1, gpu, u.UUID, u.Model, strconv.FormatInt(u.MemoryBytes, 10))
+		if len(u.Holders) > 0 {
+			inUse++
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.gpus, prometheus.GaugeValue, float64(c.s.gpus.Total()))
+	ch <- prometheus.MustNewConstMetric(c.gpusInUse, prometheus.GaugeValue, float64(inUse))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	n, err := c.s.st.CountByStatus(ctx, store.Filter{Node: c.s.cfg.Node})

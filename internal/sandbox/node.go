@@ -25,11 +25,20 @@ type NodeInfo struct {
 	ServerRSSBytes int64 `json:"server_rss_bytes"`
 	// Build is which build of sandpool runs here.
 	Build buildinfo.Info `json:"build"`
+	// GPUs are the GPUs this node hands out (--gpus), each with the
+	// sandboxes holding it; GPUSharing says whether several may
+	// (--gpu-sharing); GPUDriver is the kernel driver's version, and
+	// GPUNotes what discovery missed (no UVM node, no libcuda).
+	GPUs       []GPUInfo `json:"gpus"`
+	GPUSharing bool      `json:"gpu_sharing,omitempty"`
+	GPUDriver  string    `json:"gpu_driver,omitempty"`
+	GPUNotes   []string  `json:"gpu_notes,omitempty"`
 }
 
 // Node reports this node and its host's memory.
 func (s *Service) Node(ctx context.Context) (NodeInfo, error) {
-	in := NodeInfo{Node: s.cfg.Node, Build: buildinfo.Get()}
+	in := NodeInfo{Node: s.cfg.Node, Build: buildinfo.Get(), GPUs: s.gpuInfos(), GPUSharing: s.gpus.Shared(),
+		GPUDriver: s.cfg.GPUHost.Driver, GPUNotes: s.cfg.GPUHost.Notes}
 	infos, err := s.rt.List(ctx)
 	if err != nil {
 		return in, err

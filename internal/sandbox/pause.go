@@ -89,6 +89,9 @@ func autoResume(ctx context.Context) bool { return ctx.Value(noAutoResumeKey{}) 
 
 // storeErr turns a lost conditional update into a conflict for the caller.
 func (s *Service) storeErr(err error) error {
+	if errdefs.CodeOf(err) != "" {
+		return err // says precisely what it is already (gpus_exhausted)
+	}
 	if errors.Is(err, errdefs.ErrConflict) {
 		return errdefs.Userf(errdefs.ErrConflict, "%v", err)
 	}
@@ -227,9 +230,12 @@ func (s *Service) archive(ctx context.Context, row store.Sandbox, reason string)
 		s.failPause(ctx, row, err)
 		return fmt.Errorf("archive sandbox %s: %w", row.ID, err)
 	}
-	if err := s.st.UpdateSandbox(ctx, row.ID, []string{string(StatusPaused)}, store.Update{Archived: new(true)}); err != nil {
+	// Its processes are gone, and with them its hold on its GPUs: they
+	// go back (a resume takes GPUs again).
+	if err := s.st.UpdateSandbox(ctx, row.ID, []string{string(StatusPaused)}, store.Update{Archived: new(true), GPUs: new("")}); err != nil {
 		return s.storeErr(err)
 	}
+	s.releaseGPUs(row.ID)
 	s.publish(row, StatusPaused, "archived: "+reason, "")
 	s.m.archives.Inc()
 	return nil
@@ -285,6 +291,9 @@ func (s *Service) resume(ctx context.Context, row store.Sandbox, reason string) 
 	}
 	if row.Archived {
 		info = ResumeInfo{From: "archive"}
+		if err := s.regainGPUs(ctx, row); err != nil {
+			return ResumeInfo{}, err // it stays archived
+		}
 		if _, err := s.rt.Start(ctx, row.ID); err != nil {
 			s.retire(row, &errdefs.StateError{Sandbox: row.ID, Err: fmt.Errorf("start from archive: %w", err)})
 			return ResumeInfo{}, fmt.Errorf("resume sandbox %s: %w", row.ID, err)

@@ -251,7 +251,9 @@ func (s *Service) RetireIdle(ctx context.Context, id, reason string) (bool, erro
 	}
 	s.forget(id)
 	cctx := context.WithoutCancel(ctx)
-	if err := s.rt.Destroy(cctx, id); err != nil {
+	err = s.rt.Destroy(cctx, id)
+	s.releaseGPUs(id)
+	if err != nil {
 		_ = s.transition(cctx, row, []Status{StatusStopping}, StatusFailed, reason, "destroy: "+err.Error()) // best effort: the error is returned
 		return true, fmt.Errorf("destroy sandbox %s: %w", id, err)
 	}

@@ -18,6 +18,11 @@ import (
 // starts the reaper and the reconciler. Sandboxes that are fine go on
 // running, with their persisted last activity.
 func (s *Service) Start(ctx context.Context) error {
+	// Who holds which GPU, as the rows say, before anything is fixed or
+	// made.
+	if err := s.restoreGPUs(ctx); err != nil {
+		return err
+	}
 	if err := s.reconcile(ctx, true); err != nil {
 		return err
 	}
@@ -190,7 +195,12 @@ func (s *Service) reconcile(ctx context.Context, startup bool) error {
 		s.m.fixes.WithLabelValues("destroy_unknown").Inc()
 		if err := s.rt.Destroy(ctx, id); err != nil {
 			s.cfg.Log.Error("destroy unknown sandbox", "sandbox", id, "err", err)
+		} else {
+			s.releaseGPUs(id)
 		}
+	}
+	if err := s.syncGPUs(ctx); err != nil {
+		return err
 	}
 	s.m.reconciles.Inc()
 	return nil
@@ -201,10 +211,12 @@ func (s *Service) recoverRow(ctx context.Context, row store.Sandbox, have map[st
 	switch Status(row.Status) {
 	case StatusCreating:
 		_ = s.rt.Destroy(ctx, row.ID) // what the crash left of it, if anything
+		s.releaseGPUs(row.ID)
 		_ = s.transition(ctx, row, []Status{StatusCreating}, StatusFailed, "restart", "interrupted by a restart of sandpool")
 		s.m.fixes.WithLabelValues("fail_creating").Inc()
 	case StatusStopping:
 		if err := s.rt.Destroy(ctx, row.ID); err == nil {
+			s.releaseGPUs(row.ID)
 			_ = s.transition(ctx, row, []Status{StatusStopping}, StatusStopped, "restart", "")
 			s.m.fixes.WithLabelValues("finish_stopping").Inc()
 		}
@@ -234,6 +246,7 @@ func (s *Service) reconcileRow(ctx context.Context, row store.Sandbox) {
 			if unlock, ok := s.locks.tryLock(row.ID); ok {
 				defer unlock()
 				if err := s.rt.Destroy(ctx, row.ID); err == nil {
+					s.releaseGPUs(row.ID)
 					s.m.fixes.WithLabelValues("finish_stopping").Inc()
 					_ = s.transition(ctx, row, []Status{StatusStopping}, StatusStopped, "reconciled", "")
 				}
@@ -272,6 +285,7 @@ func (s *Service) reconcileRow(ctx context.Context, row store.Sandbox) {
 	case !exists:
 		fix("mark_stopped", "the runtime has no such sandbox")
 		s.forget(row.ID)
+		s.releaseGPUs(row.ID)
 		_ = s.transition(ctx, row, []Status{status}, StatusStopped, "lost", "its processes and files were gone")
 	case info.Status == runtime.StatusBroken || info.Status == runtime.StatusStopped:
 		if row.Archived && info.Status == runtime.StatusStopped {
@@ -290,16 +304,23 @@ func (s *Service) reconcileRow(ctx context.Context, row store.Sandbox) {
 		}
 		s.forget(row.ID)
 		paused, now := string(StatusPaused), time.Now()
-		u := store.Update{Status: &paused, Archived: new(true), Error: new("its processes were lost (host restart or crash); resume starts it again on its files")}
+		u := store.Update{Status: &paused, Archived: new(true), GPUs: new(""),
+			Error: new("its processes were lost (host restart or crash); resume starts it again on its files")}
 		if status != StatusPaused {
 			u.PausedAt = &now
 		}
 		if err := s.st.UpdateSandbox(ctx, row.ID, []string{string(status)}, u); err == nil {
+			s.releaseGPUs(row.ID)
 			s.publish(row, StatusPaused, "processes lost", "")
 		}
 	case status == StatusPaused && row.Archived && info.Status != runtime.StatusStopped:
 		fix("archive", "an archived sandbox was running")
-		_ = s.rt.Stop(ctx, row.ID)
+		// A resume cut short: archived again, its GPUs given back.
+		if err := s.rt.Stop(ctx, row.ID); err == nil {
+			if err := s.st.UpdateSandbox(ctx, row.ID, []string{string(StatusPaused)}, store.Update{GPUs: new("")}); err == nil {
+				s.releaseGPUs(row.ID)
+			}
+		}
 	case status == StatusPaused && !row.Archived && info.Status == runtime.StatusRunning:
 		fix("freeze", "a paused sandbox was running (a pause cut short)")
 		if err := s.rt.Freeze(ctx, row.ID); err != nil {

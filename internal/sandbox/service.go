@@ -16,6 +16,7 @@ import (
 
 	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/events"
+	"github.com/sandpool/sandpool/internal/gpu"
 	"github.com/sandpool/sandpool/internal/image"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/store"
@@ -80,6 +81,12 @@ type Config struct {
 	// Dockerfile: the image's layers, compressed and unpacked; 0 means
 	// image.DefaultMaxBytes.
 	MaxTemplateBytes int64
+	// GPUHost is the node's GPUs that sandboxes may be given (what
+	// gpu.Discover found, less what --gpus leaves out), with the driver's
+	// nodes and files; the zero value: none. GPUSharing lets several
+	// sandboxes hold one GPU.
+	GPUHost    gpu.Host
+	GPUSharing bool
 }
 
 // Service is the lifecycle service.
@@ -103,6 +110,7 @@ type Service struct {
 
 	locks keyedMutex // one pause, resume, archive or reconcile of a sandbox at a time
 	m     *metrics
+	gpus  *gpu.Set // who holds which GPU (gpus.go); taken and written under admitMu
 
 	mu       sync.Mutex
 	activity map[string]*activity
@@ -133,7 +141,7 @@ func New(rt runtime.Runtime, st Store, ev *events.Broker, cfg Config) *Service {
 		cfg.Log = slog.Default()
 	}
 	s := &Service{rt: rt, st: st, events: ev, cfg: cfg, activity: map[string]*activity{}, streams: map[string]int{}, tplCache: map[string]resolved{}, adding: map[string]bool{},
-		m: newMetrics(cfg.Registry)}
+		m: newMetrics(cfg.Registry), gpus: gpu.NewSet(cfg.GPUHost.GPUs, cfg.GPUSharing)}
 	cfg.Registry.MustRegister(newNodeCollector(s))
 	return s
 }

@@ -20,6 +20,9 @@ type TemplateRequest struct {
 	Tar   io.Reader
 	Image *ImageSource
 	Hooks Hooks
+	// Limits, if set, are what its sandboxes get where a create (or a
+	// pool) leaves a limit at zero: "gpus": 1 makes it a GPU template.
+	Limits *Limits
 	// Pull, if set, is told how an image's pull goes, layer by layer.
 	Pull func(PullProgress)
 	// Build makes a sandbox of the new template at once and runs its
@@ -45,7 +48,7 @@ func (s *Service) AddTemplate(ctx context.Context, req TemplateRequest) (_ Templ
 		return s.addImage(ctx, req)
 	}
 	if req.From != "" {
-		t, err := s.DefineTemplate(ctx, req.Name, req.From, req.Hooks)
+		t, err := s.defineTemplate(ctx, req.Name, req.From, req.Hooks, req.Limits)
 		if err != nil {
 			return Template{}, err
 		}
@@ -60,8 +63,8 @@ func (s *Service) AddTemplate(ctx context.Context, req TemplateRequest) (_ Templ
 		return Template{}, err
 	}
 	defer s.undoTemplate(ctx, req.Name, &retErr)
-	if !req.Hooks.empty() || req.Hooks.SetupTimeout != 0 {
-		if _, err := s.DefineTemplate(ctx, req.Name, req.Name, req.Hooks); err != nil {
+	if !req.Hooks.empty() || req.Hooks.SetupTimeout != 0 || req.Limits != nil {
+		if _, err := s.defineTemplate(ctx, req.Name, req.Name, req.Hooks, req.Limits); err != nil {
 			return Template{}, err
 		}
 	}

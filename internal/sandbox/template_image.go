@@ -199,8 +199,8 @@ func (s *Service) placeImage(ctx context.Context, req TemplateRequest, img image
 		return Template{}, err
 	}
 	defer s.undoTemplate(ctx, req.Name, &retErr)
-	if !req.Hooks.empty() || req.Hooks.SetupTimeout != 0 {
-		if _, err := s.DefineTemplate(ctx, req.Name, req.Name, req.Hooks); err != nil {
+	if !req.Hooks.empty() || req.Hooks.SetupTimeout != 0 || req.Limits != nil {
+		if _, err := s.defineTemplate(ctx, req.Name, req.Name, req.Hooks, req.Limits); err != nil {
 			return Template{}, err
 		}
 	}

@@ -58,6 +58,17 @@ type Template struct {
 	// Image describes a template made from an image or a Dockerfile: its
 	// layers (and how many other templates share), its config.
 	Image *TemplateImage `json:"image,omitempty"`
+	// Limits are what its sandboxes get where a create leaves a limit at
+	// zero ("gpus": 1: a GPU template).
+	Limits *Limits `json:"limits,omitempty"`
+}
+
+// templateRecord is what the store keeps of a template defined here (its
+// hooks column, as JSON): the hooks and, beside them, the limits its
+// sandboxes get by default. A record without limits reads as before.
+type templateRecord struct {
+	Hooks
+	Limits *Limits `json:"limits,omitempty"`
 }
 
 // TemplateUsers says what else uses a template; the pool manager does
@@ -74,10 +85,12 @@ func (s *Service) AddTemplateUsers(u TemplateUsers) {
 	s.tplMu.Unlock()
 }
 
-// resolved is a template looked up: its files' runtime template and hooks.
+// resolved is a template looked up: its files' runtime template, hooks
+// and default limits.
 type resolved struct {
 	rootfs  string
 	hooks   Hooks
+	limits  Limits
 	expires time.Time
 }
 
@@ -89,12 +102,18 @@ const templateCacheTTL = 2 * time.Second
 // resolveTemplate finds the runtime template a template's files come from
 // and its hooks.
 func (s *Service) resolveTemplate(ctx context.Context, name string) (string, Hooks, error) {
+	r, err := s.lookupTemplate(ctx, name)
+	return r.rootfs, r.hooks, err
+}
+
+// lookupTemplate is resolveTemplate with the template's default limits.
+func (s *Service) lookupTemplate(ctx context.Context, name string) (resolved, error) {
 	now := time.Now()
 	s.tplMu.Lock()
 	r, ok := s.tplCache[name]
 	s.tplMu.Unlock()
 	if ok && now.Before(r.expires) {
-		return r.rootfs, r.hooks, nil
+		return r, nil
 	}
 	r = resolved{rootfs: name, expires: now.Add(templateCacheTTL)}
 	t, err := s.st.GetTemplate(ctx, name)
@@ -102,17 +121,21 @@ func (s *Service) resolveTemplate(ctx context.Context, name string) (string, Hoo
 	case errors.Is(err, errdefs.ErrNotFound):
 		// A runtime template, or unknown (the runtime says).
 	case err != nil:
-		return "", Hooks{}, err
+		return resolved{}, err
 	default:
-		if err := json.Unmarshal([]byte(t.Hooks), &r.hooks); err != nil {
-			return "", Hooks{}, fmt.Errorf("template %s: hooks: %w", name, err)
+		var rec templateRecord
+		if err := json.Unmarshal([]byte(t.Hooks), &rec); err != nil {
+			return resolved{}, fmt.Errorf("template %s: hooks: %w", name, err)
 		}
-		r.rootfs = t.Base
+		r.rootfs, r.hooks = t.Base, rec.Hooks
+		if rec.Limits != nil {
+			r.limits = *rec.Limits
+		}
 	}
 	s.tplMu.Lock()
 	s.tplCache[name] = r
 	s.tplMu.Unlock()
-	return r.rootfs, r.hooks, nil
+	return r, nil
 }
 
 // forgetTemplates drops cached lookups after a change.
@@ -141,7 +164,7 @@ func (s *Service) Templates(ctx context.Context) ([]Template, error) {
 	for _, t := range rts {
 		tpl := Template{Name: t.Name, BuiltIn: t.BuiltIn, CreatedAt: t.CreatedAt, SizeBytes: t.SizeBytes, Origin: t.Origin, Image: imgs[t.Name]}
 		if d, ok := byName[t.Name]; ok { // a runtime template given hooks
-			_ = json.Unmarshal([]byte(d.Hooks), &tpl.Hooks) // written by us
+			tpl.Hooks, tpl.Limits = recordOf(d)
 			delete(byName, t.Name)
 		}
 		out = append(out, tpl)
@@ -151,10 +174,17 @@ func (s *Service) Templates(ctx context.Context) ([]Template, error) {
 			continue
 		}
 		tpl := Template{Name: d.Name, From: d.Base, CreatedAt: d.CreatedAt}
-		_ = json.Unmarshal([]byte(d.Hooks), &tpl.Hooks) // written by us
+		tpl.Hooks, tpl.Limits = recordOf(d)
 		out = append(out, tpl)
 	}
 	return out, nil
+}
+
+// recordOf reads a defined template's hooks and limits.
+func recordOf(t store.Template) (Hooks, *Limits) {
+	var rec templateRecord
+	_ = json.Unmarshal([]byte(t.Hooks), &rec) // written by us
+	return rec.Hooks, rec.Limits
 }
 
 // DefineTemplate makes a template that uses the files of from (a runtime
@@ -162,6 +192,12 @@ func (s *Service) Templates(ctx context.Context) ([]Template, error) {
 // hooks leaves one empty. With from == name it gives an imported runtime
 // template hooks.
 func (s *Service) DefineTemplate(ctx context.Context, name, from string, hooks Hooks) (Template, error) {
+	return s.defineTemplate(ctx, name, from, hooks, nil)
+}
+
+// defineTemplate is DefineTemplate with the limits its sandboxes get by
+// default (nil: from's).
+func (s *Service) defineTemplate(ctx context.Context, name, from string, hooks Hooks, limits *Limits) (Template, error) {
 	if name == "" || from == "" {
 		return Template{}, errdefs.Userf(errdefs.ErrInvalid, "a template needs a name and the template it is made from")
 	}
@@ -170,13 +206,24 @@ func (s *Service) DefineTemplate(ctx context.Context, name, from string, hooks H
 	}
 	base, inherited := from, Hooks{}
 	if name != from {
-		var err error
-		if base, inherited, err = s.resolveTemplate(ctx, from); err != nil {
+		r, err := s.lookupTemplate(ctx, from)
+		if err != nil {
 			return Template{}, err
 		}
+		base, inherited = r.rootfs, r.hooks
+		if limits == nil && r.limits != (Limits{}) {
+			limits = &r.limits
+		}
 	}
-	if err := s.rt.Validate(runtime.Spec{ID: "sb_check", Template: base}); err != nil {
+	var check Limits
+	if limits != nil {
+		check = *limits
+	}
+	if err := s.rt.Validate(runtime.Spec{ID: "sb_check", Template: base, Limits: check}); err != nil {
 		return Template{}, err
+	}
+	if err := s.checkGPUs(check.GPUs); err != nil {
+		return Template{}, fmt.Errorf("template %s: %w", name, err)
 	}
 	if name != from && s.rt.Validate(runtime.Spec{ID: "sb_check", Template: name}) == nil {
 		return Template{}, errdefs.Userf(errdefs.ErrExists, "template %q already exists", name)
@@ -203,7 +250,7 @@ func (s *Service) DefineTemplate(ctx context.Context, name, from string, hooks H
 		}
 		hooks.Network = &n
 	}
-	b, err := json.Marshal(hooks)
+	b, err := json.Marshal(templateRecord{Hooks: hooks, Limits: limits})
 	if err != nil {
 		return Template{}, err
 	}
@@ -215,7 +262,7 @@ func (s *Service) DefineTemplate(ctx context.Context, name, from string, hooks H
 		}
 		return Template{}, err
 	}
-	out := Template{Name: name, CreatedAt: t.CreatedAt, Hooks: hooks}
+	out := Template{Name: name, CreatedAt: t.CreatedAt, Hooks: hooks, Limits: limits}
 	if base != name {
 		out.From = base
 	}
@@ -313,9 +360,13 @@ func (s *Service) checkUnused(ctx context.Context, name string) error {
 // CheckTemplate checks that sandboxes can be made of template with limits,
 // without making one (CheckNetwork checks a policy).
 func (s *Service) CheckTemplate(ctx context.Context, template string, limits runtime.Limits) error {
-	rootfs, _, err := s.resolveTemplate(ctx, template)
+	r, err := s.lookupTemplate(ctx, template)
 	if err != nil {
 		return err
 	}
-	return s.rt.Validate(runtime.Spec{ID: "sb_check", Template: rootfs, Limits: limits})
+	limits = limits.WithDefaults(r.limits)
+	if err := s.rt.Validate(runtime.Spec{ID: "sb_check", Template: r.rootfs, Limits: limits}); err != nil {
+		return err
+	}
+	return s.checkGPUs(limits.GPUs)
 }

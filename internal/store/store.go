@@ -47,6 +47,9 @@ type Sandbox struct {
 	PausedAt    time.Time
 	TimeoutLeft time.Duration
 	Archived    bool
+	// GPUs are the indexes of its node's GPUs it holds ("0,2"; "" for
+	// none), while it is active.
+	GPUs string
 	// Fence, on a create, makes it happen only while the lease is held.
 	Fence     *Fence
 	CreatedAt time.Time
@@ -77,6 +80,8 @@ type Update struct {
 	// (JSON). A pool's sandbox carries a session's own in them.
 	Metadata *map[string]string
 	Spec     *string
+	// GPUs replaces the GPUs it holds.
+	GPUs *string
 	// Fence makes the update happen only while the lease is held.
 	Fence *Fence
 }

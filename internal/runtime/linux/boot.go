@@ -40,6 +40,10 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 		layers = append(layers, filepath.Join(dir, l))
 	}
 	layers = append(layers, tpl.lower...)
+	cfg := initConfig{Hostname: st.Hostname, Binds: tpl.binds, Defaults: tpl.defaults}
+	if l := r.bootDevices(st.Devices, tpl, &cfg); l != "" {
+		layers = append([]string{l}, layers...) // mount points for the devices' mounts, on top
+	}
 	step := time.Now()
 	observe := func(name string) {
 		now := time.Now()
@@ -115,7 +119,13 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 			_ = sp.group.remove(ctx) // empty now; best effort: a later Open sweeps spare groups
 		}
 	}
-	cfg, err := json.Marshal(initConfig{Hostname: st.Hostname, Binds: tpl.binds, Defaults: tpl.defaults})
+	// Before PID 1 is told to build anything: its device cgroup.
+	if len(st.Devices.Nodes) > 0 {
+		if err := cg.limitDevices(sp.pid, deviceRules(st.Devices.Nodes)); err != nil {
+			return err
+		}
+	}
+	msg, err := json.Marshal(cfg)
 	if err != nil {
 		return err
 	}
@@ -131,7 +141,7 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 	}
 	stop := context.AfterFunc(ctx, func() { _ = sp.ctl.SetReadDeadline(time.Now()) })
 	defer stop()
-	err = sp.adopt(cfg, rootMnt, lfile, logf, deadline)
+	err = sp.adopt(msg, rootMnt, lfile, logf, deadline)
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()

@@ -27,6 +27,10 @@ type cgroupDriver struct {
 	// v1 lists the v1 hierarchies a sandbox gets a group in: those of
 	// v1Controllers, and cpuacct's where it is mounted on its own.
 	v1 []string
+	// devices, on v1, is the parent group's directory in the devices
+	// hierarchy ("" where it is not mounted): only sandboxes given device
+	// nodes get a group there (devcgroup.go).
+	devices string
 }
 
 // v1Controllers are the controllers sandpool uses on cgroup v1.
@@ -81,6 +85,12 @@ func newCgroupDriver(root, parent string) (*cgroupDriver, error) {
 		if err := os.MkdirAll(p, 0o755); err == nil {
 			d.parents["cpuacct"] = p
 			d.v1 = append(d.v1, "cpuacct")
+		}
+	}
+	if m, ok := mounts["devices"]; ok {
+		p := filepath.Join(m, parent)
+		if err := os.MkdirAll(p, 0o755); err == nil {
+			d.devices = p
 		}
 	}
 	return d, nil
@@ -367,7 +377,11 @@ func (g *cgroup) oomKills() int64 {
 // finishes with exiting tasks.
 func (g *cgroup) remove(ctx context.Context) error {
 	var last error
-	for _, dir := range g.dirs() {
+	dirs := g.dirs()
+	if dev := g.devicesDir(); dev != "" {
+		dirs = append(dirs, dev) // there only for a sandbox given devices
+	}
+	for _, dir := range dirs {
 		for attempt := 0; ; attempt++ {
 			err := unix.Rmdir(dir)
 			if err == nil || errors.Is(err, syscall.ENOENT) {

@@ -46,6 +46,12 @@ type initConfig struct {
 	// Defaults are the template's user, env and working directory for
 	// what the agent runs.
 	Defaults runtime.Defaults `json:"defaults,omitzero"`
+	// Devices are host device nodes bound into /dev; Driver the driver's
+	// files bound under runtime.DriverDir; Sysfs asks for a read-only
+	// /sys (see devices.go).
+	Devices []devNode            `json:"devices,omitempty"`
+	Driver  []runtime.DeviceFile `json:"driver,omitempty"`
+	Sysfs   bool                 `json:"sysfs,omitempty"`
 }
 
 // IsInit reports whether this process was started as a sandbox's init.
@@ -102,6 +108,11 @@ func Init() {
 	}
 	if err == nil {
 		srv.SetDefaults(agent.Defaults{User: cfg.Defaults.User, Env: cfg.Defaults.Env, Cwd: cfg.Defaults.Cwd})
+		names := make([]string, len(cfg.Devices))
+		for i, d := range cfg.Devices {
+			names[i] = d.Name
+		}
+		srv.SetDevices(names)
 		var l net.Listener
 		if l, err = setupSandbox(cfg); err == nil {
 			if _, err = ctl.Write([]byte("ok")); err == nil {
@@ -250,6 +261,13 @@ func stageMounts() error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
+	// The host's /tmp, which stage covers from here on: device sources
+	// under it (as in tests) are reached through this handle.
+	fd, err := unix.Open(stage, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", stage, err)
+	}
+	hostTmp = fd
 	if err := unix.Mount("tmpfs", stage, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=700,size=16k"); err != nil {
 		return fmt.Errorf("mount staging tmpfs: %w", err)
 	}
@@ -264,14 +282,28 @@ func stageMounts() error {
 	return mountDev(stage + "/dev")
 }
 
+// hostTmp is an O_PATH descriptor of the host's /tmp as it was before
+// stage covered it (-1 until then); mountRoot closes it, so nothing of the
+// host stays open once the sandbox runs.
+var hostTmp = -1
+
 // mountRoot builds the sandbox's root and pivots into it. The host made
 // the overlay (this process is root only inside its user namespace and
 // cannot reach the data directory); it arrives as a detached mount and is
-// attached in stage, gets the template's binds and the staged /proc and
-// /dev (moved with the mounts under them), then becomes /. The old root,
-// stage with it, is detached.
+// attached in stage, gets the template's binds, the driver's files, the
+// staged /proc and /dev (moved with the mounts under them) and its
+// devices, then becomes /. The old root, stage with it, is detached.
 func mountRoot(cfg initConfig) error {
 	const root = stage + "/root"
+	src, err := openDeviceSources(cfg)
+	if hostTmp >= 0 {
+		unix.Close(hostTmp)
+		hostTmp = -1
+	}
+	if err != nil {
+		return err
+	}
+	defer src.close()
 	if err := unix.MoveMount(fdRoot, "", unix.AT_FDCWD, root, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		return fmt.Errorf("attach root filesystem: %w", err)
 	}
@@ -280,10 +312,26 @@ func mountRoot(cfg initConfig) error {
 			return err
 		}
 	}
+	if len(cfg.Driver) > 0 {
+		if err := mountDriver(root+runtime.DriverDir, cfg.Driver, src.driver); err != nil {
+			return err
+		}
+	}
+	if cfg.Sysfs {
+		// A host whose own /sys hides something under a mount refuses a
+		// new sysfs to a user namespace: the sandbox then goes without
+		// (CUDA itself does not need it), and its init.log says so.
+		if err := mountSys(root + "/sys"); err != nil {
+			fmt.Fprintf(os.Stderr, "sandbox init: no /sys: %v\n", err)
+		}
+	}
 	for _, d := range []string{"/proc", "/dev"} {
 		if err := unix.Mount(stage+d, root+d, "", unix.MS_MOVE, ""); err != nil {
 			return fmt.Errorf("move %s into the root: %w", d, err)
 		}
+	}
+	if err := bindDevices(root+"/dev", cfg.Devices, src.nodes); err != nil {
+		return err
 	}
 	if err := unix.Chdir(root); err != nil {
 		return fmt.Errorf("chdir to root: %w", err)
@@ -334,7 +382,8 @@ func mountProc(p string) error {
 }
 
 // mountDev builds a minimal /dev: a tmpfs with the harmless host devices
-// bound in, a private devpts, a /dev/shm and a /dev/mqueue.
+// bound in, a private devpts, a /dev/shm and a /dev/mqueue (the sandbox's
+// own devices come at adoption: bindDevices).
 func mountDev(p string) error {
 	if err := unix.Mount("tmpfs", p, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=64k"); err != nil {
 		return fmt.Errorf("mount /dev: %w", err)

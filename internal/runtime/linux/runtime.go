@@ -132,6 +132,8 @@ func validateLimits(l runtime.Limits) error {
 		return errdefs.Userf(errdefs.ErrInvalid, "pids %d out of range: %d to %d", l.Pids, minPids, maxPids)
 	case l.DiskBytes < 0:
 		return errdefs.Userf(errdefs.ErrInvalid, "disk_bytes %d must not be negative", l.DiskBytes)
+	case l.GPUs < 0:
+		return errdefs.Userf(errdefs.ErrInvalid, "gpus %d must not be negative", l.GPUs)
 	}
 	return nil
 }
@@ -209,6 +211,9 @@ func Open(cfg Config) (_ *Runtime, retErr error) {
 		return nil, fmt.Errorf("linux runtime: %w", err)
 	}
 	if err := r.ensureBase(); err != nil {
+		return nil, fmt.Errorf("linux runtime: %w", err)
+	}
+	if err := r.ensureDeviceLayer(); err != nil {
 		return nil, fmt.Errorf("linux runtime: %w", err)
 	}
 	if err := r.recover(); err != nil {
@@ -321,6 +326,8 @@ type state struct {
 	// Network is its egress policy, made again at every boot and by a
 	// later process that finds it running.
 	Network runtime.Network `json:"network,omitzero"`
+	// Devices are the host devices it is given (Spec.Devices; SetDevices).
+	Devices runtime.Devices `json:"devices,omitzero"`
 }
 
 func (r *Runtime) sandboxDir(id string) string {
@@ -362,6 +369,9 @@ func (r *Runtime) Validate(spec runtime.Spec) error {
 		return errdefs.Userf(errdefs.ErrNotSupported, "disk limits are not supported by this runtime yet")
 	}
 	if _, err := r.checkNetwork(spec.Network); err != nil {
+		return err
+	}
+	if err := validateDevices(spec.Devices); err != nil {
 		return err
 	}
 	if len(spec.Layers) > 0 {
@@ -408,7 +418,7 @@ func (r *Runtime) Create(ctx context.Context, spec runtime.Spec) (_ runtime.Info
 	defer cancel()
 	sb := &sandbox{
 		st: state{ID: spec.ID, Template: spec.Template, Hostname: spec.Hostname, Limits: lim,
-			CreatedAt: time.Now().UTC(), Lower: spec.Layers, Network: spec.Network},
+			CreatedAt: time.Now().UTC(), Lower: spec.Layers, Network: spec.Network, Devices: spec.Devices},
 		status: runtime.StatusStopped,
 		cancel: cancel,
 	}

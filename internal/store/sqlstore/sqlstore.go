@@ -155,7 +155,7 @@ func fromNanos(n int64) time.Time {
 }
 
 const sandboxCols = "id, tenant, template, status, spec, metadata, error, node, pool, uses, " +
-	"timeout_s, on_timeout, archive_after_s, last_active, paused_at, timeout_left_ms, archived, created_at, updated_at"
+	"timeout_s, on_timeout, archive_after_s, last_active, paused_at, timeout_left_ms, archived, created_at, updated_at, gpus"
 
 func (s *DB) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 	meta, err := json.Marshal(sb.Metadata)
@@ -171,11 +171,11 @@ func (s *DB) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 	}
 	args := []any{sb.ID, sb.Tenant, sb.Template, sb.Status, sb.Spec, string(meta), sb.Error, sb.Node, sb.Pool, sb.Uses,
 		sb.Timeout, sb.OnTimeout, sb.ArchiveAfter, nanos(sb.LastActive), nanos(sb.PausedAt), sb.TimeoutLeft.Milliseconds(), boolInt(sb.Archived),
-		nanos(sb.CreatedAt), nanos(now)}
-	query := "INSERT INTO sandboxes (" + sandboxCols + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+		nanos(sb.CreatedAt), nanos(now), sb.GPUs}
+	query := "INSERT INTO sandboxes (" + sandboxCols + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 	if sb.Fence != nil {
 		cond, fargs := fenceCond(sb.Fence)
-		query = "INSERT INTO sandboxes (" + sandboxCols + ") SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE " + cond
+		query = "INSERT INTO sandboxes (" + sandboxCols + ") SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE " + cond
 		args = append(args, fargs...)
 	}
 	var res sql.Result
@@ -210,7 +210,7 @@ func scanSandbox(r scanner) (store.Sandbox, error) {
 	var created, updated, lastActive, pausedAt, leftMs int64
 	var archived int
 	if err := r.Scan(&sb.ID, &sb.Tenant, &sb.Template, &sb.Status, &sb.Spec, &meta, &sb.Error, &sb.Node, &sb.Pool, &sb.Uses,
-		&sb.Timeout, &sb.OnTimeout, &sb.ArchiveAfter, &lastActive, &pausedAt, &leftMs, &archived, &created, &updated); err != nil {
+		&sb.Timeout, &sb.OnTimeout, &sb.ArchiveAfter, &lastActive, &pausedAt, &leftMs, &archived, &created, &updated, &sb.GPUs); err != nil {
 		return sb, err
 	}
 	sb.CreatedAt, sb.UpdatedAt = fromNanos(created), fromNanos(updated)
@@ -348,6 +348,9 @@ func (s *DB) UpdateSandbox(ctx context.Context, id string, from []string, u stor
 	}
 	if u.Spec != nil {
 		set("spec", *u.Spec)
+	}
+	if u.GPUs != nil {
+		set("gpus", *u.GPUs)
 	}
 	if len(sets) == 0 {
 		return nil

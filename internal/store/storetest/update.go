@@ -62,6 +62,28 @@ func testUpdate(t *testing.T, s store.Store) {
 	if got, _ := s.GetSandbox(ctx, "sb_u"); got.Spec != `{"network":{"egress":"open"}}` || got.Status != "paused" {
 		t.Fatalf("after a spec update: %+v", got)
 	}
+	// GPUs held: written at create, replaced (an archive gives them back,
+	// a resume takes others), read back by every query.
+	if err := s.CreateSandbox(ctx, store.Sandbox{ID: "sb_gpu", Tenant: "t", Template: "base", Status: "running", Spec: "{}",
+		Node: "n1", GPUs: "0,2"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetSandbox(ctx, "sb_gpu"); got.GPUs != "0,2" {
+		t.Fatalf("gpus at create: %q", got.GPUs)
+	}
+	if err := s.UpdateSandbox(ctx, "sb_gpu", []string{"running"}, store.Update{Status: ptr("paused"), GPUs: ptr("")}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetSandbox(ctx, "sb_gpu"); got.GPUs != "" || got.Status != "paused" {
+		t.Fatalf("gpus given back: %+v", got)
+	}
+	if err := s.UpdateSandbox(ctx, "sb_gpu", []string{"paused"}, store.Update{GPUs: ptr("1")}); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.ListSandboxes(ctx, store.Filter{Node: "n1"})
+	if err != nil || len(list) != 1 || list[0].GPUs != "1" {
+		t.Fatalf("list: %+v, %v", list, err)
+	}
 	if err := s.UpdateSandbox(ctx, "nope", nil, store.Update{Archived: ptr(true)}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("update missing: %v", err)
 	}

@@ -47,7 +47,7 @@ func Main(m *testing.M) {
 // RemoveCgroupParent removes this process's CgroupParent (empty once its
 // sandboxes are gone; what is not empty stays, for a leak test to see).
 func RemoveCgroupParent() {
-	for _, c := range []string{"cpu", "cpuacct", "memory", "pids", "freezer", "unified", ""} {
+	for _, c := range []string{"cpu", "cpuacct", "memory", "pids", "freezer", "devices", "unified", ""} {
 		_ = os.Remove(filepath.Join("/sys/fs/cgroup", c, CgroupParent)) // best effort, as said
 	}
 }
