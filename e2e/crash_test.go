@@ -82,9 +82,10 @@ func TestCrashRecovery(t *testing.T) {
 	t.Logf("seed %d (replay with SANDPOOL_CRASH_SEED=%d)", seed, seed)
 	l := &ledger{m: map[string]*entry{}}
 	const cycles = 5
+	var killed map[string]bool
 	for cycle := range cycles {
 		s := startServer(t, data, flags...)
-		verify(t, s, l, cgroup)
+		verify(t, s, l, cgroup, killed)
 		c := s.client("", client.WithRetryBudget(0))
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
@@ -95,12 +96,13 @@ func TestCrashRecovery(t *testing.T) {
 		time.Sleep(time.Duration(200+rng.IntN(1300)) * time.Millisecond)
 		s.cmd.Process.Kill() // SIGKILL: no shutdown of any kind
 		<-s.exited
+		killed = spareGroups(data, cgroup)
 		close(stop)
 		wg.Wait()
 		t.Logf("cycle %d: %d sandboxes in the ledger", cycle, len(l.m))
 	}
 	s := startServer(t, data, flags...)
-	verify(t, s, l, cgroup)
+	verify(t, s, l, cgroup, killed)
 	// Clean up through the API.
 	c := s.client("")
 	list, _ := c.ListSandboxes(context.Background(), client.ListOptions{})
@@ -178,7 +180,24 @@ func work(c *client.Client, l *ledger, rng *rand.Rand, stop chan struct{}) {
 }
 
 // verify checks the server's books against the ledger and the host.
-func verify(t *testing.T, s *server, l *ledger, cgroup string) {
+// spareGroups are the cgroups of spare PID 1s of the server on data dir.
+func spareGroups(data, cgroup string) map[string]bool {
+	prefix := linux.SpareTag(data) + "-"
+	out := map[string]bool{}
+	for _, ctl := range []string{"memory", "pids", "freezer", "cpu"} {
+		cgs, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", ctl, cgroup))
+		for _, e := range cgs {
+			if e.IsDir() && strings.HasPrefix(e.Name(), prefix) {
+				out[e.Name()] = true
+			}
+		}
+	}
+	return out
+}
+
+// verify checks the restarted server s against the ledger; killed are the
+// spare cgroups the server killed before it had.
+func verify(t *testing.T, s *server, l *ledger, cgroup string, killed map[string]bool) {
 	t.Helper()
 	ctx := context.Background()
 	c := s.client("")
@@ -241,23 +260,22 @@ func verify(t *testing.T, s *server, l *ledger, cgroup string) {
 	}
 	// The running server's spare PID 1s (see internal/runtime/linux/
 	// spare.go) have cgroups of their own, named with its data directory's
-	// tag: at most its two, whatever earlier servers had.
+	// tag and a random suffix; none of the killed servers' may be left
+	// (the new server sweeps them at start).
 	spare := linux.SpareTag(s.data) + "-"
-	spares := map[string]bool{}
+	spares := spareGroups(s.data, cgroup)
+	for name := range killed {
+		if spares[name] {
+			t.Errorf("spare cgroup %s of a killed server left on the host", name)
+		}
+	}
 	for _, ctl := range []string{"memory", "pids", "freezer", "cpu"} {
 		cgs, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", ctl, cgroup))
 		for _, e := range cgs {
-			if e.IsDir() && strings.HasPrefix(e.Name(), spare) {
-				spares[e.Name()] = true
-				continue
-			}
-			if e.IsDir() && !active(e.Name()) {
+			if e.IsDir() && !strings.HasPrefix(e.Name(), spare) && !active(e.Name()) {
 				t.Errorf("cgroup %s/%s (%q) left on the host", ctl, e.Name(), status[e.Name()])
 			}
 		}
-	}
-	if len(spares) > 2 {
-		t.Errorf("%d spare cgroups, want at most the running server's 2: %v", len(spares), spares)
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cgroup")
 	for _, p := range procs {

@@ -46,7 +46,7 @@ func TestTerminalWatchMetricsPorts(t *testing.T) {
 	t.Cleanup(func() { c.DeleteSandbox(context.Background(), sb.ID) })
 
 	t.Run("terminal", func(t *testing.T) {
-		p, err := c.StartProcess(ctx, sb.ID, client.ExecRequest{Shell: `trap 'echo "size $(stty size)"' WINCH; echo ready; read line; echo "got:$line"; read line; exit 4`,
+		p, err := c.StartProcess(ctx, sb.ID, client.ExecRequest{Shell: `trap 'echo "size $(stty size)"' WINCH; echo ready; read line; echo "got:$line"; until read line; do :; done; exit 4`, // a trapped WINCH may end a read: read again
 			PTY: &client.TermSize{Rows: 20, Cols: 70}, Tag: "shell"})
 		if err != nil {
 			t.Fatal(err)
