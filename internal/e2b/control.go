@@ -40,6 +40,7 @@ func (s *Server) controlRoutes() http.Handler {
 		"POST /sandboxes/{id}/refreshes":  s.bySandbox(s.refresh),
 		"GET /sandboxes/{id}/metrics":     s.bySandbox(s.metrics),
 		"GET /sandboxes/metrics":          s.metricsOfMany,
+		"PUT /sandboxes/{id}/network":     s.bySandbox(s.updateNetwork),
 		// The rest of E2B's API (snapshots, fork, logs, network, templates
 		// ...) is not offered: a JSON error the SDKs can read.
 		"/sandboxes":     s.unsupported,
@@ -144,10 +145,22 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, tenant string) {
 		onTimeout = sandbox.OnTimeoutPause
 	}
 	autoResume := body.AutoResume != nil && body.AutoResume.Enabled
-	sb, pooled, err := s.fromPool(r.Context(), tenant, body, timeout)
+	internet := body.AllowInternetAccess
+	if internet != nil && *internet && body.Network == nil {
+		// What SDKs before 2.51 send unasked: the server's default (open
+		// unless the operator chose otherwise), not a demand for open.
+		internet = nil
+	}
+	network, err := toNetwork(internet, body.Network)
+	if err != nil {
+		s.writeAPIError(w, r, err)
+		return
+	}
+	sb, pooled, err := s.fromPool(r.Context(), tenant, body, timeout, network)
 	if err == nil && !pooled {
 		sb, err = s.svc.Create(r.Context(), tenant, "", sandbox.CreateRequest{Template: body.TemplateID,
-			Env: body.EnvVars, Metadata: body.Metadata, Timeout: timeout, OnTimeout: onTimeout, AutoResume: &autoResume})
+			Env: body.EnvVars, Metadata: body.Metadata, Timeout: timeout, OnTimeout: onTimeout, AutoResume: &autoResume,
+			Network: network})
 	}
 	if err != nil {
 		s.writeAPIError(w, r, err)
@@ -159,9 +172,9 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, tenant string) {
 // fromPool acquires a sandbox of body's template from one of the tenant's
 // pools, if there is one with an idle sandbox; pooled false otherwise.
 // The sandbox gets the create's timeout (when it passes, a pool's sandbox
-// is killed and replaced), environment variables and metadata, which go
-// when it is released.
-func (s *Server) fromPool(ctx context.Context, tenant string, body newSandboxBody, timeout int) (sandbox.Sandbox, bool, error) {
+// is killed and replaced), environment variables, metadata and network,
+// which go when it is released.
+func (s *Server) fromPool(ctx context.Context, tenant string, body newSandboxBody, timeout int, network *sandbox.Network) (sandbox.Sandbox, bool, error) {
 	if body.AutoPause != nil && *body.AutoPause {
 		return sandbox.Sandbox{}, false, nil
 	}
@@ -177,6 +190,11 @@ func (s *Server) fromPool(ctx context.Context, tenant string, body newSandboxBod
 		sb, err = s.svc.SetTimeout(ctx, tenant, id, sandbox.TimeoutRequest{Timeout: &timeout, OnTimeout: &kill})
 		if err == nil && (len(body.EnvVars) > 0 || len(body.Metadata) > 0) {
 			sb, err = s.svc.SetSession(ctx, tenant, id, body.EnvVars, body.Metadata)
+		}
+		if err == nil && network != nil && !network.Equal(sb.Network) {
+			if _, err = s.svc.SetNetwork(ctx, tenant, id, *network); err == nil {
+				sb, err = s.svc.Get(ctx, tenant, id)
+			}
 		}
 		if err != nil {
 			_, _ = s.pools.Release(context.WithoutCancel(ctx), tenant, id, pool.SessionOK) // best effort: give it back

@@ -23,15 +23,15 @@ type newSandboxBody struct {
 		Enabled bool `json:"enabled"`
 	} `json:"autoResume"`
 	VolumeMounts []json.RawMessage `json:"volumeMounts"`
-	// Accepted and ignored: sandboxes have no network of their own (ports
-	// are reached through sandpool), so there is no internet to allow;
-	// secure is always so; mcp, network and iam are not offered.
-	AllowInternetAccess *bool           `json:"allow_internet_access"`
-	Secure              *bool           `json:"secure"`
-	AutoPauseMemory     *bool           `json:"autoPauseMemory"`
-	MCP                 json.RawMessage `json:"mcp"`
-	Network             json.RawMessage `json:"network"`
-	IAM                 json.RawMessage `json:"iam"`
+	// AllowInternetAccess and Network are the sandbox's egress (toNetwork).
+	AllowInternetAccess *bool        `json:"allow_internet_access"`
+	Network             *networkBody `json:"network"`
+	// Accepted and ignored: secure is always so; mcp and iam are not
+	// offered.
+	Secure          *bool           `json:"secure"`
+	AutoPauseMemory *bool           `json:"autoPauseMemory"`
+	MCP             json.RawMessage `json:"mcp"`
+	IAM             json.RawMessage `json:"iam"`
 }
 
 // timeoutBody is the body of connect, resume and timeout.
@@ -77,9 +77,11 @@ type listedJSON struct {
 // detailJSON is one sandbox (SandboxDetail).
 type detailJSON struct {
 	listedJSON
-	EnvdAccessToken string         `json:"envdAccessToken"`
-	Domain          string         `json:"domain"`
-	Lifecycle       *lifecycleJSON `json:"lifecycle"`
+	EnvdAccessToken     string         `json:"envdAccessToken"`
+	Domain              string         `json:"domain"`
+	Lifecycle           *lifecycleJSON `json:"lifecycle"`
+	AllowInternetAccess bool           `json:"allowInternetAccess"`
+	Network             *networkJSON   `json:"network,omitempty"`
 }
 
 // metricJSON is one measurement (SandboxMetric).
@@ -135,8 +137,9 @@ func (s *Server) listed(sb sandbox.Sandbox, now time.Time) listedJSON {
 }
 
 func (s *Server) detail(sb sandbox.Sandbox, now time.Time) detailJSON {
+	internet, network := fromNetwork(sb.Network)
 	return detailJSON{listedJSON: s.listed(sb, now), EnvdAccessToken: s.accessToken(sb), Domain: s.cfg.Domain,
-		Lifecycle: &lifecycleJSON{AutoResume: sb.AutoResume, OnTimeout: sb.OnTimeout}}
+		Lifecycle: &lifecycleJSON{AutoResume: sb.AutoResume, OnTimeout: sb.OnTimeout}, AllowInternetAccess: internet, Network: network}
 }
 
 // sandboxJSON describes a sandbox made or resumed for the caller. Its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -112,7 +113,11 @@ func TestMountPointLayer(t *testing.T) {
 	s := openStore(t)
 	host := it.Registry(t, "", "")
 	it.Push(t, host+"/bare:1", it.Image(t, "", v1.Config{}, it.Layer(t, it.Dir("proc/", 0o555), it.File("bin/x", "x", 0o755))), "", "")
-	it.Push(t, host+"/full:1", it.Image(t, "", v1.Config{}, it.Layer(t, it.Dir("proc/", 0o555), it.Dir("dev/", 0o755), it.Dir("tmp/", 0o1777))), "", "")
+	it.Push(t, host+"/full:1", it.Image(t, "", v1.Config{}, it.Layer(t, it.Dir("proc/", 0o555), it.Dir("dev/", 0o755), it.Dir("tmp/", 0o1777),
+		it.File("etc/resolv.conf", "nameserver 192.0.2.53\n", 0o644))), "", "")
+	// An image with /etc and an empty resolv.conf gets sandpool's.
+	it.Push(t, host+"/empty:1", it.Image(t, "", v1.Config{}, it.Layer(t, it.Dir("proc/", 0o555), it.Dir("dev/", 0o755), it.Dir("tmp/", 0o1777),
+		it.File("etc/resolv.conf", "", 0o644))), "", "")
 	lease := s.Lease()
 	defer lease.Release()
 	bare := mustPull(t, s, image.Source{Ref: host + "/bare:1"}, image.Options{})
@@ -120,12 +125,22 @@ func TestMountPointLayer(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("bare: %v %v", ok, err)
 	}
-	want := []string{`dev drwxr-xr-x 100000:100000`, `tmp dtrwxrwxrwx 100000:100000`}
+	want := []string{`dev drwxr-xr-x 100000:100000`, `etc drwxr-xr-x 100000:100000`,
+		`etc/resolv.conf -rw-r--r-- 100000:100000 ` + strconv.Quote(image.ResolvConf), `tmp dtrwxrwxrwx 100000:100000`}
 	if got := it.Tree(t, l.Dir); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("mount point layer: %q", got)
 	}
 	full := mustPull(t, s, image.Source{Ref: host + "/full:1"}, image.Options{})
 	if _, ok, err := s.MountPointLayer(context.Background(), lease, full); ok || err != nil {
 		t.Errorf("full: %v %v; want no layer", ok, err)
+	}
+	empty := mustPull(t, s, image.Source{Ref: host + "/empty:1"}, image.Options{})
+	l, ok, err = s.MountPointLayer(context.Background(), lease, empty)
+	want = []string{`etc drwxr-xr-x 100000:100000`, `etc/resolv.conf -rw-r--r-- 100000:100000 ` + strconv.Quote(image.ResolvConf)}
+	if err != nil || !ok {
+		t.Fatalf("empty: %v %v", ok, err)
+	}
+	if got := it.Tree(t, l.Dir); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("layer for an empty resolv.conf: %q", got)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/events"
 	"github.com/sandpool/sandpool/internal/fsys"
+	"github.com/sandpool/sandpool/internal/image"
+	it "github.com/sandpool/sandpool/internal/image/imagetest"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/runtime/linux"
 	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
@@ -271,5 +274,52 @@ func TestReconcileNetwork(t *testing.T) {
 	})
 	if out, ok := e.reach(t, "t1", sb.ID, "echo", "203.0.113.20", "7000"); !ok {
 		t.Fatalf("after the reconciler: %s", out)
+	}
+}
+
+// TestImageNetwork: a sandbox of an image that brings no resolver
+// configuration resolves and reaches names as its policy allows (its
+// template's skeleton layer names sandpool's resolver), and a Dockerfile's
+// RUN steps run under the template's network. (Not wget -T: this busybox's
+// crashes with it.)
+func TestImageNetwork(t *testing.T) {
+	images, err := image.Open(image.StoreConfig{Dir: filepath.Join(t.TempDir(), "images")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newNetEnv(t, sandbox.Config{Images: images})
+	ctx := context.Background()
+	host := busyboxRegistry(t)
+	if _, err := e.svc.AddTemplate(ctx, sandbox.TemplateRequest{Name: "bb", Image: &sandbox.ImageSource{Ref: host + "/busybox:1"}}); err != nil {
+		t.Fatal(err)
+	}
+	sb := e.create(t, "a", sandbox.CreateRequest{Template: "bb", Network: &openNet})
+	if out, st := e.run(t, "a", sb.ID, "cat /etc/resolv.conf; nslookup allowed.test; wget -q -O- http://allowed.test/"); st.Code != 0 ||
+		!strings.Contains(out, image.ResolvConf) || !strings.Contains(out, "198.51.100.10") || !strings.Contains(out, "host=allowed.test") {
+		t.Fatalf("an image sandbox with egress open: %d\n%s", st.Code, out)
+	}
+	off := e.create(t, "a", sandbox.CreateRequest{Template: "bb", Network: &noneNet})
+	if out, st := e.run(t, "a", off.ID, "wget -q -O- http://allowed.test/"); st.Code == 0 {
+		t.Fatalf("an image sandbox with egress none got out: %s", out)
+	}
+
+	// RUN under the template's network: open reaches, none does not (the
+	// build fails with the step's output).
+	df := it.Tar(t, it.File("Dockerfile", "FROM "+host+"/busybox:1\nRUN wget -q -O /fetched http://allowed.test/\n", 0o644))
+	tpl, out, err := build(t, e, sandbox.BuildRequest{Name: "fetched", Hooks: sandbox.Hooks{Network: &openNet}}, df)
+	if err != nil {
+		t.Fatalf("build with egress open: %v\n%s", err, out)
+	}
+	got := e.create(t, "a", sandbox.CreateRequest{Template: tpl.Name, Network: &noneNet})
+	if out, st := e.run(t, "a", got.ID, "cat /fetched; cat /etc/resolv.conf"); st.Code != 0 || !strings.Contains(out, "host=allowed.test") {
+		t.Fatalf("what RUN fetched: %d %s", st.Code, out)
+	}
+	if _, out, err := build(t, e, sandbox.BuildRequest{Name: "offline", NoCache: true, Hooks: sandbox.Hooks{Network: &noneNet}}, df); !errors.Is(err, errdefs.ErrFailed) {
+		t.Fatalf("build with egress none: %v\n%s", err, out)
+	}
+	for _, id := range []string{sb.ID, off.ID, got.ID} {
+		if err := e.svc.Delete(ctx, "a", id); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
