@@ -21,10 +21,11 @@ type createSandboxArgs struct {
 	Template string            `json:"template,omitempty"`
 	Timeout  int               `json:"timeout,omitempty"`
 	Env      map[string]string `json:"env,omitempty"`
-	// A network policy goes here once sandboxes can have one: today each
-	// has only its own loopback and the API has no setting for it. Add a
-	// `network` field, its description in tools.go, and pass it on in
-	// request below.
+	// Egress, Allow and Deny are its network policy; all empty: the
+	// server's default.
+	Egress string   `json:"egress,omitempty"`
+	Allow  []string `json:"allow,omitempty"`
+	Deny   []string `json:"deny,omitempty"`
 }
 
 // maxSandboxTimeout is the longest inactivity timeout the API takes.
@@ -41,7 +42,18 @@ func (a createSandboxArgs) request() (client.CreateSandboxRequest, error) {
 	if tpl == "" {
 		tpl = defaultTemplate
 	}
-	return client.CreateSandboxRequest{Template: tpl, Timeout: a.Timeout, Env: a.Env,
+	var network *client.Network
+	if a.Egress != "" || len(a.Allow) > 0 || len(a.Deny) > 0 {
+		mode := a.Egress
+		if mode == "" {
+			if len(a.Allow) == 0 {
+				return client.CreateSandboxRequest{}, userErrorf("deny needs egress open or allowlist")
+			}
+			mode = client.EgressAllowlist
+		}
+		network = &client.Network{Egress: mode, Allow: a.Allow, Deny: a.Deny}
+	}
+	return client.CreateSandboxRequest{Template: tpl, Timeout: a.Timeout, Env: a.Env, Network: network,
 		Metadata: map[string]string{"mcp": "created"}}, nil
 }
 

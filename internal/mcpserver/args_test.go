@@ -131,6 +131,21 @@ func TestCreateSandboxArgs(t *testing.T) {
 	checkErr(t, err, "timeout")
 	_, err = createSandboxArgs{Env: map[string]string{"": "x"}}.request()
 	checkErr(t, err, "environment")
+	// The network: none said is the server's default; an allow list alone
+	// is an allowlist; a deny alone says nothing of the mode.
+	if req.Network != nil {
+		t.Errorf("no network asked: %+v", req.Network)
+	}
+	req, err = createSandboxArgs{Allow: []string{"pypi.org"}}.request()
+	if err != nil || req.Network == nil || req.Network.Egress != "allowlist" || req.Network.Allow[0] != "pypi.org" {
+		t.Errorf("allow alone: %+v %v", req.Network, err)
+	}
+	req, err = createSandboxArgs{Egress: "none"}.request()
+	if err != nil || req.Network == nil || req.Network.Egress != "none" {
+		t.Errorf("egress none: %+v %v", req.Network, err)
+	}
+	_, err = createSandboxArgs{Deny: []string{"10.0.0.0/8"}}.request()
+	checkErr(t, err, "deny needs egress")
 }
 
 func TestConfigValidate(t *testing.T) {

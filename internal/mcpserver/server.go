@@ -129,7 +129,8 @@ func (h atLeast) WithGroup(name string) slog.Handler {
 }
 
 func instructions(pool string) string {
-	text := "sandpool runs code in isolated Linux sandboxes: each has its own files and processes, and no network. " +
+	text := "sandpool runs code in isolated Linux sandboxes: each has its own files and processes, and the network " +
+		"its policy allows (none, the internet, or an allowlist; the server's default unless create_sandbox says). " +
 		"Tools that take a sandbox_id use this session's own sandbox when you leave it out: it is made on first use, " +
 		"keeps its files between calls, and is destroyed when the session ends. " +
 		"A sandbox made with create_sandbox outlives the session: destroy it with destroy_sandbox when you are done."

@@ -71,20 +71,27 @@ func (t *tools) register(srv *mcp.Server) error {
 			}
 		}
 	}
-	local := &mcp.ToolAnnotations{OpenWorldHint: hint(false)} // sandboxes have no network
+	// Whether a sandbox reaches the internet is its network policy's (the
+	// server's default unless create_sandbox says): no hint either way.
+	local := &mcp.ToolAnnotations{}
 	readOnly := &mcp.ToolAnnotations{ReadOnlyHint: true, OpenWorldHint: hint(false)}
 
 	errs := []error{
 		add(t, srv, &mcp.Tool{Name: "create_sandbox", Annotations: local,
 			Description: "Create a new isolated Linux sandbox and return its id. You rarely need this: the other tools " +
 				"use this session's own sandbox when you give no sandbox_id. Create one to keep separate environments, " +
-				"or one that outlives this session. It has no network access. Destroy it with destroy_sandbox when done."},
+				"or one that outlives this session, or one with a network of its own. Destroy it with destroy_sandbox when done."},
 			map[string]string{
 				"template": "Template to make it from (default base: a Linux userland with bash, coreutils and python3).",
 				"timeout": "Seconds without activity after which it is paused: files and memory are kept, and the next call " +
 					"resumes it. 0 (the default) means never.",
 				"env": "Environment variables set for every command run in it.",
-			}, nil, t.createSandbox),
+				"egress": "Its network: none (no way out), open (the internet) or allowlist (only the host names, " +
+					"wildcards such as *.pythonhosted.org, addresses and CIDRs in allow). Default: the server's, " +
+					"which list_sandboxes shows as egress.",
+				"allow": "With egress allowlist: what it may reach, e.g. [\"pypi.org\", \"files.pythonhosted.org\"].",
+				"deny":  "What it may never reach, under open or allowlist.",
+			}, enum("egress", "none", "open", "allowlist"), t.createSandbox),
 		add(t, srv, &mcp.Tool{Name: "run_command", Annotations: local,
 			Description: "Run a command in a sandbox as the unprivileged user 'user' and wait for it to end. Returns its " +
 				"exit code, stdout and stderr (long output is cut in the middle, with a note). A non-zero exit or a " +
@@ -197,10 +204,12 @@ type sandboxInfo struct {
 	Status   string `json:"status"`
 	Template string `json:"template"`
 	Pool     string `json:"pool,omitempty"`
+	// Egress is its network: none, open or allowlist.
+	Egress string `json:"egress,omitempty"`
 	// Session: this session's own sandbox.
 	Session bool `json:"session,omitempty"`
 }
 
 func infoOf(sb *client.Sandbox) sandboxInfo {
-	return sandboxInfo{ID: sb.ID, Status: sb.Status, Template: sb.Template, Pool: sb.Pool}
+	return sandboxInfo{ID: sb.ID, Status: sb.Status, Template: sb.Template, Pool: sb.Pool, Egress: sb.Network.Egress}
 }
