@@ -9,9 +9,10 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"regexp"
 	"sync"
 	"time"
+
+	"github.com/sandpool/sandpool/internal/pattern"
 
 	"github.com/sandpool/sandpool/internal/cluster"
 	"github.com/sandpool/sandpool/internal/errdefs"
@@ -195,4 +196,4 @@ func reasonParam(r *http.Request) string {
 	return reason
 }
 
-var reasonWord = regexp.MustCompile(`^[a-z_]{1,32}$`)
+var reasonWord = pattern.New(`^[a-z_]+$`, 1, 32)

@@ -10,10 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sandpool/sandpool/internal/pattern"
 
 	"github.com/sandpool/sandpool/internal/keys"
 	"github.com/sandpool/sandpool/internal/sandbox"
@@ -24,7 +25,7 @@ import (
 // what host names can carry: [a-z0-9]+).
 const idPrefix = "sb_"
 
-var e2bID = regexp.MustCompile(`^[a-z0-9]{1,64}$`)
+var e2bID = pattern.New(`^[a-z0-9]+$`, 1, 64)
 
 // toE2B is a sandpool sandbox id as the E2B API shows it.
 func toE2B(id string) string { return strings.TrimPrefix(id, idPrefix) }

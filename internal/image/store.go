@@ -7,11 +7,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sandpool/sandpool/internal/pattern"
 
 	"golang.org/x/sync/singleflight"
 )
@@ -156,7 +157,7 @@ type layerMeta struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
-var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+var digestRE = pattern.New(`^sha256:[0-9a-f]+$`, 71, 71)
 
 func (s *Store) layerDir(diffID string) string {
 	return filepath.Join(s.dir, "layers", "sha256", strings.TrimPrefix(diffID, "sha256:"))
@@ -247,7 +248,7 @@ func (s *Store) Hold(l *Lease, diffID string) (Layer, error) {
 	return layer, nil
 }
 
-var ownerName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+var ownerName = pattern.New(`^[A-Za-z0-9][A-Za-z0-9._-]*$`, 1, 128)
 
 func (s *Store) ownerPath(owner string) string {
 	return filepath.Join(s.dir, "owners", owner+".json")

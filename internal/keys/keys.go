@@ -11,9 +11,10 @@ import (
 	"encoding/base32"
 	"encoding/hex"
 	"errors"
-	"regexp"
 	"sync"
 	"time"
+
+	"github.com/sandpool/sandpool/internal/pattern"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/ids"
@@ -77,7 +78,7 @@ func Hash(secret string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-var tenantName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+var tenantName = pattern.New(`^[a-z0-9][a-z0-9._-]*$`, 1, 63)
 
 // ErrUnknown: the key is unknown or revoked.
 var ErrUnknown = errors.New("unknown or revoked API key")

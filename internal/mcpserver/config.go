@@ -3,8 +3,9 @@ package mcpserver
 import (
 	"fmt"
 	"log/slog"
-	"regexp"
 	"time"
+
+	"github.com/sandpool/sandpool/internal/pattern"
 )
 
 // Defaults, in one place.
@@ -63,7 +64,7 @@ type Config struct {
 
 // poolName is what a pool name may be (the API checks it again); it
 // keeps /mcp?pool= from naming anything odd.
-var poolName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+var poolName = pattern.New(`^[a-z0-9][a-z0-9._-]*$`, 1, 63)
 
 // Validate names the first bad setting.
 func (c Config) Validate() error {

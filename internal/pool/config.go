@@ -7,7 +7,8 @@ package pool
 
 import (
 	"fmt"
-	"regexp"
+
+	"github.com/sandpool/sandpool/internal/pattern"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/proc"
@@ -63,7 +64,7 @@ type Config struct {
 	SessionTimeout int `json:"session_timeout"`
 }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+var nameRE = pattern.New(`^[a-z0-9][a-z0-9._-]*$`, 1, 63)
 
 // WithDefaults fills unset settings.
 func (c Config) WithDefaults() Config {

@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/sandpool/sandpool/internal/pattern"
 
 	"golang.org/x/sys/unix"
 
@@ -37,9 +38,9 @@ import (
 // image that lacks them needs no writes to its sandbox's writable layer.
 
 var (
-	deviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-	driverFile = regexp.MustCompile(`^(lib64|bin)/[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$`)
-	envKey     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+	deviceName = pattern.New(`^[A-Za-z0-9][A-Za-z0-9._-]*$`, 1, 64)
+	driverFile = pattern.New(`^(lib64|bin)/[A-Za-z0-9][A-Za-z0-9._+-]*$`, 5, 207)
+	envKey     = pattern.New(`^[A-Za-z_][A-Za-z0-9_]*$`, 1, 128)
 )
 
 // validateDevices checks what a caller gives as Spec.Devices.

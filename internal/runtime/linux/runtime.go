@@ -12,11 +12,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sandpool/sandpool/internal/pattern"
 
 	"golang.org/x/sys/unix"
 
@@ -338,7 +339,7 @@ func (r *Runtime) saveState(st state) error {
 	return writeJSON(filepath.Join(r.sandboxDir(st.ID), "state.json"), st)
 }
 
-var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+var idPattern = pattern.New(`^[a-z0-9][a-z0-9_-]*$`, 1, 64)
 
 // lookup finds a sandbox that is not destroyed.
 func (r *Runtime) lookup(id string) (*sandbox, error) {

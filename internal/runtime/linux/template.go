@@ -7,11 +7,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/sandpool/sandpool/internal/pattern"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
 	"github.com/sandpool/sandpool/internal/ids"
@@ -29,7 +30,7 @@ const baseTemplate = "base"
 // base is regenerated at Open.
 const baseVersion = "4"
 
-var templateName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+var templateName = pattern.New(`^[a-z0-9][a-z0-9._-]*$`, 1, 63)
 
 type templateMeta struct {
 	Name      string    `json:"name"`
