@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -129,10 +130,16 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 	if err != nil {
 		return err
 	}
-	// While PID 1 starts up, before it runs anything of the sandbox's.
-	if err := r.attachNetwork(ctx, sb, sp.pid); err != nil {
-		return err
-	}
+	// The sandbox's network link is made while PID 1 builds its root
+	// (they touch nothing of each other's): the sandbox runs nothing of
+	// its own before boot returns, and boot returns only once the link is
+	// in place (or its error). Any return waits for it, so teardown finds
+	// the link if one was made.
+	attached := make(chan error, 1)
+	go func() { attached <- r.attachNetwork(ctx, sb, sp.pid) }()
+	var attachErr error
+	waitAttach := sync.OnceFunc(func() { attachErr = <-attached })
+	defer waitAttach()
 	observe("configure")
 
 	deadline := time.Now().Add(r.cfg.ReadyTimeout)
@@ -151,6 +158,9 @@ func (r *Runtime) boot(ctx context.Context, sb *sandbox) (retErr error) {
 		return fmt.Errorf("sandbox init exited during setup: %s", logTail(filepath.Join(dir, "init.log")))
 	case err != nil:
 		return fmt.Errorf("sandbox init: %s", strings.TrimPrefix(err.Error(), "error: "))
+	}
+	if waitAttach(); attachErr != nil {
+		return attachErr
 	}
 	observe("ready")
 	sb.setStatus(runtime.StatusRunning)
@@ -185,7 +195,10 @@ func logTail(path string) string {
 // is left, and the spare is the caller's.
 func (r *Runtime) sandboxGroup(sp *spare, id string, lim runtime.Limits) (cg *cgroup, move bool, err error) {
 	if sp.group != nil {
-		err := sp.group.limit(lim)
+		err := writeFile(filepath.Join(sp.group.dir("cpu"), "cpu.shares"), strconv.Itoa(defaultShares))
+		if err == nil {
+			err = sp.group.limit(lim)
+		}
 		if err == nil {
 			if err = sp.group.renameTo(id); err == nil {
 				return sp.group, false, nil

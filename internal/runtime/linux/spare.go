@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -139,6 +141,14 @@ func (r *Runtime) spawnSpare() (_ *spare, retErr error) {
 			return nil, err
 		}
 		sp.group = g
+		// A spare is made ahead, for later: it takes only CPU that the
+		// sandboxes and the server leave (its Go runtime's start and
+		// setup are some milliseconds of CPU). Adoption gives its group
+		// the default weight back.
+		if err := writeFile(filepath.Join(g.dir("cpu"), "cpu.shares"), strconv.Itoa(spareShares)); err != nil {
+			sp.discard()
+			return nil, err
+		}
 		if err := g.add(sp.pid); err != nil {
 			sp.discard()
 			return nil, err
@@ -156,6 +166,13 @@ func SpareTag(dataDir string) string {
 	sum := sha256.Sum256([]byte(dataDir))
 	return "spare-" + hex.EncodeToString(sum[:4])
 }
+
+// spareShares and defaultShares are cgroup v1 cpu.shares of a spare's
+// group and of a sandbox's (the kernel's default).
+const (
+	spareShares   = 2
+	defaultShares = 1024
+)
 
 func (r *Runtime) spareGroupPrefix() string { return SpareTag(r.cfg.DataDir) + "-" }
 
