@@ -96,9 +96,15 @@ func Init() {
 	// What every sandbox's root gets the same, /proc and /dev, is built
 	// now too: adoption only moves them in.
 	stageErr := stageMounts()
+	// Started: every thread it keeps exists (the host counts them into
+	// the sandbox's process limit), so it may be adopted. What failed is
+	// said at adoption.
+	ctl := os.NewFile(fdControl, "control")
+	if _, err := ctl.Write([]byte(spareReady)); err != nil {
+		os.Exit(0) // the host is gone
+	}
 	// Wait for a sandbox (a spare may wait long); a closed socket means
 	// the host is gone or did not need this one.
-	ctl := os.NewFile(fdControl, "control")
 	cfg, err := receiveSandbox(ctl)
 	if errors.Is(err, io.EOF) {
 		os.Exit(0) // not needed after all

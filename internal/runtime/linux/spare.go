@@ -72,7 +72,10 @@ func (sp *spare) discard() {
 }
 
 // spawnSpare starts a PID 1 that waits for its sandbox.
-func (r *Runtime) spawnSpare() (_ *spare, retErr error) {
+//
+// ahead says it is made for later (by the filler), not for a create
+// waiting on it: only then does it get the low CPU weight.
+func (r *Runtime) spawnSpare(ahead bool) (_ *spare, retErr error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
@@ -141,21 +144,37 @@ func (r *Runtime) spawnSpare() (_ *spare, retErr error) {
 			return nil, err
 		}
 		sp.group = g
-		// A spare is made ahead, for later: it takes only CPU that the
-		// sandboxes and the server leave (its Go runtime's start and
-		// setup are some milliseconds of CPU). Adoption gives its group
-		// the default weight back.
-		if err := writeFile(filepath.Join(g.dir("cpu"), "cpu.shares"), strconv.Itoa(spareShares)); err != nil {
-			sp.discard()
-			return nil, err
+		// A spare made ahead, for later, takes only CPU that the sandboxes
+		// and the server leave (its Go runtime's start and setup are some
+		// milliseconds of CPU); one a create waits on does not wait
+		// longer. Adoption gives its group the default weight back.
+		if ahead {
+			if err := writeFile(filepath.Join(g.dir("cpu"), "cpu.shares"), strconv.Itoa(spareShares)); err != nil {
+				sp.discard()
+				return nil, err
+			}
 		}
 		if err := g.add(sp.pid); err != nil {
 			sp.discard()
 			return nil, err
 		}
 	}
+	// Adopted only once started whole: its threads are counted into the
+	// sandbox's process limit, and one it starts after would not fit.
+	_ = ctl.SetReadDeadline(time.Now().Add(r.cfg.ReadyTimeout))
+	buf := make([]byte, 64)
+	n, err := ctl.Read(buf)
+	_ = ctl.SetReadDeadline(time.Time{})
+	if err != nil || string(buf[:n]) != spareReady {
+		sp.discard()
+		return nil, fmt.Errorf("sandbox init did not start: %q, %v", buf[:n], err)
+	}
 	return sp, nil
 }
+
+// spareReady is what a PID 1 says on its control socket once it has
+// started: before its sandbox's configuration, which it then waits for.
+const spareReady = "ready"
 
 // SpareTag names the spares of the runtime on dataDir: "spare-" and a
 // hash of the data directory, which one process at a time owns, so
@@ -234,7 +253,7 @@ func (r *Runtime) startSpares(n int) *spares {
 			case <-ctx.Done():
 				return
 			}
-			sp, err := r.spawnSpare()
+			sp, err := r.spawnSpare(true)
 			if err != nil {
 				s.room <- struct{}{} // its token back: try again
 				r.cfg.Log.Warn("start a spare sandbox init", "err", err)
@@ -269,7 +288,7 @@ func (s *spares) take() (*spare, error) {
 			}
 			sp.discard() // it died waiting (killed by someone): take the next
 		default:
-			return s.r.spawnSpare()
+			return s.r.spawnSpare(false)
 		}
 	}
 }
@@ -300,7 +319,7 @@ func (sp *spare) adopt(cfg []byte, root, listen, log *os.File, deadline time.Tim
 	_ = sp.ctl.SetReadDeadline(deadline)
 	buf := make([]byte, 4096)
 	n, _, _, _, err := sp.ctl.ReadMsgUnix(buf, nil)
-	if errors.Is(err, io.EOF) || (err == nil && n == 0) {
+	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || (err == nil && n == 0) {
 		return errInitExited
 	}
 	if err != nil {
