@@ -99,7 +99,7 @@ func TestImageTemplatesOverHTTP(t *testing.T) {
 	if n, cached := log.stored(); n != 2 || cached != 0 {
 		t.Errorf("pull reports: %d layers stored, %d cached: %+v", n, cached, log.pulls)
 	}
-	if tpl.Image == nil || tpl.Image.User != "app" || tpl.Image.Layers != 2 || !strings.HasPrefix(tpl.Origin, "image "+host+"/app:1@sha256:") {
+	if tpl.Image == nil || tpl.Image.User != "app" || tpl.Image.Layers != 3 || !strings.HasPrefix(tpl.Origin, "image "+host+"/app:1@sha256:") {
 		t.Errorf("template %+v %+v", tpl, tpl.Image)
 	}
 	// From an OCI layout and a docker archive on the server's host, no
@@ -124,17 +124,19 @@ func TestImageTemplatesOverHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, src := range []client.ImageSource{{OCILayout: filepath.Join(dir, "layout")}, {DockerArchive: filepath.Join(dir, "app.tar")}} {
-		// The layout's image shares app:1's two layers; the archive's,
-		// the same image, all three.
-		name, shared := "from-layout", 2
+		// Each template has the image's layers and sandpool's skeleton
+		// layer (an /etc/resolv.conf, which the image lacks). The
+		// layout's shares app:1's two and the skeleton; the archive's,
+		// the same image, all four.
+		name, shared := "from-layout", 3
 		if src.DockerArchive != "" {
-			name, shared = "from-archive", 3
+			name, shared = "from-archive", 4
 		}
 		tpl, err := c.AddTemplate(ctx, client.TemplateRequest{Name: name, ImageSource: src}, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if tpl.Image == nil || tpl.Image.Layers != 3 || tpl.Image.SharedLayers != shared {
+		if tpl.Image == nil || tpl.Image.Layers != 4 || tpl.Image.SharedLayers != shared {
 			t.Errorf("%s: %+v", name, tpl.Image)
 		}
 		sb, err := c.CreateSandbox(ctx, client.CreateSandboxRequest{Template: name})

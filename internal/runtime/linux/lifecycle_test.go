@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/sandpool/sandpool/internal/proc"
 	"github.com/sandpool/sandpool/internal/runtime"
 	"github.com/sandpool/sandpool/internal/runtime/linux"
+	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
 )
 
 func TestCreateBadInput(t *testing.T) {
@@ -375,5 +377,44 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A server killed in the middle of adopting a spare leaves the spare's
+// cgroup name in the controllers its rename had not reached yet, with
+// the PID 1 in them; the next runtime on the data directory removes
+// them all and kills what is inside.
+func TestHalfRenamedSpareGroupIsSwept(t *testing.T) {
+	dir := t.TempDir()
+	name := linux.SpareTag(dir) + "-halfway"
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	var dirs []string
+	for _, c := range []string{"memory", "pids", "freezer"} { // "cpu" renamed already
+		d := filepath.Join("/sys/fs/cgroup", c, linuxtest.CgroupParent, name)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(d) })
+		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, d)
+	}
+	linuxtest.OpenAt(t, dir)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the half-adopted spare's process was not killed")
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("%s left", d)
+		}
 	}
 }

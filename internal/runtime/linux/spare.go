@@ -74,8 +74,10 @@ func (sp *spare) discard() {
 // spawnSpare starts a PID 1 that waits for its sandbox.
 //
 // ahead says it is made for later (by the filler), not for a create
-// waiting on it: only then does it get the low CPU weight.
-func (r *Runtime) spawnSpare(ahead bool) (_ *spare, retErr error) {
+// waiting on it: only then does it get the low CPU weight. The wait for
+// it to start ends early when ctx ends (the filler stopped by Close: a
+// spare of low weight on a busy host may take long to start).
+func (r *Runtime) spawnSpare(ctx context.Context, ahead bool) (_ *spare, retErr error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
@@ -162,8 +164,10 @@ func (r *Runtime) spawnSpare(ahead bool) (_ *spare, retErr error) {
 	// Adopted only once started whole: its threads are counted into the
 	// sandbox's process limit, and one it starts after would not fit.
 	_ = ctl.SetReadDeadline(time.Now().Add(r.cfg.ReadyTimeout))
+	stop := context.AfterFunc(ctx, func() { _ = ctl.SetReadDeadline(time.Unix(1, 0)) })
 	buf := make([]byte, 64)
 	n, err := ctl.Read(buf)
+	stop()
 	_ = ctl.SetReadDeadline(time.Time{})
 	if err != nil || string(buf[:n]) != spareReady {
 		sp.discard()
@@ -197,26 +201,37 @@ func (r *Runtime) spareGroupPrefix() string { return SpareTag(r.cfg.DataDir) + "
 
 // sweepSpareGroups removes the cgroups of spares an earlier process on
 // this data directory left (a crash): their spares exited when their
-// control sockets closed, or are killed now.
+// control sockets closed, or are killed now. Every controller is looked
+// at, not one: a crash in the middle of an adoption's rename leaves a
+// spare's name in the controllers not yet renamed (the half-adopted
+// sandbox is failed by the reconciler; its PID 1 is killed here).
 func (r *Runtime) sweepSpareGroups() {
 	if r.cg.version != 1 {
 		return
 	}
 	prefix := r.spareGroupPrefix()
-	ents, _ := os.ReadDir(r.cg.parents[v1Controllers[0]]) // none: nothing to sweep
-	for _, e := range ents {
-		if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix) {
-			continue
-		}
-		g := r.cg.group(e.Name())
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if pids, _ := g.procs(); len(pids) > 0 {
-			for _, p := range pids {
-				_ = unix.Kill(p, unix.SIGKILL) // a spare left behind: it has no sandbox
+	names := map[string]bool{}
+	for _, c := range r.cg.v1 {
+		ents, _ := os.ReadDir(r.cg.parents[c]) // none: nothing to sweep
+		for _, e := range ents {
+			if e.IsDir() && strings.HasPrefix(e.Name(), prefix) {
+				names[e.Name()] = true
 			}
 		}
+	}
+	for name := range names {
+		g := r.cg.group(name)
+		for _, c := range r.cg.v1 {
+			b, _ := os.ReadFile(filepath.Join(g.dir(c), "cgroup.procs"))
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					_ = unix.Kill(pid, unix.SIGKILL) // a spare left behind: it has no sandbox
+				}
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		if err := g.remove(ctx); err != nil {
-			r.cfg.Log.Warn("remove a spare's cgroup left by an earlier process", "cgroup", e.Name(), "err", err)
+			r.cfg.Log.Warn("remove a spare's cgroup left by an earlier process", "cgroup", name, "err", err)
 		}
 		cancel()
 	}
@@ -253,9 +268,12 @@ func (r *Runtime) startSpares(n int) *spares {
 			case <-ctx.Done():
 				return
 			}
-			sp, err := r.spawnSpare(true)
+			sp, err := r.spawnSpare(ctx, true)
 			if err != nil {
 				s.room <- struct{}{} // its token back: try again
+				if ctx.Err() != nil {
+					return
+				}
 				r.cfg.Log.Warn("start a spare sandbox init", "err", err)
 				select {
 				case <-ctx.Done():
@@ -288,7 +306,7 @@ func (s *spares) take() (*spare, error) {
 			}
 			sp.discard() // it died waiting (killed by someone): take the next
 		default:
-			return s.r.spawnSpare(false)
+			return s.r.spawnSpare(context.Background(), false)
 		}
 	}
 }
