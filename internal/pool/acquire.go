@@ -291,8 +291,14 @@ func (m *Manager) recycle(p *pool, sb sandbox.Sandbox) {
 			return
 		}
 		if err := m.svc.Recycle(ctx, id); err != nil {
-			m.opts.Log.Warn("reset after release failed; sandbox destroyed", "pool", p.name, "sandbox", id, "err", err)
-			m.m.destroyed.WithLabelValues(p.name, "health").Inc()
+			reason := "health"
+			if errors.Is(err, errdefs.ErrConflict) {
+				reason = "drain" // the pool was deleted meanwhile: no fault
+				m.opts.Log.Info("pool deleted during a reset; sandbox destroyed", "pool", p.name, "sandbox", id, "err", err)
+			} else {
+				m.opts.Log.Warn("reset after release failed; sandbox destroyed", "pool", p.name, "sandbox", id, "err", err)
+			}
+			m.m.destroyed.WithLabelValues(p.name, reason).Inc()
 			p.nudge()
 			return
 		}

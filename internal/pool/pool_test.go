@@ -71,12 +71,21 @@ func newEnvWith(t testing.TB, wrap func(store.Store) store.Store, rcfg linux.Con
 func (e *env) waitIdle(t *testing.T, name string, n int) pool.Info {
 	t.Helper()
 	var in pool.Info
-	eventually(t, 30*time.Second, fmt.Sprintf("%d idle in %s", n, name), func() bool {
-		var err error
+	var err error
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		in, err = e.m.Get(context.Background(), "t", name)
-		return err == nil && in.Idle == n && in.Creating == 0 && in.Resetting == 0
-	})
-	return in
+		if err == nil && in.Idle == n && in.Creating == 0 && in.Resetting == 0 {
+			return in
+		}
+		if time.Now().After(end) {
+			rows, _ := e.st.ListSandboxes(context.Background(), store.Filter{Pool: name})
+			var states []string
+			for _, r := range rows {
+				states = append(states, r.ID+" "+r.Status+" "+r.Error)
+			}
+			t.Fatalf("not within 30s: %d idle in %s: %+v %v; sandboxes: %q", n, name, in, err, states)
+		}
+	}
 }
 
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
@@ -230,10 +239,13 @@ func TestSessionsStartFresh(t *testing.T) {
 	}
 	// Take sandboxes until this one comes back.
 	var again sandbox.Sandbox
-	eventually(t, 30*time.Second, "the released sandbox is idle again", func() bool {
-		got, _ := e.svc.Get(ctx, "t", sb.ID)
-		return got.Status == sandbox.StatusReady
-	})
+	var got sandbox.Sandbox
+	for end := time.Now().Add(30 * time.Second); got.Status != sandbox.StatusReady; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("the released sandbox is not idle again within 30s: %s %q", got.Status, got.Error)
+		}
+		got, _ = e.svc.Get(ctx, "t", sb.ID)
+	}
 	for {
 		again, err = e.m.Acquire(ctx, "t", "p", 0)
 		if err != nil {

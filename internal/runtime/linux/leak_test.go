@@ -77,7 +77,15 @@ func TestNoLeaks(t *testing.T) {
 	}
 	assertNoLeaks(t, dir, ids)
 	// Links close in the background; once closed, nothing of them is left.
-	waitUntil(t, "every egress link closed", func() bool { return gauge(t, reg, "sandpool_egress_links") == 0 })
+	start := time.Now()
+	waitUntil(t, "every egress link closed", func() bool {
+		n := gauge(t, reg, "sandpool_egress_links")
+		if n != 0 && time.Since(start) > 5*time.Second {
+			t.Logf("%v links still open after %v", n, time.Since(start).Round(time.Second))
+			start = time.Now()
+		}
+		return n == 0
+	})
 	waitUntil(t, "the descriptors of the links and their connections closed", func() bool {
 		now := openFDs(t)
 		return now["tun"] == 0 && now["socket"] <= fds["socket"]

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -384,11 +385,32 @@ func (s *DB) UpdateSandbox(ctx context.Context, id string, from []string, u stor
 			return err
 		}
 		if u.Fence != nil {
-			return fmt.Errorf("sandbox %s (%s): lease lost, pool gone, or status changed: %w", id, cur.Status, errdefs.ErrConflict)
+			return fmt.Errorf("sandbox %s (%s): %s: %w", id, cur.Status, s.fenceFailed(ctx, u.Fence, cur.Status, from), errdefs.ErrConflict)
 		}
 		return fmt.Errorf("sandbox %s is %s, not %s: %w", id, cur.Status, strings.Join(from, " or "), errdefs.ErrConflict)
 	}
 	return nil
+}
+
+// fenceFailed says which condition of a fenced update no longer held
+// (read after the update: the best account there is).
+func (s *DB) fenceFailed(ctx context.Context, f *store.Fence, status string, from []string) string {
+	if len(from) > 0 && !slices.Contains(from, status) {
+		return "status changed"
+	}
+	if f.Pool != "" {
+		p, err := s.GetPool(ctx, f.Pool)
+		switch {
+		case errors.Is(err, errdefs.ErrNotFound):
+			return "pool " + f.Pool + " gone"
+		case err == nil && p.Status == "draining":
+			return "pool " + f.Pool + " being deleted"
+		}
+	}
+	if f.Lease != "" {
+		return "lease " + f.Lease + " lost"
+	}
+	return "lease lost, pool gone, or status changed"
 }
 
 func (s *DB) TouchSandboxes(ctx context.Context, active map[string]time.Time) error {
