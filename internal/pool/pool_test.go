@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -516,4 +517,58 @@ func TestSessionTimeout(t *testing.T) {
 		return got.Status == sandbox.StatusStopped
 	})
 	e.waitIdle(t, "p", 1)
+}
+
+// slowReadyStore stalls after each write that makes a created sandbox
+// idle, as a loaded machine may between that write and the create's
+// return.
+type slowReadyStore struct {
+	store.Store
+	stall atomic.Bool
+}
+
+func (s *slowReadyStore) UpdateSandbox(ctx context.Context, id string, from []string, u store.Update) error {
+	err := s.Store.UpdateSandbox(ctx, id, from, u)
+	if err == nil && s.stall.Load() && u.Status != nil && *u.Status == string(sandbox.StatusReady) &&
+		slices.Equal(from, []string{string(sandbox.StatusCreating)}) {
+		time.Sleep(time.Second)
+	}
+	return err
+}
+
+// A sandbox being created is counted once, as a claim of the pool's
+// until the write that makes it idle and as idle after: a release in
+// between finds room under max_idle (it was counted twice, and the
+// released sandbox destroyed as one too many).
+func TestNewIdleCountedOnce(t *testing.T) {
+	var ss *slowReadyStore
+	e := newEnv(t, func(s store.Store) store.Store { ss = &slowReadyStore{Store: s}; return ss })
+	ctx := context.Background()
+	if _, err := e.m.Create(ctx, "t", pool.Config{Name: "p", Template: "base", MinIdle: 1, MaxIdle: 2}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitIdle(t, "p", 1)
+	ss.stall.Store(true)
+	sb, err := e.m.Acquire(ctx, "t", "p", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The pool makes another; once it is idle in the store (its create
+	// not returned yet), release the first.
+	eventually(t, 30*time.Second, "the new sandbox is idle", func() bool {
+		idle, _ := e.st.ListSandboxes(ctx, store.Filter{Pool: "p", Statuses: []string{"ready"}})
+		return len(idle) == 1
+	})
+	if _, err := e.m.Release(ctx, "t", sb.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	var got sandbox.Sandbox
+	for end := time.Now().Add(30 * time.Second); got.Status != sandbox.StatusReady; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("the released sandbox is not idle again: %s %q", got.Status, got.Error)
+		}
+		got, _ = e.svc.Get(ctx, "t", sb.ID)
+	}
+	ss.stall.Store(false)
+	e.waitIdle(t, "p", 2)
 }

@@ -72,9 +72,23 @@ func (m *Manager) replenish(ctx context.Context, p *pool, fence *store.Fence) er
 	if err != nil || want == 0 {
 		return err
 	}
+	// Each create's claim ends with the write that makes its sandbox
+	// idle (under decide, so a count in between sees it once: claimed or
+	// idle); what is left of the round's claims ends with the round.
+	released := 0
+	commit := func(write func() error) error {
+		p.decide.Lock()
+		defer p.decide.Unlock()
+		err := write()
+		if err == nil {
+			p.claims--
+			released++
+		}
+		return err
+	}
 	defer func() {
 		p.decide.Lock()
-		p.claims -= want
+		p.claims -= want - released
 		p.decide.Unlock()
 	}()
 	if cfg.MaxTotal > 0 {
@@ -85,7 +99,7 @@ func (m *Manager) replenish(ctx context.Context, p *pool, fence *store.Fence) er
 	for i := range want {
 		wg.Go(func() {
 			_, errs[i] = m.svc.CreateForPool(ctx, sandbox.PoolSandbox{Tenant: p.tenant, Pool: p.name,
-				Template: cfg.Template, Limits: cfg.Limits, Env: cfg.Env, Network: cfg.Network, Lease: fence, MaxTotal: cfg.MaxTotal})
+				Template: cfg.Template, Limits: cfg.Limits, Env: cfg.Env, Network: cfg.Network, Lease: fence, MaxTotal: cfg.MaxTotal, Commit: commit})
 		})
 	}
 	wg.Wait()

@@ -42,6 +42,9 @@ type newSandbox struct {
 	// poolNetwork, for a pool's sandbox, is the policy each reset
 	// returns it to.
 	poolNetwork *Network
+	// commit, if set, runs the write of the final status (see
+	// PoolSandbox.Commit).
+	commit func(write func() error) error
 }
 
 // create makes a sandbox: checks, writes the row, has the runtime make
@@ -139,7 +142,15 @@ func (s *Service) create(ctx context.Context, n newSandbox) (_ store.Sandbox, re
 		}
 	}
 	final := string(n.final)
-	if err := s.st.UpdateSandbox(cctx, id, []string{string(StatusCreating)}, store.Update{Status: &final, Fence: n.fence}); err != nil {
+	record := func() error {
+		return s.st.UpdateSandbox(cctx, id, []string{string(StatusCreating)}, store.Update{Status: &final, Fence: n.fence})
+	}
+	if n.commit != nil {
+		err = n.commit(record)
+	} else {
+		err = record()
+	}
+	if err != nil {
 		// Not recorded (deleted meanwhile, the store failed, or the pool
 		// leader's lease lapsed): a sandbox nobody may hand out must not
 		// run on.

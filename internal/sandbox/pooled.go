@@ -35,6 +35,11 @@ type PoolSandbox struct {
 	// MaxTotal, if set, bounds the pool's sandboxes: none is recorded past
 	// it (checked in the store, with the write).
 	MaxTotal int
+	// Commit, if set, runs the write that records the sandbox in its
+	// final status (write): the pool counts a create under way as one of
+	// its own until then, and by doing both under one lock it never
+	// counts the sandbox twice, or not at all.
+	Commit func(write func() error) error
 }
 
 // CreateForPool makes a sandbox of a pool: idle ("ready", its session set
@@ -47,7 +52,7 @@ func (s *Service) CreateForPool(ctx context.Context, p PoolSandbox) (Sandbox, er
 		fence.Lease, fence.Holder, fence.Term = p.Lease.Lease, p.Lease.Holder, p.Lease.Term
 	}
 	net := s.networkFor(p.Network)
-	n := newSandbox{tenant: p.Tenant, pool: p.Pool, final: StatusReady, fence: fence, poolNetwork: &net,
+	n := newSandbox{tenant: p.Tenant, pool: p.Pool, final: StatusReady, fence: fence, poolNetwork: &net, commit: p.Commit,
 		req: CreateRequest{Template: p.Template, Limits: p.Limits, Env: p.Env, Network: &net}}
 	if p.InUse {
 		n.final, n.uses = StatusRunning, 1
