@@ -163,7 +163,11 @@ func TestAcquireRelease(t *testing.T) {
 		got, _ := e.svc.Get(ctx, "t", sb.ID)
 		return got.Status == sandbox.StatusStopped
 	})
-	if n := testutil.ToFloat64(metric(t, e, "sandpool_pool_sandboxes_destroyed_total", "p", "idle")); n != 1 {
+	// Counted once the destroy has returned (just after the status says
+	// stopped).
+	destroyed := metric(t, e, "sandpool_pool_sandboxes_destroyed_total", "p", "idle")
+	eventually(t, 30*time.Second, "destroyed{idle} = 1", func() bool { return testutil.ToFloat64(destroyed) >= 1 })
+	if n := testutil.ToFloat64(destroyed); n != 1 {
 		t.Fatalf("destroyed{idle} = %g", n)
 	}
 }
