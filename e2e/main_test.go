@@ -48,8 +48,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build sandpool:", err)
 		os.Exit(1)
 	}
-	code := m.Run()
-	linuxtest.RemoveCgroupParent()
+	code := linuxtest.Finish(m.Run()) // fails the run if a server left cgroups
 	pgtest.Stop()
 	os.RemoveAll(dir)
 	if code == 0 {

@@ -1,8 +1,11 @@
 package linux
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -47,10 +50,16 @@ func TestCgroupV2Files(t *testing.T) {
 }
 
 func TestCgroupV1OnThisHost(t *testing.T) {
-	d, err := newCgroupDriver("/sys/fs/cgroup", "sandpool-test")
+	parent := "sandpool-unit-" + strconv.Itoa(os.Getpid())
+	d, err := newCgroupDriver("/sys/fs/cgroup", parent)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		for _, dir := range append(slices.Collect(maps.Values(d.parents)), d.devices) {
+			os.Remove(dir) // empty once the group is gone
+		}
+	})
 	if d.version != 1 {
 		t.Skip("host uses cgroup v2: covered by the runtime tests")
 	}

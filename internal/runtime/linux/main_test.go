@@ -9,6 +9,7 @@ import (
 
 	"github.com/sandpool/sandpool/internal/egress/egresstest"
 	"github.com/sandpool/sandpool/internal/runtime/linux"
+	"github.com/sandpool/sandpool/internal/runtime/linux/linuxtest"
 )
 
 // TestMain lets the test binary serve as the sandboxes' PID 1 (and as a
@@ -36,5 +37,5 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	os.Exit(code)
+	os.Exit(linuxtest.Finish(code))
 }

@@ -5,12 +5,15 @@ package linuxtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,8 +27,24 @@ import (
 
 // CgroupParent is where test sandboxes get their cgroups: one per test
 // process, so test binaries run at the same time (go test runs packages
-// in parallel) never see each other's sandboxes; Main removes it.
-var CgroupParent = "sandpool-test-" + strconv.Itoa(os.Getpid())
+// in parallel) never see each other's sandboxes; Main removes it. A
+// process the test binary starts (a helper that plays a server killed
+// mid-way, the re-exec into a network namespace) inherits it through
+// the environment, so what a helper leaves is the test's to clean up
+// and goes with the test's parent group.
+var CgroupParent = cgroupParent()
+
+// cgroupParentEnv passes CgroupParent to the test binary's children.
+const cgroupParentEnv = "SANDPOOL_TEST_CGROUP_PARENT"
+
+func cgroupParent() string {
+	if p := os.Getenv(cgroupParentEnv); p != "" {
+		return p
+	}
+	p := "sandpool-test-" + strconv.Itoa(os.Getpid())
+	_ = os.Setenv(cgroupParentEnv, p) // cannot fail for this name and value
+	return p
+}
 
 // Main is a TestMain: it runs the sandbox init when the binary was started
 // as one, else the tests, then checks that no goroutine leaked.
@@ -40,16 +59,46 @@ func Main(m *testing.M) {
 			code = 1
 		}
 	}
-	RemoveCgroupParent()
-	os.Exit(code)
+	os.Exit(Finish(code))
 }
 
-// RemoveCgroupParent removes this process's CgroupParent (empty once its
-// sandboxes are gone; what is not empty stays, for a leak test to see).
-func RemoveCgroupParent() {
+// RemoveCgroupParent removes this process's CgroupParent and returns
+// the groups that kept it (none once every sandbox, spare and runtime of
+// the tests is gone; what is left stays, for a person to look at).
+func RemoveCgroupParent() []string {
+	var left []string
 	for _, c := range []string{"cpu", "cpuacct", "memory", "pids", "freezer", "devices", "unified", ""} {
-		_ = os.Remove(filepath.Join("/sys/fs/cgroup", c, CgroupParent)) // best effort, as said
+		dir := filepath.Join("/sys/fs/cgroup", c, CgroupParent)
+		for attempt := 0; ; attempt++ {
+			err := os.Remove(dir)
+			if err == nil || errors.Is(err, fs.ErrNotExist) {
+				break
+			}
+			// Busy: groups under it, or tasks still leaving it.
+			if !errors.Is(err, syscall.EBUSY) || attempt == 50 {
+				ents, _ := os.ReadDir(dir)
+				for _, e := range ents {
+					if e.IsDir() {
+						left = append(left, filepath.Join(dir, e.Name()))
+					}
+				}
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
+	return left
+}
+
+// Finish removes CgroupParent at the end of a test binary whose tests
+// ended with code, and turns a pass into a failure when anything of the
+// tests' was left under it.
+func Finish(code int) int {
+	if left := RemoveCgroupParent(); len(left) > 0 && code == 0 {
+		fmt.Fprintln(os.Stderr, "cgroups left under the tests' parent:", left)
+		return 1
+	}
+	return code
 }
 
 // MainNet is Main for packages whose tests give sandboxes a network: the
@@ -71,8 +120,7 @@ func MainNet(m *testing.M) {
 			code = 1
 		}
 	}
-	RemoveCgroupParent()
-	os.Exit(code)
+	os.Exit(Finish(code))
 }
 
 // Engine returns an egress engine whose upstream resolver is the fake
