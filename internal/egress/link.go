@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -199,12 +200,38 @@ func (l *Link) Close() error {
 			_ = c.Close() // best effort: the stack is going away anyway
 		}
 		l.st.Close() // aborts every endpoint, unblocking their readers
-		l.wg.Wait()
+		l.waitHandlers()
 		l.st.Wait() // removes the NIC: the TUN reader stops
 		l.closeErr = l.tun.closeFile()
 		l.eng.forget(l)
 	})
 	return l.closeErr
+}
+
+// waitHandlers waits for every handler and relay to leave. A handler
+// whose upstream dial succeeded just as Close began starts the sandbox's
+// handshake after the stack's Close aborted what was registered: that
+// handshake would wait out its SYN-ACK retransmissions (minutes) when
+// the sandbox never answers. So whatever registers later is aborted
+// too, until the handlers are gone.
+func (l *Link) waitHandlers() {
+	done := make(chan struct{})
+	go func() {
+		l.wg.Wait()
+		close(done)
+	}()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			for _, e := range l.st.RegisteredEndpoints() {
+				e.Abort()
+			}
+		}
+	}
 }
 
 // enter registers a handler or relay; false means the link is closed.

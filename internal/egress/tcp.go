@@ -53,6 +53,11 @@ func (l *Link) handleTCP(r *tcp.ForwarderRequest) {
 			r.Complete(true)
 			return
 		}
+		if l.ctx.Err() != nil { // closed while dialing: no handshake to start
+			up.Close()
+			r.Complete(true)
+			return
+		}
 		guest, err := accept(r)
 		if err != nil {
 			up.Close()
