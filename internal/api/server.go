@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sandpool/sandpool/internal/errdefs"
+	"github.com/sandpool/sandpool/internal/httpstatus"
 	"github.com/sandpool/sandpool/internal/idempotency"
 	"github.com/sandpool/sandpool/internal/keys"
 	"github.com/sandpool/sandpool/internal/pool"
@@ -200,28 +201,6 @@ func (s *Server) Drain() {
 	s.drainOnce.Do(func() { close(s.drained) })
 }
 
-// statusRecorder remembers the status code for metrics.
-type statusRecorder struct {
-	http.ResponseWriter
-	code int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if r.code == 0 {
-		r.code = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *statusRecorder) Write(b []byte) (int, error) {
-	if r.code == 0 {
-		r.code = http.StatusOK
-	}
-	return r.ResponseWriter.Write(b)
-}
-
-func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
-
 func (s *Server) instrument(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.draining.Load() && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
@@ -232,12 +211,9 @@ func (s *Server) instrument(h http.Handler) http.Handler {
 			r = r.WithContext(sandbox.WithoutAutoResume(r.Context()))
 		}
 		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w}
+		rec := &httpstatus.Recorder{ResponseWriter: w}
 		h.ServeHTTP(rec, r)
-		if rec.code == 0 {
-			rec.code = http.StatusOK
-		}
-		s.requests.WithLabelValues(r.Pattern, strconv.Itoa(rec.code)).Inc()
+		s.requests.WithLabelValues(r.Pattern, strconv.Itoa(rec.Status())).Inc()
 		s.latency.WithLabelValues(r.Pattern).Observe(time.Since(start).Seconds())
 	})
 }

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/sandpool/sandpool/internal/httpstatus"
 )
 
 // access says who may use a route.
@@ -91,14 +93,8 @@ func (s *Server) routes() http.Handler {
 // serve runs one route's checks and handler, and renders its error.
 func (s *Server) serve(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec := &statusRecorder{ResponseWriter: w}
-		defer func() {
-			code := rec.code
-			if code == 0 {
-				code = http.StatusOK
-			}
-			s.requests.WithLabelValues(rt.pattern, strconv.Itoa(code)).Inc()
-		}()
+		rec := &httpstatus.Recorder{ResponseWriter: w}
+		defer func() { s.requests.WithLabelValues(rt.pattern, strconv.Itoa(rec.Status())).Inc() }()
 		securityHeaders(rec.Header())
 		r = r.WithContext(context.WithValue(r.Context(), startKey{}, time.Now()))
 		sess, err := s.check(rec, r, rt)
@@ -148,7 +144,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, sess *session, err
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		return // the browser went away
 	}
-	if rw, ok := w.(*statusRecorder); ok && rw.code != 0 {
+	if rw, ok := w.(*httpstatus.Recorder); ok && rw.Code != 0 {
 		// Too late for a page: the response has begun (a download cut
 		// short, a stream ended). The browser sees it cut off.
 		s.log.Warn("dashboard response failed after it began", "path", r.URL.Path, "err", err)
@@ -171,31 +167,6 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, sess *session, err
 	}
 	s.render(w, r, status, "error", page{Title: title, Session: sess, Data: errorPage{Status: status, Title: title, Message: msg}})
 }
-
-// statusRecorder remembers the status code, for metrics and to know
-// whether a response has begun.
-type statusRecorder struct {
-	http.ResponseWriter
-	code int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if r.code == 0 {
-		r.code = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *statusRecorder) Write(b []byte) (int, error) {
-	if r.code == 0 {
-		r.code = http.StatusOK
-	}
-	return r.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController (flushes, hijacking for the
-// WebSocket) reach the real writer.
-func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // securityHeaders keep the pages to themselves: scripts, styles, images
 // and connections only from this server (no CDN, no inline script), never

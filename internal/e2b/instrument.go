@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/sandpool/sandpool/internal/httpstatus"
 )
 
 type metrics struct {
@@ -26,48 +27,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 }
 
-// recorder remembers a response's status for metrics; flushing and
-// hijacking (streams, upgrades) reach the writer beneath.
-type recorder struct {
-	http.ResponseWriter
-	code int
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if r.code == 0 {
-		r.code = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *recorder) Write(b []byte) (int, error) {
-	if r.code == 0 {
-		r.code = http.StatusOK
-	}
-	return r.ResponseWriter.Write(b)
-}
-
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
-
-// Flush is there for handlers that assert http.Flusher (connect does).
-func (r *recorder) Flush() {
-	if r.code == 0 {
-		r.code = http.StatusOK
-	}
-	_ = http.NewResponseController(r.ResponseWriter).Flush() // a writer that cannot flush delivers at the end
-}
-
 // observe serves r with h and counts it under surface and the route
 // route(r) names once h has run (never a sandbox id: few label values).
 func (s *Server) observe(w http.ResponseWriter, r *http.Request, surface string, h http.Handler, route func(*http.Request) string) {
 	start := time.Now()
-	rec := &recorder{ResponseWriter: w}
+	rec := &httpstatus.Recorder{ResponseWriter: w}
 	h.ServeHTTP(rec, r)
-	if rec.code == 0 {
-		rec.code = http.StatusOK
-	}
 	name := route(r)
-	s.m.requests.WithLabelValues(surface, name, strconv.Itoa(rec.code)).Inc()
+	s.m.requests.WithLabelValues(surface, name, strconv.Itoa(rec.Status())).Inc()
 	s.m.latency.WithLabelValues(surface, name).Observe(time.Since(start).Seconds())
 }
 
