@@ -99,8 +99,21 @@ func (s *Server) uploadTemplate(w http.ResponseWriter, r *http.Request) {
 // events and the setup's output as "output" events, and ends with "done"
 // (the template) or "error".
 func (s *Server) addTemplate(w http.ResponseWriter, r *http.Request, req sandbox.TemplateRequest) {
-	if (!req.Build && req.Image == nil) || !strings.Contains(r.Header.Get("Accept"), "application/x-ndjson") {
-		t, err := s.svc.AddTemplate(r.Context(), req)
+	s.runBuild(w, r, req.Build || req.Image != nil, func(ev *eventWriter) (sandbox.Template, error) {
+		if ev != nil {
+			req.Progress, req.Pull = buildOutput(ev), pullEvents(ev)
+		}
+		return s.svc.AddTemplate(r.Context(), req)
+	})
+}
+
+// runBuild answers a template's add or build: with JSON once done, or,
+// when the work has progress to show and the client accepts
+// application/x-ndjson, with its progress as events (run is given the
+// event writer; nil for a JSON answer).
+func (s *Server) runBuild(w http.ResponseWriter, r *http.Request, progress bool, run func(ev *eventWriter) (sandbox.Template, error)) {
+	if !progress || !strings.Contains(r.Header.Get("Accept"), "application/x-ndjson") {
+		t, err := run(nil)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
@@ -109,9 +122,7 @@ func (s *Server) addTemplate(w http.ResponseWriter, r *http.Request, req sandbox
 		return
 	}
 	ev := newEventWriter(w)
-	req.Progress = buildOutput(ev)
-	req.Pull = pullEvents(ev)
-	t, err := s.svc.AddTemplate(r.Context(), req)
+	t, err := run(ev)
 	s.endBuild(w, r, ev, t, err)
 }
 
@@ -198,20 +209,12 @@ func (s *Server) buildTemplate(w http.ResponseWriter, r *http.Request) {
 		req.Hooks.SetupTimeout = n
 	}
 	req.Hooks.Network = networkParams(q)
-	if !strings.Contains(r.Header.Get("Accept"), "application/x-ndjson") {
-		t, err := s.svc.BuildTemplate(r.Context(), req)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
+	s.runBuild(w, r, true, func(ev *eventWriter) (sandbox.Template, error) {
+		if ev != nil {
+			req.Output, req.Pull = buildOutput(ev), pullEvents(ev)
 		}
-		writeJSON(w, http.StatusCreated, t)
-		return
-	}
-	ev := newEventWriter(w)
-	req.Output = buildOutput(ev)
-	req.Pull = pullEvents(ev)
-	t, err := s.svc.BuildTemplate(r.Context(), req)
-	s.endBuild(w, r, ev, t, err)
+		return s.svc.BuildTemplate(r.Context(), req)
+	})
 }
 
 // listParam reads a list given as repeated and/or comma-separated query
