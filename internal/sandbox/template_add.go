@@ -63,6 +63,13 @@ func (s *Service) AddTemplate(ctx context.Context, req TemplateRequest) (_ Templ
 		return Template{}, err
 	}
 	defer s.undoTemplate(ctx, req.Name, &retErr)
+	return s.finishImport(ctx, req)
+}
+
+// finishImport gives a template just imported (from a directory, an
+// archive or an image) the hooks and limits req names, if any, and runs
+// its setup.
+func (s *Service) finishImport(ctx context.Context, req TemplateRequest) (Template, error) {
 	if !req.Hooks.empty() || req.Hooks.SetupTimeout != 0 || req.Limits != nil {
 		if _, err := s.defineTemplate(ctx, req.Name, req.Name, req.Hooks, req.Limits); err != nil {
 			return Template{}, err

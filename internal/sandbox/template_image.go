@@ -199,15 +199,7 @@ func (s *Service) placeImage(ctx context.Context, req TemplateRequest, img image
 		return Template{}, err
 	}
 	defer s.undoTemplate(ctx, req.Name, &retErr)
-	if !req.Hooks.empty() || req.Hooks.SetupTimeout != 0 || req.Limits != nil {
-		if _, err := s.defineTemplate(ctx, req.Name, req.Name, req.Hooks, req.Limits); err != nil {
-			return Template{}, err
-		}
-	}
-	if err := s.build(ctx, req); err != nil {
-		return Template{}, err
-	}
-	return s.Template(ctx, req.Name)
+	return s.finishImport(ctx, req)
 }
 
 func (s *Service) maxTemplateBytes() int64 {
